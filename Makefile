@@ -1,0 +1,50 @@
+# Two entry points: `make demo` (a live local cluster) and `make test` (the whole suite).
+# Both bootstrap their own virtualenv in .venv the first time.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_DIR ?= .demo-cluster
+DEMO_NODES ?= 5
+
+.PHONY: venv test lint typecheck unit demo demo-down bench clean docs completions
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy plumtree/core
+
+unit: $(STAMP)
+	$(BIN)/pytest -n 2 -q
+
+test: lint typecheck unit
+
+demo: $(STAMP)
+	$(BIN)/plumctl cluster up -n $(DEMO_NODES) --dir $(DEMO_DIR)
+	@echo
+	@echo "Next, try:"
+	@echo "  export PATH=$$PWD/$(BIN):\$$PATH"
+	@echo "  plumctl --node \$$(plumctl cluster status --dir $(DEMO_DIR) -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"items\"][0][\"admin_url\"])') members"
+	@echo "  make demo-down"
+
+demo-down: $(STAMP)
+	$(BIN)/plumctl cluster down --dir $(DEMO_DIR)
+
+bench: $(STAMP)
+	$(BIN)/python bench/sim.py
+
+docs: $(STAMP)
+	$(BIN)/python -m plumctl.docs > docs/cli.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,100 @@
+"""Bounded, time-ordered stores: the seen-id set and the payload cache.
+
+Both are insertion-ordered dicts: since ``now`` never goes backwards, the oldest entry is
+always first, so expiry and capacity eviction are amortised O(1) pops from the front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+from typing import Generic, TypeVar
+
+from plumtree.core.ids import MessageId
+
+
+class SeenEntry:
+    """What we know of a message we delivered: for dedup, the optimisation and the API."""
+
+    __slots__ = ("at", "duplicates", "hops", "origin", "parent")
+
+    def __init__(self, at: float, hops: int, parent: str, origin: str) -> None:
+        self.at = at
+        self.hops = hops
+        self.parent = parent
+        self.origin = origin
+        self.duplicates = 0
+
+
+class CachedMessage:
+    """A payload kept to answer Grafts (``hops``: our level for that message)."""
+
+    __slots__ = ("at", "hops", "origin", "payload")
+
+    def __init__(self, at: float, hops: int, origin: str, payload: bytes) -> None:
+        self.at = at
+        self.hops = hops
+        self.origin = origin
+        self.payload = payload
+
+
+_V = TypeVar("_V", SeenEntry, CachedMessage)
+
+
+class TimedStore(Generic[_V]):
+    """Dict with a TTL and a hard capacity; entries carry their insertion time in ``.at``."""
+
+    __slots__ = ("_items", "capacity", "ttl")
+
+    def __init__(self, ttl: float, capacity: int) -> None:
+        self.ttl = ttl
+        self.capacity = capacity
+        self._items: dict[MessageId, _V] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __iter__(self) -> Iterator[MessageId]:
+        return iter(self._items)
+
+    def get(self, key: MessageId) -> _V | None:
+        return self._items.get(key)
+
+    def get_fresh(self, key: MessageId, now: float) -> _V | None:
+        """The entry if it is within its TTL (expired but unswept entries don't count)."""
+        entry = self._items.get(key)
+        if entry is None or now - entry.at > self.ttl:
+            return None
+        return entry
+
+    def put(self, key: MessageId, value: _V) -> int:
+        """Insert; returns how many entries were evicted *before* their TTL to make room."""
+        items = self._items
+        items[key] = value
+        evicted = 0
+        while len(items) > self.capacity:
+            del items[next(iter(items))]
+            evicted += 1
+        return evicted
+
+    def expire(self, now: float) -> int:
+        """Drop entries older than the TTL; returns how many."""
+        items = self._items
+        horizon = now - self.ttl
+        n = 0
+        for key in items:
+            if items[key].at >= horizon:
+                break
+            n += 1
+        if n:
+            for key in list(islice(items, n)):
+                del items[key]
+        return n
+
+    def oldest_at(self) -> float | None:
+        for value in self._items.values():
+            return value.at
+        return None

@@ -1,0 +1,136 @@
+"""What happened inside a state machine, for the application, logs, metrics and /v1/events.
+
+Events are small frozen structs; the runtime drains them after every call into the core.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from plumtree.core.ids import MessageId
+
+
+class Event(msgspec.Struct, frozen=True, tag_field="kind"):
+    """Base class; ``kind`` (the tag) names the event in JSON."""
+
+
+# --- Plumtree -------------------------------------------------------------------------
+
+
+class Delivered(Event, tag="delivered", frozen=True):
+    """A broadcast reached this node's application (exactly once per id)."""
+
+    id: MessageId
+    payload: bytes
+    origin: str
+    sender: str
+    hops: int
+    at: float
+
+
+class PeerAdded(Event, tag="peer_added", frozen=True):
+    peer: str
+    eager: bool
+
+
+class PeerRemoved(Event, tag="peer_removed", frozen=True):
+    peer: str
+
+
+class PeerPromoted(Event, tag="promoted", frozen=True):
+    """``peer`` became eager; ``reason`` says why (graft, ihave, gossip, repair, ...)."""
+
+    peer: str
+    reason: str
+
+
+class PeerDemoted(Event, tag="demoted", frozen=True):
+    """``peer`` became lazy; ``reason`` says why (duplicate, prune, optimization)."""
+
+    peer: str
+    reason: str
+
+
+class GraftSent(Event, tag="graft_sent", frozen=True):
+    peer: str
+    ids: list[MessageId]
+    attempt: int
+
+
+class GraftFailed(Event, tag="graft_failed", frozen=True):
+    """All Graft attempts for ``id`` ran out: the gap is counted, never hidden."""
+
+    id: MessageId
+    attempts: int
+
+
+class PruneSent(Event, tag="prune_sent", frozen=True):
+    peer: str
+    reason: str
+
+
+class CacheEvicted(Event, tag="cache_evicted", frozen=True):
+    """Payloads left the cache before their TTL because it was full."""
+
+    count: int
+
+
+# --- SWIM -----------------------------------------------------------------------------
+
+
+class MemberJoined(Event, tag="member_joined", frozen=True):
+    name: str
+    addr: str
+    incarnation: int
+    meta: dict[str, str]
+
+
+class MemberUpdated(Event, tag="member_updated", frozen=True):
+    name: str
+    addr: str
+    incarnation: int
+    meta: dict[str, str]
+
+
+class MemberSuspected(Event, tag="member_suspected", frozen=True):
+    name: str
+    incarnation: int
+    by: str
+
+
+class MemberAlive(Event, tag="member_alive", frozen=True):
+    """A suspected (or dead) member proved it is alive (refutation or rejoin)."""
+
+    name: str
+    incarnation: int
+
+
+class MemberFailed(Event, tag="member_failed", frozen=True):
+    name: str
+    incarnation: int
+    by: str
+
+
+class MemberLeft(Event, tag="member_left", frozen=True):
+    name: str
+    incarnation: int
+
+
+class MemberReaped(Event, tag="member_reaped", frozen=True):
+    """A dead or left member was forgotten after the reap time."""
+
+    name: str
+
+
+class Refuted(Event, tag="refuted", frozen=True):
+    """We were suspected or declared dead and answered with a higher incarnation."""
+
+    incarnation: int
+    by: str
+
+
+class PartitionSuspected(Event, tag="partition_suspected", frozen=True):
+    """Many members failed at once: more likely our network than their processes."""
+
+    failed: int
+    alive: int

@@ -1,0 +1,33 @@
+"""Hard bounds on everything that crosses the wire.
+
+The decoder enforces these, so a peer (or an attacker) can never make a node allocate
+more than a constant factor of the bytes it actually sent.
+"""
+
+from __future__ import annotations
+
+#: Largest UDP datagram we build or accept (memberlist's UDPBufferSize).
+MAX_DATAGRAM_BYTES = 1400
+#: Largest TCP frame we accept (push-pull of a 10k-member table fits comfortably).
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+#: Largest broadcast payload the wire can carry; the configured limit is at most this.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Message ids announced in one IHave / requested in one Graft.
+MAX_IHAVE_IDS = 256
+#: Messages in one envelope (a ping plus piggybacked membership updates, say).
+MAX_MESSAGES_PER_ENVELOPE = 512
+#: Members in one push-pull state exchange.
+MAX_PUSHPULL_MEMBERS = 20_000
+#: Node names and cluster labels.
+MAX_NAME_LEN = 128
+MAX_LABEL_LEN = 64
+#: Addresses ("host:port", IPv6 in brackets).
+MAX_ADDR_LEN = 64
+#: Member metadata (memberlist's MetaMaxSize is 512 bytes; we bound entries and lengths).
+MAX_META_ENTRIES = 32
+MAX_META_KEY_LEN = 64
+MAX_META_VALUE_LEN = 256
+#: Rounds (hop counts) and sequence numbers.
+MAX_ROUND = 65_535
+MAX_SEQ = 2**32 - 1
+MAX_INCARNATION = 2**63 - 1

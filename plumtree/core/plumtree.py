@@ -1,0 +1,505 @@
+"""The Plumtree broadcast state machine (Leitão, Pereira, Rodrigues), sans-IO.
+
+One instance per node. The caller feeds it messages, membership changes and timer ticks,
+always with ``now``; it queues messages to send (``take_outgoing``), events
+(``take_events``) and tells when it next needs a tick (``next_deadline``).
+
+Protocol, as in the paper, with the operational extensions of memberlist-plumtree:
+
+* Gossip goes eagerly to eager peers; ids are announced lazily (IHave, batched) to a
+  random sample of up to ``lazy_fanout`` lazy peers.
+* The first copy of a message is delivered and its sender made eager; a duplicate from an
+  eager peer gets it pruned (after ``prune_threshold`` duplicates), so the eager links
+  converge to a spanning tree.
+* An IHave for a missing id starts a timer; when it fires a Graft goes to one announcer,
+  then retries back off exponentially across the other announcers, bounded, and finally
+  the gap is counted as a Graft failure. Only one Graft per id is ever in flight.
+* The paper's optimisation: a lazy peer whose IHave shows a path shorter by at least
+  ``optimization_threshold`` hops replaces the eager parent.
+* Graft handling is rate limited per peer; caches and the seen set have TTLs and hard
+  capacities, so memory is bounded whatever the load.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterable
+
+from plumtree.core import events as ev
+from plumtree.core.cache import CachedMessage, SeenEntry, TimedStore
+from plumtree.core.config import PlumtreeConfig
+from plumtree.core.health import CounterWindow, HealthInputs, HealthReport, evaluate
+from plumtree.core.ids import MessageId, new_message_id
+from plumtree.core.limits import MAX_IHAVE_IDS, MAX_ROUND
+from plumtree.core.messages import Gossip, Graft, IHave, PlumtreeMessage, Prune
+from plumtree.core.peers import PeerInfo, PeerSets
+from plumtree.core.ratelimit import RateLimiter
+from plumtree.core.stats import PlumtreeCounters, PlumtreeGauges, PlumtreeHistograms
+
+#: Seconds of history behind the health model's rates (the seed's PromQL uses [5m]).
+HEALTH_WINDOW = 300.0
+
+_PRUNE = Prune()
+
+
+class MessageTooLarge(ValueError):
+    """The payload exceeds ``max_message_size``; nothing was sent."""
+
+
+class _PendingGraft:
+    """A message we heard of (IHave) but have not received."""
+
+    __slots__ = ("announcers", "attempts", "deadline", "first_graft_at")
+
+    def __init__(self, announcer: str, deadline: float) -> None:
+        self.announcers = [announcer]
+        self.attempts = 0
+        self.deadline = deadline
+        self.first_graft_at: float | None = None
+
+
+class Plumtree:
+    """Broadcast tree state machine of one node."""
+
+    def __init__(
+        self,
+        name: str,
+        config: PlumtreeConfig | None = None,
+        rng: random.Random | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.config = cfg = config or PlumtreeConfig()
+        self.rng = rng or random.Random(0)
+        self.peers = PeerSets()
+        self.counters = PlumtreeCounters()
+        self.histograms = PlumtreeHistograms()
+        self.seen: TimedStore[SeenEntry] = TimedStore(cfg.seen_ttl, cfg.seen_max_size)
+        self.cache: TimedStore[CachedMessage] = TimedStore(
+            cfg.message_cache_ttl, cfg.message_cache_max_size
+        )
+        self._graft_limiter = RateLimiter(
+            cfg.graft_rate_limit_per_second, cfg.graft_rate_limit_burst
+        )
+        self._pending: dict[MessageId, _PendingGraft] = {}
+        self._graft_timers: list[tuple[float, MessageId]] = []
+        self._ihave_queue: list[tuple[MessageId, int]] = []
+        self._ihave_due: float | None = None
+        self._next_maintenance = now + cfg.maintenance_interval
+        self._outbox: list[tuple[str, PlumtreeMessage]] = []
+        self._events: list[ev.Event] = []
+        self._health_window = CounterWindow(HEALTH_WINDOW)
+        self._health_window.record(now, self._health_counters())
+
+    # ------------------------------------------------------------------ public API
+
+    def broadcast(self, payload: bytes, now: float) -> MessageId:
+        """Originate a broadcast; it is also delivered locally (hops 0)."""
+        if len(payload) > self.config.max_message_size:
+            self.counters.messages_too_large += 1
+            raise MessageTooLarge(
+                f"payload of {len(payload)} bytes exceeds max_message_size "
+                f"({self.config.max_message_size})"
+            )
+        msg_id = new_message_id(self.rng)
+        while msg_id in self.seen:  # pragma: no cover - 128 random bits
+            msg_id = new_message_id(self.rng)
+        self.counters.messages_broadcast += 1
+        self._accept(msg_id, payload, self.name, self.name, 0, now)
+        self._eager_push(Gossip(msg_id, 0, self.name, payload), exclude=None)
+        self._queue_ihave(msg_id, 0, now)
+        return msg_id
+
+    def receive(self, sender: str, message: PlumtreeMessage, now: float) -> None:
+        """Handle one message from ``sender`` (a cluster member, per the runtime)."""
+        if sender == self.name:
+            return
+        kind = type(message)
+        if kind is Gossip:
+            self._on_gossip(sender, message, now)  # type: ignore[arg-type]
+        elif kind is IHave:
+            self._on_ihave(sender, message, now)  # type: ignore[arg-type]
+        elif kind is Graft:
+            self._on_graft(sender, message, now)  # type: ignore[arg-type]
+        elif kind is Prune:
+            self._on_prune(sender, now)
+
+    def handle_timer(self, now: float) -> None:
+        """Run everything that is due at ``now`` (safe to call early or often)."""
+        if self._ihave_due is not None and now >= self._ihave_due:
+            self._flush_ihave()
+        if self._graft_timers and self._graft_timers[0][0] <= now:
+            self._run_graft_timers(now)
+        if now >= self._next_maintenance:
+            self._maintenance(now)
+
+    def next_deadline(self) -> float:
+        """Earliest time ``handle_timer`` has work to do."""
+        deadline = self._next_maintenance
+        if self._ihave_due is not None and self._ihave_due < deadline:
+            deadline = self._ihave_due
+        if self._graft_timers and self._graft_timers[0][0] < deadline:
+            deadline = self._graft_timers[0][0]
+        return deadline
+
+    def take_outgoing(self) -> list[tuple[str, PlumtreeMessage]]:
+        """Messages to send, as ``(peer, message)``, in order; the queue is emptied."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def take_events(self) -> list[ev.Event]:
+        out, self._events = self._events, []
+        return out
+
+    # ------------------------------------------------------------------ membership
+
+    def add_peer(self, peer: str, now: float) -> bool:
+        """A member joined: eager while below ``eager_fanout``, lazy otherwise."""
+        if peer == self.name or peer in self.peers:
+            return False
+        return self._insert_peer(peer, len(self.peers.eager) < self.config.eager_fanout, now)
+
+    def remove_peer(self, peer: str, now: float) -> bool:
+        """A member failed or left: forget it, and never leave this node isolated."""
+        was_eager = peer in self.peers.eager
+        if not self.peers.remove(peer):
+            return False
+        self.counters.peer_removed += 1
+        self._graft_limiter.forget(peer)
+        for pending in self._pending.values():
+            if peer in pending.announcers:
+                pending.announcers.remove(peer)
+        self._events.append(ev.PeerRemoved(peer))
+        if was_eager and not self.peers.eager:
+            self._repair_isolation(now)
+        return True
+
+    def reconcile(self, members: Iterable[str], now: float) -> tuple[int, int]:
+        """Make the peer sets match a full membership snapshot; returns (added, removed).
+
+        Repairs any drift from lost or reordered membership events (no ghost peers).
+        """
+        wanted = [m for m in dict.fromkeys(members) if m != self.name]
+        wanted_set = set(wanted)
+        removed = sum(self.remove_peer(p, now) for p in self.peers.names() if p not in wanted_set)
+        added = 0
+        for member in wanted:
+            if member not in self.peers:
+                limit = self.config.max_peers
+                if limit is not None and len(self.peers) >= limit:
+                    break
+                added += self.add_peer(member, now)
+        return added, removed
+
+    # ------------------------------------------------------------------ views
+
+    def gauges(self) -> PlumtreeGauges:
+        return PlumtreeGauges(
+            eager_peers=len(self.peers.eager),
+            lazy_peers=len(self.peers.lazy),
+            total_peers=len(self.peers),
+            cache_size=len(self.cache),
+            cache_capacity=self.cache.capacity,
+            ihave_queue_size=len(self._ihave_queue),
+            pending_grafts=len(self._pending),
+            seen_size=len(self.seen),
+        )
+
+    def peer_infos(self) -> list[PeerInfo]:
+        return list(self.peers.info.values())
+
+    def lookup(self, msg_id: MessageId) -> SeenEntry | None:
+        """What this node knows of a delivered message (None: never, or forgotten)."""
+        return self.seen.get(msg_id)
+
+    def is_pending(self, msg_id: MessageId) -> bool:
+        return msg_id in self._pending
+
+    def health(self, now: float) -> HealthReport:
+        seconds, (sent, failed, delivered, dups, drops) = self._health_window.deltas(
+            now, self._health_counters()
+        )
+        g = self.gauges()
+        return evaluate(
+            HealthInputs(
+                eager_peers=g.eager_peers,
+                lazy_peers=g.lazy_peers,
+                cache_size=g.cache_size,
+                cache_capacity=g.cache_capacity,
+                pending_grafts=g.pending_grafts,
+                ihave_queue_size=g.ihave_queue_size,
+                ihave_queue_capacity=self.config.ihave_queue_max,
+                graft_sent_in_window=sent,
+                graft_failed_in_window=failed,
+                delivered_in_window=delivered,
+                duplicates_in_window=dups,
+                drops_in_window=drops,
+                window_seconds=seconds,
+            )
+        )
+
+    # ------------------------------------------------------------------ handlers
+
+    def _on_gossip(self, sender: str, msg: Gossip, now: float) -> None:
+        c = self.counters
+        c.gossip_received += 1
+        info = self.peers.info.get(sender)
+        if info is not None:
+            info.gossip_received += 1
+        entry = self.seen.get(msg.id)
+        if entry is not None:
+            c.messages_duplicate += 1
+            entry.duplicates += 1
+            if entry.duplicates > self.config.prune_threshold and sender in self.peers.eager:
+                self._demote(sender, now, "duplicate")
+                self._send_prune(sender, "duplicate")
+            return
+        if msg.id in self.cache:
+            c.messages_duplicate += 1  # seen entry evicted early, payload still cached
+            return
+        hops = min(msg.round + 1, MAX_ROUND)
+        pending = self._pending.pop(msg.id, None)
+        if pending is not None and pending.first_graft_at is not None:
+            c.graft_success += 1
+            self.histograms.graft_latency_seconds.observe(now - pending.first_graft_at)
+        if sender in self.peers:
+            if sender in self.peers.lazy:
+                self._promote(sender, now, "gossip")
+        else:
+            self._insert_peer(sender, True, now)
+        self._accept(msg.id, msg.payload, msg.origin, sender, hops, now)
+        self._eager_push(Gossip(msg.id, hops, msg.origin, msg.payload), exclude=sender)
+        self._queue_ihave(msg.id, hops, now)
+
+    def _on_ihave(self, sender: str, msg: IHave, now: float) -> None:
+        self.counters.ihave_received += 1
+        info = self.peers.info.get(sender)
+        if info is None:
+            if not self._insert_peer(sender, False, now):
+                return
+            info = self.peers.info[sender]
+        info.ihave_received += 1
+        for msg_id, round_ in msg.entries:
+            entry = self.seen.get(msg_id)
+            if entry is not None:
+                self._maybe_optimize(sender, entry, round_, now)
+                continue
+            pending = self._pending.get(msg_id)
+            if pending is not None:
+                if sender not in pending.announcers:
+                    pending.announcers.append(sender)
+                continue
+            if len(self._pending) >= self.config.max_pending_grafts:
+                self.counters.pending_grafts_dropped += 1
+                continue
+            deadline = now + self.config.ihave_timeout
+            self._pending[msg_id] = _PendingGraft(sender, deadline)
+            heapq.heappush(self._graft_timers, (deadline, msg_id))
+
+    def _on_graft(self, sender: str, msg: Graft, now: float) -> None:
+        c = self.counters
+        c.graft_received += 1
+        if not self._graft_limiter.allow(sender, now):
+            c.graft_rate_limited += 1
+            return
+        if sender in self.peers:
+            if sender in self.peers.lazy:
+                self._promote(sender, now, "graft")
+        elif not self._insert_peer(sender, True, now):
+            return
+        info = self.peers.info[sender]
+        info.grafts_received += 1
+        for msg_id in msg.ids:
+            cached = self.cache.get_fresh(msg_id, now)
+            if cached is None:
+                c.graft_unknown += 1
+                continue
+            self._send(sender, Gossip(msg_id, cached.hops, cached.origin, cached.payload))
+            c.gossip_sent += 1
+            info.gossip_sent += 1
+
+    def _on_prune(self, sender: str, now: float) -> None:
+        self.counters.prune_received += 1
+        info = self.peers.info.get(sender)
+        if info is None:
+            return
+        info.prunes_received += 1
+        self._demote(sender, now, "prune")
+
+    # ------------------------------------------------------------------ internals
+
+    def _accept(
+        self, msg_id: MessageId, payload: bytes, origin: str, parent: str, hops: int, now: float
+    ) -> None:
+        """Record, cache and deliver a message seen for the first time."""
+        c = self.counters
+        c.seen_evictions += self.seen.put(msg_id, SeenEntry(now, hops, parent, origin))
+        evicted = self.cache.put(msg_id, CachedMessage(now, hops, origin, payload))
+        if evicted:
+            c.cache_evictions += evicted
+            self._events.append(ev.CacheEvicted(evicted))
+        c.messages_delivered += 1
+        h = self.histograms
+        h.message_size_bytes.observe(len(payload))
+        if hops:
+            h.message_hops.observe(hops)
+        self._events.append(ev.Delivered(msg_id, payload, origin, parent, hops, now))
+
+    def _eager_push(self, gossip: Gossip, exclude: str | None) -> None:
+        info = self.peers.info
+        out = self._outbox
+        sent = 0
+        for peer in self.peers.eager:
+            if peer != exclude:
+                out.append((peer, gossip))
+                info[peer].gossip_sent += 1
+                sent += 1
+        self.counters.gossip_sent += sent
+
+    def _queue_ihave(self, msg_id: MessageId, hops: int, now: float) -> None:
+        queue = self._ihave_queue
+        if len(queue) >= self.config.ihave_queue_max:
+            self.counters.ihave_dropped += 1
+            return
+        queue.append((msg_id, hops))
+        if len(queue) >= self.config.ihave_batch_size:
+            self._flush_ihave()
+        elif self._ihave_due is None:
+            self._ihave_due = now + self.config.ihave_interval
+
+    def _flush_ihave(self) -> None:
+        queue, self._ihave_queue = self._ihave_queue, []
+        self._ihave_due = None
+        lazy = self.peers.lazy
+        if not queue or not lazy:
+            return
+        batch = self.config.ihave_batch_size
+        fanout = self.config.lazy_fanout
+        info = self.peers.info
+        for start in range(0, len(queue), batch):
+            entries = queue[start : start + batch]
+            message = IHave(entries)
+            targets = lazy.sample(self.rng, fanout)
+            for peer in targets:
+                self._outbox.append((peer, message))
+                info[peer].ihave_sent += 1
+            self.counters.ihave_sent += len(targets)
+            self.histograms.ihave_batch_size.observe(len(entries))
+
+    def _run_graft_timers(self, now: float) -> None:
+        cfg = self.config
+        timers = self._graft_timers
+        batches: dict[str, list[MessageId]] = {}
+        while timers and timers[0][0] <= now:
+            deadline, msg_id = heapq.heappop(timers)
+            pending = self._pending.get(msg_id)
+            if pending is None or pending.deadline != deadline:
+                continue  # delivered meanwhile, or rescheduled
+            if pending.attempts > cfg.graft_max_retries:
+                del self._pending[msg_id]
+                self.counters.graft_failed += 1
+                self._events.append(ev.GraftFailed(msg_id, pending.attempts))
+                continue
+            if pending.announcers:
+                target = pending.announcers[pending.attempts % len(pending.announcers)]
+                batches.setdefault(target, []).append(msg_id)
+                if pending.first_graft_at is None:
+                    pending.first_graft_at = now
+                else:
+                    self.counters.graft_retries += 1
+            pending.attempts += 1
+            backoff = min(2.0 ** (pending.attempts - 1), cfg.graft_backoff_cap)
+            pending.deadline = now + cfg.graft_timeout * backoff
+            heapq.heappush(timers, (pending.deadline, msg_id))
+        for target, ids in batches.items():
+            if target in self.peers.lazy:
+                self._promote(target, now, "graft")
+            attempt = max(self._pending[i].attempts for i in ids)
+            self._send_graft(target, ids, attempt)
+
+    def _send_graft(self, peer: str, ids: list[MessageId], attempt: int) -> None:
+        for start in range(0, max(len(ids), 1), MAX_IHAVE_IDS):
+            chunk = ids[start : start + MAX_IHAVE_IDS]
+            self._send(peer, Graft(chunk))
+            self.counters.graft_sent += 1
+            info = self.peers.info.get(peer)
+            if info is not None:
+                info.grafts_sent += 1
+            self._events.append(ev.GraftSent(peer, chunk, attempt))
+
+    def _send_prune(self, peer: str, reason: str) -> None:
+        self._send(peer, _PRUNE)
+        self.counters.prune_sent += 1
+        self.peers.info[peer].prunes_sent += 1
+        self._events.append(ev.PruneSent(peer, reason))
+
+    def _maybe_optimize(self, sender: str, entry: SeenEntry, round_: int, now: float) -> None:
+        """The paper's optimisation: swap a lazy link in for a much longer eager path."""
+        threshold = self.config.optimization_threshold
+        if threshold == 0 or sender not in self.peers.lazy:
+            return
+        parent = entry.parent
+        if parent == sender or parent not in self.peers.eager:
+            return
+        if entry.hops - (round_ + 1) < threshold:
+            return
+        self.counters.optimizations += 1
+        self._promote(sender, now, "optimization")
+        self._send_graft(sender, [], 0)
+        self._demote(parent, now, "optimization")
+        self._send_prune(parent, "optimization")
+        entry.parent = sender
+        entry.hops = round_ + 1
+
+    def _insert_peer(self, peer: str, eager: bool, now: float) -> bool:
+        limit = self.config.max_peers
+        if limit is not None and len(self.peers) >= limit:
+            if not self.peers.lazy:
+                return False
+            self.remove_peer(self.peers.lazy.choice(self.rng), now)
+        self.peers.add(peer, eager, now)
+        self.counters.peer_added += 1
+        self._events.append(ev.PeerAdded(peer, eager))
+        return True
+
+    def _promote(self, peer: str, now: float, reason: str) -> None:
+        if self.peers.promote(peer, now):
+            self.counters.peer_promotions += 1
+            self._events.append(ev.PeerPromoted(peer, reason))
+
+    def _demote(self, peer: str, now: float, reason: str) -> None:
+        if self.peers.demote(peer, now):
+            self.counters.peer_demotions += 1
+            self._events.append(ev.PeerDemoted(peer, reason))
+
+    def _repair_isolation(self, now: float) -> None:
+        """No eager peer left: make a random lazy peer eager on both sides (link Graft)."""
+        if self.peers.eager or not self.peers.lazy:
+            return
+        peer = self.peers.lazy.choice(self.rng)
+        self._promote(peer, now, "repair")
+        self._send_graft(peer, [], 0)
+
+    def _maintenance(self, now: float) -> None:
+        cfg = self.config
+        self.seen.expire(now)
+        self.cache.expire(now)
+        self._graft_limiter.gc(now)
+        self._repair_isolation(now)
+        self._health_window.record(now, self._health_counters())
+        jitter = self.rng.uniform(0.0, cfg.maintenance_jitter) if cfg.maintenance_jitter else 0.0
+        self._next_maintenance = now + cfg.maintenance_interval + jitter
+
+    def _health_counters(self) -> tuple[int, int, int, int, int]:
+        c = self.counters
+        return (
+            c.graft_sent,
+            c.graft_failed,
+            c.messages_delivered,
+            c.messages_duplicate,
+            c.ihave_dropped + c.pending_grafts_dropped,
+        )
+
+    def _send(self, peer: str, message: PlumtreeMessage) -> None:
+        self._outbox.append((peer, message))

@@ -1,0 +1,95 @@
+"""The simulated network: per-link latency, uniform loss, partitions, crashed nodes."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+_MASK64 = (1 << 64) - 1
+_log = math.log
+
+
+def _mix64(x: int) -> int:
+    """splitmix64 finaliser: a cheap, well-spread hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyProfile:
+    """Per-link base latency ~ log-uniform(lo, hi); per-message jitter ~ Exp(mean)."""
+
+    name: str
+    base_lo: float
+    base_hi: float
+    jitter_mean: float
+
+
+LATENCY_PROFILES = {
+    "local": LatencyProfile("local", 0.00005, 0.0002, 0.00002),
+    "lan": LatencyProfile("lan", 0.0002, 0.001, 0.0001),
+    "large": LatencyProfile("large", 0.0002, 0.002, 0.0002),
+    "wan": LatencyProfile("wan", 0.010, 0.150, 0.005),
+}
+
+
+class Network:
+    """Decides, for each message, whether and when it arrives."""
+
+    def __init__(self, n: int, profile: LatencyProfile, loss: float, seed: int) -> None:
+        self.n = n
+        self.profile = profile
+        self.loss = loss
+        self.rng = random.Random(seed ^ 0x5EED)
+        self._salt = _mix64(seed)
+        self._log_lo = math.log(profile.base_lo)
+        self._log_span = math.log(profile.base_hi) - self._log_lo
+        self.crashed: set[int] = set()
+        #: extra processing delay for messages arriving at a slow node
+        self.slow: dict[int, float] = {}
+        #: partition group per node; messages only flow within a group (None: no partition)
+        self.group: list[int] | None = None
+        self._links: dict[int, list[float]] = {}
+        self._jitter = profile.jitter_mean
+        self.sent = 0
+        self.dropped = 0
+
+    def base_latency(self, a: int, b: int) -> float:
+        """Symmetric, fixed per link, derived from the seed (no N^2 table)."""
+        lo, hi = (a, b) if a < b else (b, a)
+        u = (_mix64(self._salt ^ (lo * self.n + hi)) >> 11) * (1.0 / (1 << 53))
+        return math.exp(self._log_lo + u * self._log_span)
+
+    def delivery_time(self, src: int, dst: int, now: float) -> float | None:
+        """Arrival time of a message sent now from src to dst, or None if it is lost."""
+        self.sent += 1
+        crashed = self.crashed
+        if crashed and (dst in crashed or src in crashed):
+            self.dropped += 1
+            return None
+        group = self.group
+        if group is not None and group[src] != group[dst]:
+            self.dropped += 1
+            return None
+        rng = self.rng
+        if self.loss and rng.random() < self.loss:
+            self.dropped += 1
+            return None
+        key = src * self.n + dst
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = [self.base_latency(src, dst), 0.0]
+        at = now + link[0] - self._jitter * _log(1.0 - rng.random())
+        if self.slow:
+            at += self.slow.get(dst, 0.0)
+        # per-link FIFO, like the TCP connection the runtime uses between two peers
+        if at < link[1]:
+            at = link[1]
+        link[1] = at
+        return at
+
+    def partition(self, groups: list[int] | None) -> None:
+        self.group = groups

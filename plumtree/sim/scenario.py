@@ -1,0 +1,370 @@
+"""Broadcast scenarios: N nodes, B broadcasts from random origins, optional faults.
+
+Reports the paper's metrics (reliability, RMR, LDH) plus latency, control overhead and
+Graft activity, and runs the eager-flood baseline on the same overlay and seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from plumtree.core import events as ev
+from plumtree.core.config import PlumtreeConfig, SwimConfig
+from plumtree.core.plumtree import Plumtree
+from plumtree.sim.engine import SimNode, Simulator
+from plumtree.sim.flood import FloodNode
+from plumtree.sim.network import LATENCY_PROFILES, Network
+from plumtree.sim.overlay import random_overlay, repair
+from plumtree.sim.stats import mean, percentile
+
+
+@dataclass(frozen=True, slots=True)
+class SimParams:
+    """One simulated run. Times are simulated seconds."""
+
+    nodes: int = 200
+    broadcasts: int = 100
+    warmup: int = 20
+    loss: float = 0.0
+    crash: float = 0.0
+    profile: str = "lan"
+    seed: int = 1
+    interval: float = 0.25
+    degree: int = 5
+    detection_delay: float | None = None
+    payload_size: int = 64
+    membership: str = "oracle"
+    flood: bool = True
+    flood_broadcasts: int = 30
+    plumtree: PlumtreeConfig | None = None
+
+    def plumtree_config(self) -> PlumtreeConfig:
+        return self.plumtree or PlumtreeConfig.preset(self.profile)
+
+    def detection(self) -> float:
+        """Default: memberlist's minimum suspicion timeout for this cluster size."""
+        if self.detection_delay is not None:
+            return self.detection_delay
+        swim = SwimConfig.preset(self.profile)
+        return swim.suspicion_mult * max(1.0, math.log10(self.nodes)) * swim.probe_interval
+
+
+@dataclass(slots=True)
+class _Broadcast:
+    index: int
+    origin: int
+    sent_at: float
+    live: int
+    delivered: bytearray
+    count: int = 0
+    duplicates: int = 0
+    max_hops: int = 0
+    last_at: float = 0.0
+    grafts: int = 0
+    msg_id: bytes = b""
+    latencies: list[float] = field(default_factory=list)
+
+
+class _Recorder:
+    """Collects per-broadcast delivery facts from the event stream."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.by_id: dict[bytes, _Broadcast] = {}
+        self.ordered: list[_Broadcast] = []
+
+    def register(self, msg_id: bytes, b: _Broadcast) -> None:
+        b.msg_id = msg_id
+        self.by_id[msg_id] = b
+        self.ordered.append(b)
+
+    def on_event(self, i: int, event: ev.Event) -> None:
+        kind = type(event)
+        if kind is ev.Delivered:
+            b = self.by_id.get(event.id)  # type: ignore[attr-defined]
+            if b is None:
+                return
+            if b.delivered[i]:
+                b.duplicates += 1
+                return
+            b.delivered[i] = 1
+            b.count += 1
+            at = event.at  # type: ignore[attr-defined]
+            if at > b.last_at:
+                b.last_at = at
+            hops = event.hops  # type: ignore[attr-defined]
+            if hops:
+                b.latencies.append(at - b.sent_at)
+                if hops > b.max_hops:
+                    b.max_hops = hops
+        elif kind is ev.GraftSent:
+            for msg_id in event.ids:  # type: ignore[attr-defined]
+                b = self.by_id.get(msg_id)
+                if b is not None:
+                    b.grafts += 1
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolResult:
+    reliability: float
+    reliability_min: float
+    rmr: float
+    ldh: float
+    ldh_max: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    last_delivery_p50_ms: float
+    last_delivery_p99_ms: float
+    duplicates_delivered: int
+    messages: dict[str, int]
+    gossip_messages: int
+    control_overhead: float
+    broadcasts_to_heal: int | None
+    reliability_after_heal: float | None
+    graft_failures: int
+    events: int
+    sim_seconds: float
+    wall_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SimReport:
+    """Everything ``plumctl sim -o json`` prints (flat keys are the stable schema)."""
+
+    params: dict[str, Any]
+    plumtree: ProtocolResult
+    flood: ProtocolResult | None
+    crashed: int
+
+    def as_dict(self) -> dict[str, Any]:
+        p = self.plumtree
+        out: dict[str, Any] = {
+            "nodes": self.params["nodes"],
+            "broadcasts": self.params["broadcasts"],
+            "warmup": self.params["warmup"],
+            "profile": self.params["profile"],
+            "seed": self.params["seed"],
+            "loss": self.params["loss"],
+            "crash": self.params["crash"],
+            "membership": self.params["membership"],
+            "degree": self.params["degree"],
+            "crashed": self.crashed,
+            "reliability": p.reliability,
+            "reliability_min": p.reliability_min,
+            "rmr": p.rmr,
+            "ldh": p.ldh,
+            "ldh_max": p.ldh_max,
+            "latency_p50_ms": p.latency_p50_ms,
+            "latency_p99_ms": p.latency_p99_ms,
+            "latency_max_ms": p.latency_max_ms,
+            "last_delivery_p50_ms": p.last_delivery_p50_ms,
+            "last_delivery_p99_ms": p.last_delivery_p99_ms,
+            "control_overhead": p.control_overhead,
+            "gossip_messages": p.gossip_messages,
+            "ihave_messages": p.messages.get("IHave", 0),
+            "graft_messages": p.messages.get("Graft", 0),
+            "prune_messages": p.messages.get("Prune", 0),
+            "graft_failures": p.graft_failures,
+            "duplicates_delivered": p.duplicates_delivered,
+            "broadcasts_to_heal": p.broadcasts_to_heal,
+            "reliability_after_heal": p.reliability_after_heal,
+            "events": p.events,
+            "sim_seconds": p.sim_seconds,
+            "wall_seconds": p.wall_seconds,
+            "events_per_second": p.events / p.wall_seconds if p.wall_seconds > 0 else 0.0,
+        }
+        f = self.flood
+        out.update(
+            {
+                "flood_rmr": f.rmr if f else None,
+                "flood_ldh": f.ldh if f else None,
+                "flood_reliability": f.reliability if f else None,
+                "flood_latency_p99_ms": f.latency_p99_ms if f else None,
+                "flood_broadcasts": self.params["flood_broadcasts"] if f else 0,
+            }
+        )
+        return out
+
+
+def run(params: SimParams) -> SimReport:
+    """Run Plumtree (and the flood baseline) on the same overlay, faults and origins."""
+    if params.membership != "oracle":
+        from plumtree.sim.swim_stack import run_swim  # imported lazily: optional mode
+
+        return run_swim(params)
+    plumtree = _run_protocol(params, "plumtree", params.warmup + params.broadcasts)
+    flood = None
+    if params.flood:
+        total = min(params.warmup + params.broadcasts, params.warmup + params.flood_broadcasts)
+        flood = _run_protocol(params, "flood", total)
+    crashed = round(params.crash * params.nodes) if params.crash else 0
+    return SimReport(asdict_params(params), plumtree, flood, crashed)
+
+
+def asdict_params(params: SimParams) -> dict[str, Any]:
+    d = asdict(params)
+    d["plumtree"] = None if params.plumtree is None else "custom"
+    return d
+
+
+def _run_protocol(params: SimParams, protocol: str, total: int) -> ProtocolResult:
+    n = params.nodes
+    rng = random.Random(params.seed)
+    names = [f"n{i:05d}" for i in range(n)]
+    adj = random_overlay(n, params.degree, random.Random(params.seed * 7919 + 1))
+    cfg = params.plumtree_config()
+    nodes: list[Any] = []
+    for i, name in enumerate(names):
+        node_rng = random.Random(params.seed * 1_000_003 + i)
+        node: Any = (
+            Plumtree(name, cfg, node_rng) if protocol == "plumtree" else FloodNode(name, node_rng)
+        )
+        order = list(adj[i])
+        node_rng.shuffle(order)
+        for j in order:
+            node.add_peer(names[j], 0.0)
+        nodes.append(node)
+    network = Network(
+        n, LATENCY_PROFILES.get(params.profile, LATENCY_PROFILES["lan"]), params.loss, params.seed
+    )
+    recorder = _Recorder(n)
+    sim = Simulator(nodes, network, recorder.on_event)
+    sim.arm_all()
+
+    payload = bytes(params.payload_size)
+    crash_index = params.warmup + params.broadcasts // 2 if params.crash else -1
+    live = list(range(n))
+    start = 1.0
+
+    def broadcast(k: int) -> None:
+        origin = live[rng.randrange(len(live))]
+        b = _Broadcast(k, origin, sim.now, len(live), bytearray(n))
+
+        def originate(node: SimNode) -> None:
+            msg_id = node.broadcast(payload, sim.now)  # type: ignore[attr-defined]
+            recorder.register(msg_id, b)
+
+        sim.call(origin, originate)
+
+    def crash() -> None:
+        victims = set(rng.sample(live, round(params.crash * n)))
+        network.crashed |= victims
+        live[:] = [i for i in live if i not in victims]
+        sim.at(sim.now + params.detection(), lambda: detect(victims))
+
+    def detect(victims: set[int]) -> None:
+        now = sim.now
+        for i in live:
+            gone = [j for j in adj[i] if j in victims]
+            if gone:
+                sim.call(i, lambda node, gone=gone: [node.remove_peer(names[j], now) for j in gone])
+        for a, b in repair(adj, victims, live, max(2, params.degree // 2), rng):
+            sim.call(a, lambda node, b=b: node.add_peer(names[b], now))
+            sim.call(b, lambda node, a=a: node.add_peer(names[a], now))
+
+    baseline: dict[str, int] = {}
+    sim.at(
+        start + params.warmup * params.interval - 1e-9, lambda: baseline.update(sim.sent_by_type)
+    )
+    for k in range(total):
+        if k == crash_index:
+            sim.at(start + k * params.interval - params.interval / 2, crash)
+        sim.at(start + k * params.interval, lambda k=k: broadcast(k))
+
+    cfg_drain = (
+        cfg.ihave_interval
+        + cfg.ihave_timeout
+        + cfg.graft_timeout
+        * sum(min(2.0**a, cfg.graft_backoff_cap) for a in range(cfg.graft_max_retries + 1))
+    )
+    end = start + total * params.interval + max(2.0, cfg_drain + 1.0)
+    t0 = time.perf_counter()
+    sim.run_until(end)
+    wall = time.perf_counter() - t0
+
+    measured = [b for b in recorder.ordered if b.index >= params.warmup]
+    survivors = [i for i in range(n) if i not in network.crashed]
+    sent = {k: v - baseline.get(k, 0) for k, v in sim.sent_by_type.items()}
+    return _summarise(params, measured, sim, nodes, survivors, crash_index, wall, end, sent)
+
+
+def _summarise(
+    params: SimParams,
+    measured: list[_Broadcast],
+    sim: Simulator,
+    nodes: list[Any],
+    survivors: list[int],
+    crash_index: int,
+    wall: float,
+    end: float,
+    sent: dict[str, int],
+) -> ProtocolResult:
+    alive = bytearray(params.nodes)
+    for i in survivors:
+        alive[i] = 1
+    reliabilities: list[float] = []
+    rmrs: list[float] = []
+    ldhs: list[int] = []
+    latencies: list[float] = []
+    last: list[float] = []
+    clean: list[bool] = []
+    dups = 0
+    gossip_total = 0
+    for b in measured:
+        got = sum(1 for i in survivors if b.delivered[i])
+        reliabilities.append(got / len(survivors) if survivors else 1.0)
+        dups += b.duplicates
+        ldhs.append(b.max_hops)
+        latencies.extend(b.latencies)
+        if b.count > 1:
+            last.append(b.last_at - b.sent_at)
+        clean.append(reliabilities[-1] == 1.0 and b.grafts == 0)
+    for b in measured:
+        m = sim.gossip_by_id.get(b.msg_id, 0)
+        gossip_total += m
+        if b.count > 1:
+            rmrs.append(m / (b.count - 1) - 1.0)
+    heal: int | None = None
+    after: float | None = None
+    if crash_index >= 0:
+        post = [(b, ok) for b, ok in zip(measured, clean, strict=True) if b.index >= crash_index]
+        heal = None
+        for k in range(len(post)):
+            if all(ok for _, ok in post[k:]):
+                heal = k
+                break
+        if heal is not None:
+            tail = reliabilities[len(measured) - len(post) + heal :]
+            after = min(tail) if tail else 1.0
+    latencies.sort()
+    last.sort()
+    gossip = sent.get("Gossip", 0)
+    control = sent.get("IHave", 0) + sent.get("Graft", 0) + sent.get("Prune", 0)
+    failures = sum(getattr(getattr(node, "counters", None), "graft_failed", 0) for node in nodes)
+    return ProtocolResult(
+        reliability=mean(reliabilities),
+        reliability_min=min(reliabilities, default=1.0),
+        rmr=mean(rmrs),
+        ldh=mean(ldhs),
+        ldh_max=max(ldhs, default=0),
+        latency_p50_ms=1000 * percentile(latencies, 0.50),
+        latency_p99_ms=1000 * percentile(latencies, 0.99),
+        latency_max_ms=1000 * (latencies[-1] if latencies else 0.0),
+        last_delivery_p50_ms=1000 * percentile(last, 0.50),
+        last_delivery_p99_ms=1000 * percentile(last, 0.99),
+        duplicates_delivered=dups,
+        messages=sent,
+        gossip_messages=gossip_total,
+        control_overhead=control / gossip if gossip else 0.0,
+        broadcasts_to_heal=heal,
+        reliability_after_heal=after,
+        graft_failures=failures,
+        events=sim.processed,
+        sim_seconds=end,
+        wall_seconds=wall,
+    )
