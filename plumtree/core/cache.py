@@ -60,6 +60,10 @@ class TimedStore(Generic[_V]):
     def __iter__(self) -> Iterator[MessageId]:
         return iter(self._items)
 
+    def __reversed__(self) -> Iterator[MessageId]:
+        """Newest first."""
+        return reversed(self._items)
+
     def get(self, key: MessageId) -> _V | None:
         return self._items.get(key)
 

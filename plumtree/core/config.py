@@ -117,6 +117,9 @@ class PlumtreeConfig:
     prune_threshold: int = _f(0, integer_at_least(0), "duplicates tolerated before Prune")
     optimization_threshold: int = _f(3, integer_at_least(0), "hop gain to swap (0: off)")
     max_message_size: int = _f(64 * 1024, integer_at_least(1), "largest payload accepted")
+    sync_interval: float = _f(2.0, non_negative, "anti-entropy digest period (0: off)")
+    sync_window: float = _f(30.0, positive_duration, "age of ids a digest announces")
+    sync_max_ids: int = _f(128, integer_at_least(1), "ids per anti-entropy digest")
     maintenance_interval: float = _f(1.0, positive_duration, "housekeeping period")
     maintenance_jitter: float = _f(0.2, non_negative, "random extra delay per period")
 
@@ -133,6 +136,12 @@ class PlumtreeConfig:
                 "plumtree.ihave_batch_size",
                 f"must be <= {limits.MAX_IHAVE_IDS} (wire limit)",
                 self.ihave_batch_size,
+            )
+        if self.sync_max_ids > limits.MAX_IHAVE_IDS:
+            _fail(
+                "plumtree.sync_max_ids",
+                f"must be <= {limits.MAX_IHAVE_IDS} (wire limit)",
+                self.sync_max_ids,
             )
         if self.seen_ttl < self.message_cache_ttl:
             _fail(
@@ -165,6 +174,8 @@ _PLUMTREE_PRESETS: dict[str, PlumtreeConfig] = {
         message_cache_max_size=20_000,
         seen_ttl=240.0,
         optimization_threshold=4,
+        sync_interval=10.0,
+        sync_window=120.0,
         maintenance_interval=5.0,
         maintenance_jitter=1.0,
     ),
@@ -174,6 +185,7 @@ _PLUMTREE_PRESETS: dict[str, PlumtreeConfig] = {
         ihave_timeout=0.03,
         graft_timeout=0.05,
         graft_max_retries=5,
+        sync_interval=1.0,
         maintenance_interval=0.5,
         maintenance_jitter=0.1,
     ),
@@ -193,6 +205,8 @@ _PLUMTREE_PRESETS: dict[str, PlumtreeConfig] = {
         message_cache_max_size=50_000,
         seen_ttl=180.0,
         optimization_threshold=5,
+        sync_interval=5.0,
+        sync_window=90.0,
         maintenance_interval=3.0,
         maintenance_jitter=0.75,
     ),

@@ -55,6 +55,16 @@ class IHave(_Msg, tag=2, frozen=True):
     ]
 
 
+class Sync(_Msg, tag=5, frozen=True):
+    """Anti-entropy digest: recently delivered (id, hop level) pairs, sent periodically to
+    one random peer so that a node whose Gossip *and* IHaves were all lost still learns
+    of the message and grafts it."""
+
+    entries: Annotated[
+        list[tuple[MsgIdField, RoundField]], msgspec.Meta(max_length=limits.MAX_IHAVE_IDS)
+    ]
+
+
 class Graft(_Msg, tag=3, frozen=True):
     """Ask the receiver to make the link eager and resend these ids (none: link only)."""
 
@@ -138,12 +148,24 @@ class PushPull(_Msg, tag=17, frozen=True):
     members: Annotated[list[MemberState], msgspec.Meta(max_length=limits.MAX_PUSHPULL_MEMBERS)]
 
 
-PlumtreeMessage = Gossip | IHave | Graft | Prune
+PlumtreeMessage = Gossip | IHave | Graft | Prune | Sync
 SwimMessage = Ping | Ack | PingReq | Nack | Alive | Suspect | Dead | PushPull
 Message = (
-    Gossip | IHave | Graft | Prune | Ping | Ack | PingReq | Nack | Alive | Suspect | Dead | PushPull
+    Gossip
+    | IHave
+    | Graft
+    | Prune
+    | Sync
+    | Ping
+    | Ack
+    | PingReq
+    | Nack
+    | Alive
+    | Suspect
+    | Dead
+    | PushPull
 )
 
-PLUMTREE_TYPES: tuple[type[_Msg], ...] = (Gossip, IHave, Graft, Prune)
+PLUMTREE_TYPES: tuple[type[_Msg], ...] = (Gossip, IHave, Graft, Prune, Sync)
 SWIM_TYPES: tuple[type[_Msg], ...] = (Ping, Ack, PingReq, Nack, Alive, Suspect, Dead, PushPull)
 MEMBERSHIP_UPDATE_TYPES: tuple[type[_Msg], ...] = (Alive, Suspect, Dead)

@@ -32,7 +32,7 @@ from plumtree.core.config import PlumtreeConfig
 from plumtree.core.health import CounterWindow, HealthInputs, HealthReport, evaluate
 from plumtree.core.ids import MessageId, new_message_id
 from plumtree.core.limits import MAX_IHAVE_IDS, MAX_ROUND
-from plumtree.core.messages import Gossip, Graft, IHave, PlumtreeMessage, Prune
+from plumtree.core.messages import Gossip, Graft, IHave, PlumtreeMessage, Prune, Sync
 from plumtree.core.peers import PeerInfo, PeerSets
 from plumtree.core.ratelimit import RateLimiter
 from plumtree.core.stats import PlumtreeCounters, PlumtreeGauges, PlumtreeHistograms
@@ -87,6 +87,7 @@ class Plumtree:
         self._ihave_queue: list[tuple[MessageId, int]] = []
         self._ihave_due: float | None = None
         self._next_maintenance = now + cfg.maintenance_interval
+        self._next_sync = now + cfg.sync_interval if cfg.sync_interval > 0 else float("inf")
         self._outbox: list[tuple[str, PlumtreeMessage]] = []
         self._events: list[ev.Event] = []
         self._health_window = CounterWindow(HEALTH_WINDOW)
@@ -124,6 +125,8 @@ class Plumtree:
             self._on_graft(sender, message, now)  # type: ignore[arg-type]
         elif kind is Prune:
             self._on_prune(sender, now)
+        elif kind is Sync:
+            self._on_sync(sender, message, now)  # type: ignore[arg-type]
 
     def handle_timer(self, now: float) -> None:
         """Run everything that is due at ``now`` (safe to call early or often)."""
@@ -133,10 +136,12 @@ class Plumtree:
             self._run_graft_timers(now)
         if now >= self._next_maintenance:
             self._maintenance(now)
+        if now >= self._next_sync:
+            self._send_sync(now)
 
     def next_deadline(self) -> float:
         """Earliest time ``handle_timer`` has work to do."""
-        deadline = self._next_maintenance
+        deadline = min(self._next_maintenance, self._next_sync)
         if self._ihave_due is not None and self._ihave_due < deadline:
             deadline = self._ihave_due
         if self._graft_timers and self._graft_timers[0][0] < deadline:
@@ -280,22 +285,39 @@ class Plumtree:
                 return
             info = self.peers.info[sender]
         info.ihave_received += 1
+        seen = self.seen
         for msg_id, round_ in msg.entries:
-            entry = self.seen.get(msg_id)
+            entry = seen.get(msg_id)
             if entry is not None:
                 self._maybe_optimize(sender, entry, round_, now)
-                continue
-            pending = self._pending.get(msg_id)
-            if pending is not None:
-                if sender not in pending.announcers:
-                    pending.announcers.append(sender)
-                continue
-            if len(self._pending) >= self.config.max_pending_grafts:
-                self.counters.pending_grafts_dropped += 1
-                continue
-            deadline = now + self.config.ihave_timeout
-            self._pending[msg_id] = _PendingGraft(sender, deadline)
-            heapq.heappush(self._graft_timers, (deadline, msg_id))
+            else:
+                self._announced(sender, msg_id, now)
+
+    def _on_sync(self, sender: str, msg: Sync, now: float) -> None:
+        """Anti-entropy digest: graft what we miss; never reshapes the tree by itself."""
+        self.counters.sync_received += 1
+        if sender not in self.peers and not self._insert_peer(sender, False, now):
+            return
+        seen = self.seen
+        for msg_id, _round in msg.entries:
+            if msg_id not in seen:
+                self._announced(sender, msg_id, now)
+
+    def _announced(self, sender: str, msg_id: MessageId, now: float) -> None:
+        """``sender`` has a message we lack: wait for it, then Graft (once in flight)."""
+        if msg_id in self.cache:
+            return
+        pending = self._pending.get(msg_id)
+        if pending is not None:
+            if sender not in pending.announcers:
+                pending.announcers.append(sender)
+            return
+        if len(self._pending) >= self.config.max_pending_grafts:
+            self.counters.pending_grafts_dropped += 1
+            return
+        deadline = now + self.config.ihave_timeout
+        self._pending[msg_id] = _PendingGraft(sender, deadline)
+        heapq.heappush(self._graft_timers, (deadline, msg_id))
 
     def _on_graft(self, sender: str, msg: Graft, now: float) -> None:
         c = self.counters
@@ -480,6 +502,26 @@ class Plumtree:
         peer = self.peers.lazy.choice(self.rng)
         self._promote(peer, now, "repair")
         self._send_graft(peer, [], 0)
+
+    def _send_sync(self, now: float) -> None:
+        """Announce the most recent ids of the window to one random peer."""
+        cfg = self.config
+        self._next_sync = now + cfg.sync_interval * self.rng.uniform(0.75, 1.25)
+        if not self.peers:
+            return
+        horizon = now - cfg.sync_window
+        entries: list[tuple[MessageId, int]] = []
+        for msg_id in reversed(self.cache):
+            cached = self.cache.get(msg_id)
+            if cached is None or cached.at < horizon or len(entries) >= cfg.sync_max_ids:
+                break
+            entries.append((msg_id, cached.hops))
+        if not entries:
+            return
+        names = self.peers.names()
+        peer = names[self.rng.randrange(len(names))]
+        self._send(peer, Sync(entries))
+        self.counters.sync_sent += 1
 
     def _maintenance(self, now: float) -> None:
         cfg = self.config

@@ -74,6 +74,8 @@ class PlumtreeCounters:
     cache_evictions: int = 0
     seen_evictions: int = 0
     optimizations: int = 0
+    sync_sent: int = 0
+    sync_received: int = 0
     messages_too_large: int = 0
 
     def items(self) -> Iterator[tuple[str, int]]:

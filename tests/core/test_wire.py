@@ -1,0 +1,141 @@
+"""The codec: every message round-trips, and no input makes decode raise anything else."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plumtree.core import limits, wire
+from plumtree.core.messages import (
+    Ack,
+    Alive,
+    Dead,
+    Gossip,
+    Graft,
+    IHave,
+    MemberState,
+    Nack,
+    Ping,
+    PingReq,
+    Prune,
+    PushPull,
+    Suspect,
+)
+from plumtree.core.wire import DecodeError, Envelope, decode, encode
+
+ids = st.binary(min_size=16, max_size=16)
+rounds = st.integers(0, limits.MAX_ROUND)
+seqs = st.integers(0, limits.MAX_SEQ)
+incs = st.integers(0, limits.MAX_INCARNATION)
+names = st.text(min_size=1, max_size=20)
+addrs = st.text(max_size=30)
+metas = st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=4)
+
+messages = st.one_of(
+    st.builds(Gossip, ids, rounds, names, st.binary(max_size=256)),
+    st.builds(IHave, st.lists(st.tuples(ids, rounds), max_size=8)),
+    st.builds(Graft, st.lists(ids, max_size=8)),
+    st.just(Prune()),
+    st.builds(Ping, seqs, st.text(max_size=20)),
+    st.builds(Ack, seqs),
+    st.builds(PingReq, seqs, names, addrs),
+    st.builds(Nack, seqs),
+    st.builds(Alive, names, incs, addrs, metas),
+    st.builds(Suspect, names, incs, names),
+    st.builds(Dead, names, incs, names),
+    st.builds(
+        PushPull,
+        st.booleans(),
+        st.booleans(),
+        st.lists(st.builds(MemberState, names, addrs, incs, st.integers(0, 3), metas), max_size=4),
+    ),
+)
+envelopes = st.builds(Envelope, st.text(max_size=10), names, st.lists(messages, max_size=6))
+
+
+@given(envelopes)
+def test_every_message_round_trips(envelope: Envelope) -> None:
+    assert decode(encode(envelope)) == envelope
+
+
+@given(st.binary(max_size=512))
+def test_random_bytes_only_ever_raise_decode_error(data: bytes) -> None:
+    try:
+        decode(data)
+    except DecodeError:
+        pass
+
+
+@given(st.binary(max_size=512))
+def test_random_body_behind_a_valid_header_only_raises_decode_error(body: bytes) -> None:
+    try:
+        decode(wire.MAGIC + bytes([wire.VERSION]) + body)
+    except DecodeError:
+        pass
+
+
+@given(envelopes, st.data())
+def test_mutated_envelopes_decode_or_raise_decode_error(envelope: Envelope, data: st.DataObject) -> None:
+    raw = bytearray(encode(envelope))
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        pos = data.draw(st.integers(0, max(0, len(raw) - 1)))
+        if op == "flip" and raw:
+            raw[pos] ^= data.draw(st.integers(1, 255))
+        elif op == "cut":
+            del raw[pos:]
+        else:
+            raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        result = decode(bytes(raw))
+    except DecodeError:
+        return
+    assert isinstance(result, Envelope)
+
+
+def test_oversize_input_is_refused_before_parsing() -> None:
+    with pytest.raises(DecodeError, match="exceeds the limit"):
+        decode(b"PT\x01" + b"\x00" * 2000, max_size=1400)
+
+
+def test_header_checks_name_the_problem() -> None:
+    with pytest.raises(DecodeError, match="truncated"):
+        decode(b"PT")
+    with pytest.raises(DecodeError, match="magic"):
+        decode(b"XX\x01\x90")
+    with pytest.raises(DecodeError, match="version 9"):
+        decode(b"PT\x09\x90")
+
+
+def test_field_bounds_are_enforced_by_the_decoder() -> None:
+    enc = msgspec.msgpack.Encoder()
+    header = wire.MAGIC + bytes([wire.VERSION])
+    too_many = [[2, [[b"x" * 16, 0]] * (limits.MAX_IHAVE_IDS + 1)]]
+    with pytest.raises(DecodeError):
+        decode(header + enc.encode(["", "a", too_many]))
+    short_id = [[1, b"x" * 15, 0, "o", b""]]
+    with pytest.raises(DecodeError):
+        decode(header + enc.encode(["", "a", short_id]))
+    negative_round = [[1, b"x" * 16, -1, "o", b""]]
+    with pytest.raises(DecodeError):
+        decode(header + enc.encode(["", "a", negative_round]))
+    unknown_tag = [[99]]
+    with pytest.raises(DecodeError):
+        decode(header + enc.encode(["", "a", unknown_tag]))
+
+
+def test_a_huge_declared_length_does_not_allocate() -> None:
+    # bin32 header claiming 4 GiB followed by nothing: must fail fast as truncated
+    header = wire.MAGIC + bytes([wire.VERSION])
+    body = b"\x93\xa0\xa1a\x91\x95\x01\xc6\xff\xff\xff\xff"
+    with pytest.raises(DecodeError):
+        decode(header + body)
+
+
+def test_encoded_size_matches_what_the_envelope_grows_by() -> None:
+    msg = Alive("node-1", 3, "127.0.0.1:7946", {"admin": "http://127.0.0.1:7947"})
+    empty = len(encode(Envelope("c", "s", [])))
+    one = len(encode(Envelope("c", "s", [msg])))
+    assert one - empty == wire.encoded_size(msg)
