@@ -1,0 +1,341 @@
+"""Each Plumtree transition, on hand-driven nodes with a fake clock."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from plumtree.core import events as ev
+from plumtree.core.messages import Gossip, Graft, IHave, Prune, Sync
+from plumtree.core.plumtree import MessageTooLarge, Plumtree
+from tests.core.harness import Net, config
+
+ID = b"\x01" * 16
+ID2 = b"\x02" * 16
+
+
+def node(name: str = "a", **changes: object) -> Plumtree:
+    return Plumtree(name, config(**changes), random.Random(1))
+
+
+def sent(n: Plumtree) -> list[tuple[str, object]]:
+    return n.take_outgoing()
+
+
+def test_peers_join_eager_up_to_the_fanout_then_lazy() -> None:
+    a = node(eager_fanout=2)
+    for p in ("b", "c", "d", "e"):
+        assert a.add_peer(p, 0.0)
+    assert list(a.peers.eager) == ["b", "c"]
+    assert sorted(a.peers.lazy) == ["d", "e"]
+    assert not a.add_peer("a", 0.0), "never a self peer"
+    assert not a.add_peer("b", 0.0), "no duplicate peer"
+    assert a.counters.peer_added == 4
+
+
+def test_broadcast_delivers_locally_pushes_eagerly_and_announces_lazily_after_the_interval() -> (
+    None
+):
+    a = node(eager_fanout=1, ihave_interval=0.05, maintenance_interval=100.0)
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)
+    msg_id = a.broadcast(b"hello", 1.0)
+    out = sent(a)
+    assert out == [("b", Gossip(msg_id, 0, "a", b"hello"))]
+    delivered = [e for e in a.take_events() if isinstance(e, ev.Delivered)]
+    assert [(d.id, d.hops, d.payload) for d in delivered] == [(msg_id, 0, b"hello")]
+    assert a.next_deadline() == pytest.approx(1.05)
+    a.handle_timer(1.04)
+    assert sent(a) == []
+    a.handle_timer(1.05)
+    assert sent(a) == [("c", IHave([(msg_id, 0)]))]
+    assert a.counters.messages_broadcast == 1
+    assert a.counters.gossip_sent == 1
+    assert a.counters.ihave_sent == 1
+
+
+def test_ihave_batches_flush_as_soon_as_the_batch_is_full() -> None:
+    a = node(eager_fanout=1, ihave_batch_size=2)
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)
+    a.broadcast(b"1", 0.0)
+    a.broadcast(b"2", 0.0)
+    ihaves = [m for _, m in sent(a) if isinstance(m, IHave)]
+    assert len(ihaves) == 1 and len(ihaves[0].entries) == 2
+    assert a.histograms.ihave_batch_size.count == 1
+
+
+def test_oversize_broadcast_is_refused_and_counted() -> None:
+    a = node(max_message_size=4)
+    with pytest.raises(MessageTooLarge):
+        a.broadcast(b"12345", 0.0)
+    assert a.counters.messages_too_large == 1
+    assert a.counters.messages_broadcast == 0
+
+
+def test_first_gossip_is_delivered_once_forwarded_with_one_more_hop_and_the_sender_made_eager() -> (
+    None
+):
+    a = node(eager_fanout=1)
+    a.add_peer("c", 0.0)  # eager
+    a.add_peer("b", 0.0)  # lazy
+    a.receive("b", Gossip(ID, 2, "origin", b"x"), 1.0)
+    assert "b" in a.peers.eager
+    assert sent(a) == [("c", Gossip(ID, 3, "origin", b"x"))]
+    events = a.take_events()
+    delivered = [e for e in events if isinstance(e, ev.Delivered)]
+    assert [(d.hops, d.sender, d.origin) for d in delivered] == [(3, "b", "origin")]
+    assert any(isinstance(e, ev.PeerPromoted) and e.reason == "gossip" for e in events)
+    a.receive("c", Gossip(ID, 1, "origin", b"x"), 1.1)
+    assert [e for e in a.take_events() if isinstance(e, ev.Delivered)] == []
+    assert a.counters.messages_delivered == 1
+    assert a.counters.messages_duplicate == 1
+
+
+def test_a_duplicate_from_an_eager_peer_prunes_it() -> None:
+    a = node()
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)
+    a.receive("b", Gossip(ID, 0, "b", b"x"), 0.0)
+    sent(a)
+    a.receive("c", Gossip(ID, 0, "c", b"x"), 0.0)
+    assert ("c", Prune()) in sent(a)
+    assert "c" in a.peers.lazy
+    assert a.counters.prune_sent == 1
+    assert a.counters.peer_demotions == 1
+
+
+def test_prune_threshold_tolerates_that_many_duplicates_first() -> None:
+    a = node(prune_threshold=1)
+    for p in ("b", "c", "d"):
+        a.add_peer(p, 0.0)
+    a.receive("b", Gossip(ID, 0, "b", b"x"), 0.0)
+    a.receive("c", Gossip(ID, 0, "c", b"x"), 0.0)
+    assert "c" in a.peers.eager, "first duplicate tolerated"
+    a.receive("d", Gossip(ID, 0, "d", b"x"), 0.0)
+    assert "d" in a.peers.lazy
+
+
+def test_prune_makes_the_sender_lazy() -> None:
+    a = node()
+    a.add_peer("b", 0.0)
+    a.receive("b", Prune(), 0.0)
+    assert "b" in a.peers.lazy
+    assert a.counters.prune_received == 1
+
+
+def test_ihave_for_a_missing_message_waits_then_grafts_with_backoff_across_announcers() -> None:
+    a = node(eager_fanout=1, ihave_timeout=0.1, graft_timeout=0.2, graft_max_retries=2)
+    for p in ("e", "b", "c"):
+        a.add_peer(p, 0.0)
+    a.receive("b", IHave([(ID, 1)]), 0.0)
+    a.receive("c", IHave([(ID, 1)]), 0.01)
+    assert a.is_pending(ID)
+    assert a.next_deadline() == pytest.approx(0.1)
+    a.handle_timer(0.09)
+    assert sent(a) == []
+    a.handle_timer(0.1)
+    assert sent(a) == [("b", Graft([ID]))]
+    assert "b" in a.peers.eager, "the announcer we graft from becomes eager"
+    a.handle_timer(0.29)
+    assert sent(a) == [], "one Graft in flight per id"
+    a.handle_timer(0.301)  # 0.1 + 0.2
+    assert sent(a) == [("c", Graft([ID]))]
+    a.handle_timer(0.69)
+    assert sent(a) == []
+    a.handle_timer(0.702)  # + 0.4 (backoff x2)
+    assert sent(a) == [("b", Graft([ID]))]
+    assert a.counters.graft_retries == 2
+    a.handle_timer(1.503)  # + 0.8: retries exhausted
+    assert sent(a) == []
+    assert a.counters.graft_failed == 1
+    assert not a.is_pending(ID)
+    failed = [e for e in a.take_events() if isinstance(e, ev.GraftFailed)]
+    assert [(f.id, f.attempts) for f in failed] == [(ID, 3)]
+
+
+def test_gossip_arriving_after_a_graft_counts_a_success_and_its_latency() -> None:
+    a = node(ihave_timeout=0.1)
+    a.add_peer("b", 0.0)
+    a.receive("b", IHave([(ID, 0)]), 0.0)
+    a.handle_timer(0.1)
+    a.receive("b", Gossip(ID, 0, "b", b"x"), 0.13)
+    assert a.counters.graft_success == 1
+    assert a.histograms.graft_latency_seconds.count == 1
+    assert a.histograms.graft_latency_seconds.sum == pytest.approx(0.03)
+    assert not a.is_pending(ID)
+    a.handle_timer(5.0)
+    assert a.counters.graft_failed == 0
+
+
+def test_gossip_arriving_before_the_timer_cancels_the_graft_silently() -> None:
+    a = node(ihave_timeout=0.1)
+    a.add_peer("b", 0.0)
+    a.receive("b", IHave([(ID, 0)]), 0.0)
+    a.receive("b", Gossip(ID, 0, "b", b"x"), 0.05)
+    sent(a)
+    a.handle_timer(1.0)
+    assert not [m for _, m in sent(a) if isinstance(m, Graft)]
+    assert a.counters.graft_success == 0 and a.counters.graft_sent == 0
+
+
+def test_graft_is_answered_from_the_cache_and_makes_the_link_eager() -> None:
+    a = node(eager_fanout=0 + 1)
+    a.add_peer("x", 0.0)
+    a.add_peer("b", 0.0)  # lazy
+    msg_id = a.broadcast(b"p", 0.0)
+    sent(a)
+    a.receive("b", Graft([msg_id, ID2]), 0.5)
+    assert sent(a) == [("b", Gossip(msg_id, 0, "a", b"p"))]
+    assert "b" in a.peers.eager
+    assert a.counters.graft_unknown == 1
+
+
+def test_grafts_beyond_the_per_peer_rate_limit_are_ignored_and_counted() -> None:
+    a = node(graft_rate_limit_per_second=1.0, graft_rate_limit_burst=2)
+    a.add_peer("b", 0.0)
+    msg_id = a.broadcast(b"p", 0.0)
+    sent(a)
+    for _ in range(3):
+        a.receive("b", Graft([msg_id]), 0.0)
+    assert len(sent(a)) == 2
+    assert a.counters.graft_rate_limited == 1
+    a.receive("b", Graft([msg_id]), 1.0)  # refilled one token
+    assert len(sent(a)) == 1
+
+
+def test_expired_payloads_are_not_served() -> None:
+    a = node(message_cache_ttl=1.0, seen_ttl=2.0)
+    a.add_peer("b", 0.0)
+    msg_id = a.broadcast(b"p", 0.0)
+    sent(a)
+    a.receive("b", Graft([msg_id]), 1.5)
+    assert sent(a) == []
+
+
+def test_cache_capacity_evicts_oldest_and_counts_it() -> None:
+    a = node(message_cache_max_size=2)
+    ids = [a.broadcast(bytes([i]), float(i)) for i in range(3)]
+    assert ids[0] not in a.cache and ids[2] in a.cache
+    assert a.counters.cache_evictions == 1
+    assert any(isinstance(e, ev.CacheEvicted) for e in a.take_events())
+
+
+def test_seen_set_is_bounded_and_early_evictions_are_counted() -> None:
+    a = node(seen_max_size=3, message_cache_max_size=1)
+    for i in range(5):
+        a.broadcast(bytes([i]), float(i))
+    assert len(a.seen) == 3
+    assert a.counters.seen_evictions == 2
+
+
+def test_seen_entries_expire_after_the_ttl_on_maintenance() -> None:
+    a = node(message_cache_ttl=1.0, seen_ttl=2.0, maintenance_interval=0.5)
+    a.broadcast(b"x", 0.0)
+    a.handle_timer(2.6)
+    assert len(a.seen) == 0 and len(a.cache) == 0
+
+
+def test_optimisation_swaps_in_a_lazy_link_that_offers_a_much_shorter_path() -> None:
+    a = node(eager_fanout=1, optimization_threshold=3)
+    a.add_peer("parent", 0.0)
+    a.add_peer("short", 0.0)
+    a.receive("parent", Gossip(ID, 6, "o", b"x"), 0.0)  # our level: 7
+    sent(a)
+    a.receive("short", IHave([(ID, 2)]), 0.01)  # via short: level 3, gain 4 >= 3
+    out = sent(a)
+    assert ("short", Graft([])) in out and ("parent", Prune()) in out
+    assert "short" in a.peers.eager and "parent" in a.peers.lazy
+    assert a.counters.optimizations == 1
+    a.receive("short", IHave([(ID, 2)]), 0.02)
+    assert sent(a) == [], "the swap is not repeated for the same message"
+
+
+def test_no_swap_below_the_threshold() -> None:
+    a = node(eager_fanout=1, optimization_threshold=3)
+    a.add_peer("parent", 0.0)
+    a.add_peer("other", 0.0)
+    a.receive("parent", Gossip(ID, 4, "o", b"x"), 0.0)  # level 5
+    sent(a)
+    a.receive("other", IHave([(ID, 2)]), 0.01)  # level 3: gain 2
+    assert sent(a) == []
+
+
+def test_losing_the_last_eager_peer_promotes_a_lazy_one_on_both_sides() -> None:
+    a = node(eager_fanout=1)
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)
+    a.remove_peer("b", 1.0)
+    assert list(a.peers.eager) == ["c"]
+    assert sent(a) == [("c", Graft([]))]
+    assert any(isinstance(e, ev.PeerPromoted) and e.reason == "repair" for e in a.take_events())
+
+
+def test_a_link_graft_makes_the_receiver_eager_too() -> None:
+    a = node(eager_fanout=1)
+    a.add_peer("x", 0.0)
+    a.add_peer("c", 0.0)
+    a.receive("c", Graft([]), 0.0)
+    assert "c" in a.peers.eager
+
+
+def test_reconcile_removes_ghosts_and_adds_missing_members() -> None:
+    a = node()
+    for p in ("b", "ghost"):
+        a.add_peer(p, 0.0)
+    added, removed = a.reconcile(["a", "b", "c", "d"], 1.0)
+    assert (added, removed) == (2, 1)
+    assert sorted(a.peers.names()) == ["b", "c", "d"]
+
+
+def test_removed_peers_stop_being_graft_candidates() -> None:
+    a = node(ihave_timeout=0.1)
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)
+    a.receive("b", IHave([(ID, 0)]), 0.0)
+    a.receive("c", IHave([(ID, 0)]), 0.0)
+    a.remove_peer("b", 0.05)
+    a.take_outgoing()
+    a.handle_timer(0.1)
+    assert sent(a) == [("c", Graft([ID]))]
+
+
+def test_max_peers_evicts_a_lazy_peer_for_a_newcomer() -> None:
+    a = node(eager_fanout=1, max_peers=2)
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)
+    a.receive("d", Gossip(ID, 0, "d", b"x"), 0.0)
+    assert len(a.peers) == 2
+    assert "d" in a.peers.eager and "b" in a.peers
+    assert a.counters.peer_removed == 1
+
+
+def test_sync_digest_announces_recent_ids_to_one_peer_and_the_receiver_grafts() -> None:
+    net = Net(["a", "b"], config(sync_interval=1.0, sync_window=10.0, ihave_timeout=0.05))
+    net.link("a", "b")
+    lost = net.nodes["a"].broadcast(b"lost", 0.0)
+    net.pump(drop=lambda s, d, m: True)  # gossip and IHaves all lost
+    assert not net.delivered("b")
+    net.advance(1.5)
+    syncs = [m for s, d, m in net.sent if isinstance(m, Sync)]
+    assert syncs and syncs[0].entries[0][0] == lost
+    assert [d.id for d in net.delivered("b")] == [lost]
+
+
+def test_a_tree_forms_and_later_broadcasts_use_no_redundant_gossip() -> None:
+    names = [f"n{i}" for i in range(8)]
+    net = Net(names, config(optimization_threshold=0))
+    net.full_mesh()
+    for origin in names:  # one round of warm-up from every node lets the tree settle
+        net.nodes[origin].broadcast(b"warm-up", net.now)
+        net.advance(0.5)
+    before = sum(1 for _, _, m in net.sent if isinstance(m, Gossip))
+    net.nodes["n3"].broadcast(b"steady", net.now)
+    net.advance(1.0)
+    gossip = sum(1 for _, _, m in net.sent if isinstance(m, Gossip)) - before
+    assert gossip == len(names) - 1, "a spanning tree: exactly n-1 payload messages"
+    for n in names:
+        assert len(net.delivered(n)) == len(names) + 1
+    for n in net.nodes.values():
+        assert not set(n.peers.eager) & set(n.peers.lazy)

@@ -1,0 +1,89 @@
+"""Hypothesis drives several Plumtree cores over a lossy network with a fake clock.
+
+Invariants: eager and lazy sets are disjoint and never hold the node itself; no node ever
+delivers a message twice; once the network heals, every node delivers every broadcast.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from plumtree.core import events as ev
+from tests.core.harness import Net, config
+
+
+class PlumtreeCluster(RuleBasedStateMachine):
+    @initialize(n=st.integers(3, 6), seed=st.integers(0, 10_000), mesh=st.booleans())
+    def setup(self, n: int, seed: int, mesh: bool) -> None:
+        names = [f"n{i}" for i in range(n)]
+        cfg = config(
+            eager_fanout=2,
+            ihave_interval=0.02,
+            ihave_timeout=0.05,
+            graft_timeout=0.1,
+            graft_max_retries=4,
+            sync_interval=0.5,
+            maintenance_interval=0.5,
+        )
+        self.net = Net(names, cfg, seed=seed)
+        if mesh:
+            self.net.full_mesh()
+        else:  # a ring: the sparsest connected overlay
+            for i, a in enumerate(names):
+                self.net.link(a, names[(i + 1) % n])
+        self.broadcasts: list[bytes] = []
+        self.counter = 0
+
+    @rule(origin=st.integers(0, 5))
+    def broadcast(self, origin: int) -> None:
+        names = list(self.net.nodes)
+        self.counter += 1
+        node = self.net.nodes[names[origin % len(names)]]
+        self.broadcasts.append(node.broadcast(self.counter.to_bytes(4, "big"), self.net.now))
+        self.net.collect()
+
+    @rule(drops=st.lists(st.booleans(), min_size=1, max_size=30))
+    def deliver_with_loss(self, drops: list[bool]) -> None:
+        mask = iter(drops)
+        self.net.pump(drop=lambda s, d, m: next(mask, False), limit=len(drops))
+
+    @rule(seconds=st.floats(0.01, 0.6))
+    def advance_lossy(self, seconds: float) -> None:
+        lossy = iter([True, False, False] * 1000)
+        self.net.advance(seconds, drop=lambda s, d, m: next(lossy, False), step=0.02)
+
+    @rule(seconds=st.floats(0.01, 0.6))
+    def advance(self, seconds: float) -> None:
+        self.net.advance(seconds, step=0.02)
+
+    @invariant()
+    def peer_sets_are_sane(self) -> None:
+        for name, node in self.net.nodes.items():
+            eager, lazy = set(node.peers.eager), set(node.peers.lazy)
+            assert not eager & lazy, f"{name}: eager and lazy overlap"
+            assert name not in eager | lazy, f"{name}: has itself as a peer"
+            assert eager | lazy == set(node.peers.info), f"{name}: info out of sync"
+
+    @invariant()
+    def nothing_delivered_twice(self) -> None:
+        for name in self.net.nodes:
+            counts = Counter(e.id for e in self.net.events[name] if isinstance(e, ev.Delivered))
+            assert all(c == 1 for c in counts.values()), f"{name} delivered a message twice"
+
+    def teardown(self) -> None:
+        if not hasattr(self, "net"):
+            return
+        self.net.advance(10.0, step=0.05)  # healed: no loss
+        for name in self.net.nodes:
+            got = {e.id for e in self.net.events[name] if isinstance(e, ev.Delivered)}
+            missing = [b.hex() for b in self.broadcasts if b not in got]
+            assert not missing, f"{name} never delivered {missing}"
+        self.nothing_delivered_twice()
+
+
+PlumtreeCluster.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+TestPlumtreeCluster = PlumtreeCluster.TestCase
