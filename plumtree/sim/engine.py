@@ -42,7 +42,8 @@ class Simulator:
         self.now = 0.0
         self._heap: list[tuple[float, int, int, int, int, Any]] = []
         self._seq = itertools.count()
-        self._timer_at: list[float | None] = [None] * len(nodes)
+        #: heap times of every timer entry still pending per node (a few at most)
+        self._timers: list[list[float]] = [[] for _ in nodes]
         self.processed = 0
         self._sent_by_class: dict[type, int] = {}
         self.gossip_by_id: dict[bytes, int] = {}
@@ -89,9 +90,12 @@ class Simulator:
                 sink(i, event)
         deadline = node.next_deadline()
         if deadline is not None:
-            when = deadline if deadline > now else now
-            if when != self._timer_at[i]:
-                self._timer_at[i] = when
+            pending = self._timers[i]
+            # an entry at or before the deadline already wakes the node: waking early is
+            # harmless (handle_timer only runs what is due) and saves a heap entry
+            if not pending or min(pending) > deadline:
+                when = deadline if deadline > now else now
+                pending.append(when)
                 heapq.heappush(self._heap, (when, next(self._seq), _TIMER, i, -1, None))
 
     def arm_all(self) -> None:
@@ -110,7 +114,7 @@ class Simulator:
         nodes = self.nodes
         crashed = self.network.crashed
         names = [n.name for n in nodes]
-        timer_at = self._timer_at
+        timers = self._timers
         flush = self.flush
         while heap and heap[0][0] <= t_end:
             when, _, kind, dst, src, obj = heapq.heappop(heap)
@@ -122,9 +126,9 @@ class Simulator:
                 nodes[dst].receive(names[src], obj, when)
                 flush(dst)
             elif kind == _TIMER:
-                if when != timer_at[dst] or dst in crashed:
-                    continue  # superseded by a newer deadline
-                timer_at[dst] = None
+                timers[dst].remove(when)
+                if dst in crashed:
+                    continue
                 nodes[dst].handle_timer(when)
                 flush(dst)
             else:
