@@ -72,10 +72,11 @@ def main(
 
 
 def _register() -> None:
-    from plumctl.commands import sim, version
+    from plumctl.commands import monitoring, sim, version
 
     version.register(app)
     sim.register(app)
+    monitoring.register(app)
 
 
 _register()

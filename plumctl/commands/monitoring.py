@@ -1,0 +1,324 @@
+"""``plumctl monitoring``: Prometheus alert rules, the Grafana dashboard, a scrape config.
+
+The artefacts are generated from the seed's monitoring guide and the health model's
+thresholds (:mod:`plumctl.monitoring`). ``--out FILE`` writes a file in the format its
+consumer loads (rules and config as YAML, dashboard and file_sd targets as JSON),
+atomically, and confirms on stderr; without it the artefact goes to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from plumctl import exitcodes
+
+if TYPE_CHECKING:
+    from plumctl.options import GlobalOptions
+
+HELP = """Generate monitoring artefacts: Prometheus alert rules, a Grafana dashboard and a
+Prometheus scrape configuration for the cluster's nodes.
+
+[b]Examples[/b]
+
+  plumctl monitoring rules --out /etc/prometheus/rules/plumtree.yml
+
+  plumctl monitoring dashboard --out plumtree-dashboard.json
+
+  plumctl --node http://10.0.0.5:7947 monitoring scrape-config \\
+      --targets-file targets.json --out prometheus.yml
+"""
+
+RULES_HELP = """Print the Prometheus alerting rules (YAML; -o json: the same rules as JSON).
+
+The seed guide's five rules as written, plus one rule per row of its alert tables that
+they leave out. Check them with [b]promtool check rules FILE[/b].
+
+[b]Examples[/b]
+
+  plumctl monitoring rules > plumtree-rules.yml
+
+  plumctl monitoring rules --out /etc/prometheus/rules/plumtree.yml
+
+  plumctl -o json monitoring rules | jq '.groups[0].rules[].alert'
+"""
+
+DASHBOARD_HELP = """Print the Grafana dashboard (JSON, importable as-is; same with -o json).
+
+Pick the Prometheus data source and the node from the dashboard's variables.
+
+[b]Examples[/b]
+
+  plumctl monitoring dashboard --out plumtree-dashboard.json
+
+  curl -XPOST -H 'Content-Type: application/json' \\
+      -d "{\\"dashboard\\": $(plumctl monitoring dashboard), \\"overwrite\\": true}" \\
+      http://admin:admin@localhost:3000/api/dashboards/db
+"""
+
+SCRAPE_HELP = """Print a Prometheus configuration that scrapes every node's /metrics.
+
+Nodes are found through a file_sd targets file. With [b]--targets-file FILE[/b] the
+targets are taken from the live member table of the node given by [b]--node[/b] (alive
+and suspect members with an admin URL, labelled node=NAME) and written to FILE; run it
+again when membership changes, Prometheus re-reads the file by itself. Without it, no node
+is contacted and the configuration expects targets in plumtree-targets.json.
+
+[b]Examples[/b]
+
+  plumctl monitoring scrape-config --targets-file targets.json --out prometheus.yml
+
+  plumctl monitoring scrape-config --rules-file rules/plumtree.yml --interval 15s
+
+  plumctl -o json monitoring scrape-config --targets-file targets.json
+"""
+
+OutOption = Annotated[
+    str | None,
+    typer.Option(
+        "--out",
+        metavar="FILE",
+        help="Write to FILE (atomically) instead of stdout; '-' is stdout.",
+        show_default=False,
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    sub = typer.Typer(
+        name="monitoring",
+        help=HELP,
+        no_args_is_help=True,
+        rich_markup_mode="rich",
+        epilog=exitcodes.EPILOG,
+    )
+    sub.command("rules", help=RULES_HELP, epilog=exitcodes.EPILOG)(rules)
+    sub.command("dashboard", help=DASHBOARD_HELP, epilog=exitcodes.EPILOG)(dashboard)
+    sub.command("scrape-config", help=SCRAPE_HELP, epilog=exitcodes.EPILOG)(scrape_config)
+    app.add_typer(sub, name="monitoring")
+
+
+def rules(ctx: typer.Context, out: OutOption = None) -> None:
+    import json
+
+    from plumctl.monitoring.rules import render_yaml, rule_groups
+
+    opts: GlobalOptions = ctx.obj
+    if _is_stdout(out):
+        if opts.json:
+            _stdout(json.dumps({"kind": "PrometheusRules", **rule_groups()}, sort_keys=True))
+        else:
+            _stdout(render_yaml(), end="")
+        return
+    assert out is not None
+    path = _write(out, render_yaml())
+    _written(opts, [{"path": path, "artifact": "rules"}])
+
+
+def dashboard(ctx: typer.Context, out: OutOption = None) -> None:
+    from plumctl.monitoring.dashboard import render_json
+
+    opts: GlobalOptions = ctx.obj
+    text = render_json()
+    if _is_stdout(out):
+        _stdout(text, end="")  # the dashboard is JSON already: the same for -o json
+        return
+    assert out is not None
+    path = _write(out, text)
+    _written(opts, [{"path": path, "artifact": "dashboard"}])
+
+
+def scrape_config(
+    ctx: typer.Context,
+    out: OutOption = None,
+    targets_file: Annotated[
+        str | None,
+        typer.Option(
+            "--targets-file",
+            metavar="FILE",
+            help="Fetch the members from --node and write the file_sd targets to FILE.",
+            show_default=False,
+        ),
+    ] = None,
+    rules_file: Annotated[
+        str | None,
+        typer.Option(
+            "--rules-file",
+            metavar="FILE",
+            help="List FILE under rule_files (see `plumctl monitoring rules`).",
+            show_default=False,
+        ),
+    ] = None,
+    job: Annotated[str, typer.Option("--job", help="Prometheus job name.")] = "plumtree",
+    interval: Annotated[
+        str, typer.Option("--interval", help="Scrape interval (a Prometheus duration).")
+    ] = "5s",
+) -> None:
+    import json
+
+    from plumctl.monitoring.scrape import (
+        DEFAULT_TARGETS_FILE,
+        file_sd_targets,
+        is_duration,
+        scrape_config_data,
+    )
+    from plumctl.monitoring.scrape import scrape_config as render
+    from plumctl.output import fail, warn
+
+    opts: GlobalOptions = ctx.obj
+    if not is_duration(interval):
+        fail(f"--interval: not a Prometheus duration: {interval!r} (e.g. 5s, 1m)", exitcodes.USAGE)
+    if not job.strip():
+        fail("--job: must not be empty", exitcodes.USAGE)
+    to_stdout = _is_stdout(out)
+    config_dir = None if to_stdout else os.path.dirname(os.path.abspath(out or "."))
+
+    targets: list[dict[str, Any]] | None = None
+    written: list[dict[str, Any]] = []
+    if targets_file is not None:
+        members = fetch_members(opts)
+        targets = file_sd_targets(members)
+        if not targets:
+            warn(f"no alive or suspect member with an admin URL among {len(members)} members")
+        path = _write(targets_file, json.dumps(targets, indent=2) + "\n", quiet=True)
+        _confirm(f"wrote {len(targets)} scrape target(s) to {path}")
+        written.append({"path": path, "artifact": "targets", "targets": len(targets)})
+    sd_path = _reference(targets_file or DEFAULT_TARGETS_FILE, config_dir, targets_file is None)
+    rule_files = [_reference(rules_file, config_dir, False)] if rules_file else []
+
+    if to_stdout:
+        if opts.json:
+            data = scrape_config_data(job, sd_path, interval, rule_files)
+            _stdout(
+                json.dumps(
+                    {"kind": "PrometheusConfig", "config": data, "targets": targets},
+                    sort_keys=True,
+                )
+            )
+        else:
+            _stdout(render(job, sd_path, interval, rule_files), end="")
+        return
+    assert out is not None
+    path = _write(out, render(job, sd_path, interval, rule_files))
+    written.append({"path": path, "artifact": "config"})
+    _written(opts, written)
+
+
+def fetch_members(opts: GlobalOptions) -> list[dict[str, Any]]:
+    """The member table of ``--node`` (``GET /v1/members``), as a list of records.
+
+    The seam to the HTTP client: tests replace this function. Client errors carry their
+    exit code (unreachable, failed...), which becomes the command's.
+    """
+    from plumctl.output import fail
+
+    try:
+        from plumctl.client import Client
+    except ImportError as exc:  # pragma: no cover - only before the client lands
+        fail(f"cannot reach nodes: the HTTP client is unavailable ({exc})", exitcodes.FAILED)
+    try:
+        document = Client(opts.node, opts.token, opts.timeout).members()
+    except Exception as exc:
+        code = _exit_code_of(exc)
+        if code is None:
+            raise
+        fail(f"{opts.node}: {exc}", code)
+    return members_of(document)
+
+
+def members_of(document: Any) -> list[dict[str, Any]]:
+    """The records of a ``/v1/members`` answer (``{"kind": "MemberList", "items": [...]}``)."""
+    from plumctl.output import fail
+
+    items = document.get("items") if isinstance(document, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        fail(
+            "unexpected answer from /v1/members: no list of members under 'items'",
+            exitcodes.FAILED,
+        )
+    return items
+
+
+def _exit_code_of(exc: BaseException) -> int | None:
+    for attr in ("exit_code", "code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _is_stdout(out: str | None) -> bool:
+    return out is None or out == "-"
+
+
+def _reference(path: str, config_dir: str | None, as_given: bool) -> str:
+    """A path as the config should name it: Prometheus resolves relative paths against
+    the config file's directory, so point at the file from there (absolute on stdout)."""
+    if as_given or os.path.isabs(path):
+        return path
+    if config_dir is None:
+        return os.path.abspath(path)
+    return os.path.relpath(os.path.abspath(path), config_dir)
+
+
+def _stdout(text: str, end: str = "\n") -> None:
+    import sys
+
+    sys.stdout.write(text + end)
+    sys.stdout.flush()
+
+
+def _write(path: str, text: str, quiet: bool = False) -> str:
+    """Write ``text`` to ``path`` atomically (temp file + rename); one-line error on failure."""
+    import tempfile
+
+    from plumctl.output import fail
+
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        fail(f"cannot write {path}: is a directory", exitcodes.FAILED)
+    directory = os.path.dirname(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".plumctl-", dir=directory)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}", exitcodes.FAILED)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, _mode_for(target))
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        fail(f"cannot write {path}: {exc.strerror or exc}", exitcodes.FAILED)
+    if not quiet:
+        _confirm(f"wrote {target}")
+    return target
+
+
+def _mode_for(target: str) -> int:
+    """Keep an existing file's mode; a new file gets 0666 minus the umask, like open()."""
+    try:
+        return os.stat(target).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _confirm(message: str) -> None:
+    import sys
+
+    sys.stderr.write(f"plumctl: {message}\n")
+    sys.stderr.flush()
+
+
+def _written(opts: GlobalOptions, items: list[dict[str, Any]]) -> None:
+    """With -o json, describe the files written on stdout (humans got stderr lines)."""
+    if opts.json:
+        from plumctl.output import emit_json
+
+        emit_json({"kind": "MonitoringFiles", "items": items})
