@@ -235,6 +235,11 @@ class SwimConfig:
     tcp_timeout: float = _f(10.0, positive_duration, "push-pull and stream timeout")
     udp_buffer_size: int = _f(limits.MAX_DATAGRAM_BYTES, integer_at_least(512), "datagram max")
     max_meta_bytes: int = _f(512, integer_at_least(0), "encoded metadata bound")
+    reconnect_interval: float = _f(30.0, non_negative, "push-pull a failed member (0: off)")
+    handoff_queue_depth: int = _f(1024, integer_at_least(1), "ping-reqs relayed at once")
+    max_members: int = _f(
+        limits.MAX_PUSHPULL_MEMBERS, integer_at_least(1), "member table size; more dropped"
+    )
 
     def __post_init__(self) -> None:
         _check("swim", self)
@@ -243,6 +248,12 @@ class SwimConfig:
                 "swim.probe_timeout",
                 f"must be <= probe_interval ({self.probe_interval:g}s)",
                 self.probe_timeout,
+            )
+        if self.max_members > limits.MAX_PUSHPULL_MEMBERS:
+            _fail(
+                "swim.max_members",
+                f"must be <= {limits.MAX_PUSHPULL_MEMBERS} (push-pull wire limit)",
+                self.max_members,
             )
         if self.udp_buffer_size > limits.MAX_DATAGRAM_BYTES:
             _fail(

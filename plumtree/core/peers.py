@@ -49,6 +49,10 @@ class IndexedSet(Generic[_T]):
     def choice(self, rng: random.Random) -> _T:
         return self._items[rng.randrange(len(self._items))]
 
+    def __getitem__(self, position: int) -> _T:
+        """The item at ``position`` (0 <= position < len); order changes on removal."""
+        return self._items[position]
+
     def __contains__(self, item: object) -> bool:
         return item in self._index
 
