@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given
@@ -19,7 +20,7 @@ from plumctl.promql import (
 from plumctl.promtext import Scrape, parse
 
 INF = math.inf
-NO = frozenset()
+NO: frozenset[tuple[str, str]] = frozenset()
 
 
 def scrape(at: float, **values: float) -> Scrape:
@@ -206,7 +207,7 @@ TESTHISTOGRAM3 = {
 }
 
 
-def _buckets(spec: list[tuple[str, float]]) -> list[tuple[float, float]]:
+def _buckets(spec: Sequence[tuple[str, float]]) -> list[tuple[float, float]]:
     return [(float(le), float(c)) for le, c in spec]
 
 

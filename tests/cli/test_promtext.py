@@ -199,3 +199,17 @@ def test_mutated_real_exposition_only_raises_exposition_error(data: st.DataObjec
 
 
 _EXPOSITION = _node_exposition()
+
+
+def test_pure_modules_import_no_heavy_dependency() -> None:
+    """plumctl.cli may import these at top level one day: they must stay cheap."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, plumctl.promtext, plumctl.promql, plumctl.scoring\n"
+        "print(sorted(m for m in ('prometheus_client', 'httpx', 'aiohttp', 'textual')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 
 import pytest
 
@@ -21,7 +22,7 @@ from plumctl.scoring import (
 )
 from plumtree.core.health import SEED_THRESHOLDS, Status
 
-NO = frozenset()
+NO: frozenset[tuple[str, str]] = frozenset()
 
 
 def node(at: float, **values: float) -> Scrape:
@@ -141,7 +142,11 @@ LAT = "plumtree_graft_latency_seconds"
 HOPS = "plumtree_message_hops"
 
 
-def exposition(counters: dict[str, float], gauges: dict[str, float], hists: dict) -> str:
+def exposition(
+    counters: Mapping[str, float],
+    gauges: Mapping[str, float],
+    hists: Mapping[str, Sequence[tuple[str, float]]],
+) -> str:
     lines = []
     for name, v in counters.items():
         lines += [f"# TYPE {name.removesuffix('_total')} counter", f"{name} {v}"]
@@ -154,7 +159,7 @@ def exposition(counters: dict[str, float], gauges: dict[str, float], hists: dict
     return "\n".join(lines) + "\n"
 
 
-def _cum(le: list[str], prev: list[float], delta: list[float]) -> list[tuple[str, float]]:
+def _cum(le: list[str], prev: Sequence[float], delta: Sequence[float]) -> list[tuple[str, float]]:
     return [(b, p + d) for b, p, d in zip(le, prev, delta, strict=True)]
 
 
