@@ -33,7 +33,7 @@ def increase(prev: float, cur: float) -> float:
     return cur if cur < prev else cur - prev
 
 
-def series_increase(prev: Scrape | None, cur: Scrape, name: str, **match: str) -> float | None:
+def series_increase(prev: Scrape | None, cur: Scrape, name: str, /, **match: str) -> float | None:
     """Sum of per-series increases of counter ``name`` between two scrapes.
 
     Each label set is reset-checked on its own (as ``sum(increase(x))`` does); series
@@ -58,7 +58,7 @@ def window(prev: Scrape | None, cur: Scrape) -> float | None:
     return dt if dt > 0 else None
 
 
-def rate(prev: Scrape | None, cur: Scrape, name: str, **match: str) -> float | None:
+def rate(prev: Scrape | None, cur: Scrape, name: str, /, **match: str) -> float | None:
     """Per-second increase of counter ``name`` (summed over its label sets).
 
     ``None`` when the metric is absent from either scrape or the window is <= 0.
@@ -70,7 +70,7 @@ def rate(prev: Scrape | None, cur: Scrape, name: str, **match: str) -> float | N
     return None if inc is None else inc / dt
 
 
-def histogram_deltas(prev: Scrape | None, cur: Scrape, name: str, **match: str) -> Buckets:
+def histogram_deltas(prev: Scrape | None, cur: Scrape, name: str, /, **match: str) -> Buckets:
     """Bucket-wise increase of histogram ``name`` between two scrapes, summed by ``le``.
 
     The analogue of ``sum by (le) (increase(name_bucket[w]))``: feed it to

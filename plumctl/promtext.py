@@ -75,7 +75,7 @@ class Scrape:
         """All sample names, sorted."""
         return sorted(self._by_name)
 
-    def series(self, name: str, **match: str) -> dict[Labels, float]:
+    def series(self, name: str, /, **match: str) -> dict[Labels, float]:
         """Every series of ``name`` whose labels include ``match`` (a label subset)."""
         wanted = set(match.items())
         return {
@@ -84,11 +84,11 @@ class Scrape:
             if wanted <= labels
         }
 
-    def value(self, name: str, **labels: str) -> float | None:
+    def value(self, name: str, /, **labels: str) -> float | None:
         """The series with exactly these labels, or ``None`` when absent."""
         return self._by_name.get(name, {}).get(frozenset(labels.items()))
 
-    def sum(self, name: str, **match: str) -> float | None:
+    def sum(self, name: str, /, **match: str) -> float | None:
         """Sum over every label set (matching ``match``); ``None`` when no series exists."""
         found = self.series(name, **match)
         return math.fsum(found.values()) if found else None
@@ -99,7 +99,7 @@ class Scrape:
 
     # -- histograms ---------------------------------------------------------------------
 
-    def histogram_series(self, name: str, **match: str) -> dict[Labels, Buckets]:
+    def histogram_series(self, name: str, /, **match: str) -> dict[Labels, Buckets]:
         """Cumulative buckets of each series of histogram ``name`` (labels without ``le``)."""
         groups: dict[Labels, Buckets] = {}
         for labels, count in self.series(f"{name}_bucket", **match).items():
@@ -112,7 +112,7 @@ class Scrape:
             buckets.sort(key=lambda b: b[0])
         return groups
 
-    def histogram(self, name: str, **match: str) -> Buckets:
+    def histogram(self, name: str, /, **match: str) -> Buckets:
         """Cumulative buckets of histogram ``name``, summed by ``le`` over its label sets.
 
         Sorted by upper bound with ``+Inf`` last; ``[]`` when the histogram is absent.

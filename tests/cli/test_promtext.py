@@ -213,3 +213,9 @@ def test_pure_modules_import_no_heavy_dependency() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_labels_may_be_called_name() -> None:
+    s = parse('peer_rtt{name="n2"} 0.5\n', at=0.0)
+    assert s.value("peer_rtt", name="n2") == 0.5
+    assert s.sum("peer_rtt", name="n2") == 0.5
