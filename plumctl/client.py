@@ -1,0 +1,710 @@
+"""The only HTTP client of plumctl: every admin endpoint, sync and async, one error model.
+
+Every failure becomes a :class:`ClientError` with a one-line message and the exit code
+to use (``plumctl/exitcodes.py``), so commands never print a traceback:
+
+- :class:`Unreachable` (exit 3): connection refused, DNS, timeout, invalid URL, TLS,
+  connection lost (:class:`StreamBroken` when it happens mid-stream);
+- :class:`AuthFailed` (exit 1): HTTP 401/403;
+- :class:`ApiError` (exit 1): any other 3xx/4xx/5xx, with the server's ``error``/``detail``;
+- :class:`BadResponse` (exit 1): a 2xx whose body is not the JSON we expect.
+
+Redirects are never followed (a ``/metrics`` that redirects is a broken node, and a
+silent redirect could carry the bearer token elsewhere). Proxy environment variables are
+ignored by default: admin APIs are loopback/internal and an ``HTTP_PROXY`` meant for the
+internet would otherwise swallow ``127.0.0.1``. Only commands import this module, so
+httpx is imported at the top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import socket
+import ssl
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from plumctl import exitcodes
+
+if TYPE_CHECKING:
+    from plumctl.promtext import Scrape
+
+__all__ = [
+    "ApiError",
+    "AsyncClient",
+    "AuthFailed",
+    "BadResponse",
+    "Client",
+    "ClientError",
+    "StreamBroken",
+    "Unreachable",
+    "exit_on_error",
+    "fan_out",
+    "fan_out_sync",
+    "normalise_url",
+]
+
+T = TypeVar("T")
+
+JSON_ACCEPT = "application/json"
+METRICS_ACCEPT = "text/plain"  # never OpenMetrics: the text 0.0.4 parser reads this
+HEALTH_CODES = frozenset({200, 503, 500})  # /v1/health answers with these, all with a body
+_SNIPPET = 120
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+class ClientError(Exception):
+    """A failed exchange with a node: ``str(err)`` is one line, ``exit_code`` what to exit."""
+
+    exit_code: int = exitcodes.FAILED
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(_one_line(message, limit=400))
+        self.url = url
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class Unreachable(ClientError):
+    """No usable connection to the node (refused, DNS, timeout, TLS, bad URL, cut)."""
+
+    exit_code = exitcodes.UNREACHABLE
+
+
+class StreamBroken(Unreachable):
+    """The node went away in the middle of a stream (``/v1/events``)."""
+
+
+class AuthFailed(ClientError):
+    """HTTP 401/403: a missing or wrong ``--token``."""
+
+
+class ApiError(ClientError):
+    """The node answered with an error status; ``status``/``error``/``detail`` are its words."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error: str | None = None,
+        detail: Any = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, url=url)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+class BadResponse(ClientError):
+    """A successful status with a body that is not what the admin API promises."""
+
+
+def _one_line(text: str, limit: int = _SNIPPET) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _root_causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def _transport_reason(exc: BaseException, timeout: float) -> str:
+    """Why a connection failed, in an operator's words."""
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return f"timed out connecting after {timeout:g}s"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within {timeout:g}s"
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return f"invalid URL ({_one_line(str(exc))})"
+    for cause in _root_causes(exc):
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve host ({cause.strerror or cause})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS error ({_one_line(cause.reason or str(cause))})"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset by the node"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"connection closed by the node ({_one_line(str(exc))})"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.CloseError):
+        return f"connection lost ({_one_line(str(exc)) or type(exc).__name__})"
+    return _one_line(str(exc)) or type(exc).__name__
+
+
+def _unreachable(exc: BaseException, base_url: str, timeout: float) -> Unreachable:
+    return Unreachable(
+        f"cannot reach node at {base_url}: {_transport_reason(exc, timeout)}", url=base_url
+    )
+
+
+def _stream_broken(exc: BaseException, base_url: str, timeout: float) -> StreamBroken:
+    return StreamBroken(
+        f"lost the event stream from node at {base_url}: {_transport_reason(exc, timeout)}",
+        url=base_url,
+    )
+
+
+# -- URLs, requests, responses (shared by the sync and async clients) --------------------
+
+
+def normalise_url(url: str) -> str:
+    """``127.0.0.1:7947`` -> ``http://127.0.0.1:7947``; no trailing slash; else Unreachable.
+
+    An invalid URL is reported as "cannot reach" (exit 3), like any other wrong address.
+    """
+    raw = url.strip()
+    if "://" not in raw:
+        raw = "http://" + raw
+    raw = raw.rstrip("/")
+    try:
+        parsed = httpx.URL(raw)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise Unreachable(
+            f"cannot reach node at {url}: invalid URL ({_one_line(str(exc))})", url=url
+        ) from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise Unreachable(
+            f"cannot reach node at {url}: invalid URL (need http://HOST:PORT)", url=url
+        )
+    return raw
+
+
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    """httpx's default verifying context, built once: loading the CA bundle costs ~0.1 s."""
+    return httpx.create_ssl_context()
+
+
+def _verify(urls: Iterable[str], verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
+    """What to pass httpx as ``verify``; plain-http nodes never pay for a TLS context.
+
+    Redirects are never followed, so a client whose nodes are all http:// never speaks TLS.
+    """
+    if verify is not True:
+        return verify
+    return _default_tls() if any(u.startswith("https://") for u in urls) else False
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    from plumtree import __version__
+
+    headers = {"User-Agent": f"plumctl/{__version__}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _error_text(response: httpx.Response) -> tuple[str, str | None, Any]:
+    """(one-line text, error, detail) from an error response, JSON or not."""
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        error: str = body["error"]
+        detail = body.get("detail")
+        if detail in (None, "", [], {}):
+            return _one_line(error, 300), error, detail
+        shown = detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True)
+        return _one_line(f"{error}: {shown}", 300), error, detail
+    snippet = _one_line(response.text) if response.content else "empty body"
+    return f"HTTP {response.status_code} {response.reason_phrase} ({snippet})", None, None
+
+
+def _check_status(response: httpx.Response, base_url: str) -> None:
+    """Raise the right :class:`ClientError` for a non-2xx answer (body must be read)."""
+    code = response.status_code
+    if 200 <= code < 300:
+        return
+    what = f"{response.request.method} {response.request.url.path}"
+    if code in (401, 403):
+        raise AuthFailed("authentication failed: the node requires a valid --token", url=base_url)
+    if 300 <= code < 400:
+        location = response.headers.get("location", "?")
+        raise ApiError(
+            f"{what} on {base_url} answered a redirect (HTTP {code} to {location}); "
+            "not following it",
+            status=code,
+            url=base_url,
+        )
+    text, error, detail = _error_text(response)
+    raise ApiError(
+        f"{text} (HTTP {code} from {base_url}, {what})",
+        status=code,
+        error=error,
+        detail=detail,
+        url=base_url,
+    )
+
+
+def _json_body(
+    response: httpx.Response, base_url: str, required: tuple[str, ...]
+) -> dict[str, Any]:
+    """The JSON object of a response, with the keys the admin API promises, or BadResponse."""
+    what = f"{response.request.method} {response.request.url.path}"
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        kind = response.headers.get("content-type", "no content-type")
+        snippet = _one_line(response.text) if response.content else "empty body"
+        raise BadResponse(
+            f"node at {base_url} answered {what} with a body that is not JSON ({kind}: {snippet})",
+            url=base_url,
+        ) from None
+    if not isinstance(body, dict):
+        raise BadResponse(
+            f"node at {base_url} answered {what} with JSON that is not an object", url=base_url
+        )
+    missing = [k for k in required if k not in body]
+    if missing:
+        raise BadResponse(
+            f"node at {base_url} answered {what} without {', '.join(map(repr, missing))}; "
+            "is it a plumtree node of a compatible version?",
+            url=base_url,
+        )
+    if "items" in required and not isinstance(body["items"], list):
+        raise BadResponse(
+            f"node at {base_url} answered {what}: 'items' is not a list", url=base_url
+        )
+    return body
+
+
+def _event(line: str, base_url: str) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        raise BadResponse(
+            f"node at {base_url} sent an event that is not JSON: {_one_line(line)}", url=base_url
+        ) from None
+    if not isinstance(event, dict):
+        raise BadResponse(f"node at {base_url} sent an event that is not an object", url=base_url)
+    return event
+
+
+def _parse_scrape(text: str, at: float, base_url: str) -> Scrape:
+    from plumctl.promtext import ExpositionError, parse
+
+    try:
+        return parse(text, at)
+    except ExpositionError as exc:
+        raise BadResponse(
+            f"node at {base_url} served unreadable metrics: {exc}", url=base_url
+        ) from exc
+
+
+def _events_params(since: float | str | None) -> dict[str, str]:
+    return {} if since is None else {"since": str(since)}
+
+
+def _message_path(message_id: str) -> str:
+    # quote so an odd id can only ever address /v1/messages/<something>, never another path
+    from urllib.parse import quote
+
+    return f"/v1/messages/{quote(message_id, safe='')}"
+
+
+_STATUS_KEYS = ("name", "version")
+_LIST_KEYS = ("items",)
+_HEALTH_KEYS = ("status",)
+_BROADCAST_KEYS = ("id",)
+_MESSAGE_KEYS = ("id", "delivered")
+_LEAVE_KEYS = ("left",)
+
+
+# -- sync client -------------------------------------------------------------------------
+
+
+class Client:
+    """Synchronous client of one node's admin API (one-shot commands).
+
+    ``stream_timeout`` bounds the silence between two events on ``/v1/events``
+    (``None``: wait forever, as a node with no events sends nothing).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 5.0,
+        *,
+        stream_timeout: float | None = None,
+        verify: ssl.SSLContext | bool = True,
+        trust_env: bool = False,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = normalise_url(base_url)
+        self.timeout = timeout
+        self.stream_timeout = stream_timeout
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=_headers(token),
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            verify=_verify([self.base_url], verify),
+            trust_env=trust_env,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        accept: str = JSON_ACCEPT,
+        content: bytes | None = None,
+        ok: frozenset[int] = frozenset(),
+    ) -> httpx.Response:
+        headers = {"Accept": accept}
+        if content is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        try:
+            response = self._http.request(method, path, content=content, headers=headers)
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            raise _unreachable(exc, self.base_url, self.timeout) from exc
+        if response.status_code not in ok:
+            _check_status(response, self.base_url)
+        return response
+
+    def _get_json(self, path: str, required: tuple[str, ...]) -> dict[str, Any]:
+        return _json_body(self._send("GET", path), self.base_url, required)
+
+    def status(self) -> dict[str, Any]:
+        """``GET /v1/status``: name, version, addresses, uptime, profile, config."""
+        return self._get_json("/v1/status", _STATUS_KEYS)
+
+    def members(self) -> dict[str, Any]:
+        """``GET /v1/members``: the SWIM table (``items``)."""
+        return self._get_json("/v1/members", _LIST_KEYS)
+
+    def peers(self) -> dict[str, Any]:
+        """``GET /v1/peers``: the Plumtree eager/lazy view (``items``)."""
+        return self._get_json("/v1/peers", _LIST_KEYS)
+
+    def health(self) -> tuple[dict[str, Any], int]:
+        """``GET /v1/health``: (body, HTTP code). 503 and 500 are answers, not errors."""
+        response = self._send("GET", "/v1/health", ok=HEALTH_CODES)
+        if response.status_code != 200:
+            try:
+                return _json_body(response, self.base_url, _HEALTH_KEYS), response.status_code
+            except BadResponse:
+                _check_status(response, self.base_url)  # a crash page, not a health answer
+        return _json_body(response, self.base_url, _HEALTH_KEYS), response.status_code
+
+    def broadcast(self, payload: bytes) -> dict[str, Any]:
+        """``POST /v1/broadcast``: ``{"id", "size"}``; 413 and 401 become errors."""
+        response = self._send("POST", "/v1/broadcast", content=bytes(payload))
+        return _json_body(response, self.base_url, _BROADCAST_KEYS)
+
+    def message(self, message_id: str) -> dict[str, Any]:
+        """``GET /v1/messages/{id}``: delivered here? when, hops, from whom."""
+        return self._get_json(_message_path(message_id), _MESSAGE_KEYS)
+
+    def leave(self) -> dict[str, Any]:
+        """``POST /v1/leave``: graceful leave, then the node shuts down."""
+        return _json_body(self._send("POST", "/v1/leave"), self.base_url, _LEAVE_KEYS)
+
+    def metrics_text(self) -> str:
+        """``GET /metrics`` as text (exposition format 0.0.4)."""
+        return self._send("GET", "/metrics", accept=METRICS_ACCEPT).text
+
+    def scrape(self) -> Scrape:
+        """``GET /metrics`` parsed, stamped with the monotonic time the request started."""
+        at = time.monotonic()
+        return _parse_scrape(self.metrics_text(), at, self.base_url)
+
+    def events(self, since: float | str | None = None) -> Generator[dict[str, Any], None, None]:
+        """``GET /v1/events``: one dict per event until the node ends the stream.
+
+        A connection lost mid-stream raises :class:`StreamBroken` (exit 3).
+        """
+        timeout = httpx.Timeout(self.timeout, read=self.stream_timeout)
+        started = False
+        try:
+            with self._http.stream(
+                "GET",
+                "/v1/events",
+                params=_events_params(since),
+                headers={"Accept": "application/x-ndjson"},
+                timeout=timeout,
+            ) as response:
+                if not 200 <= response.status_code < 300:
+                    response.read()
+                    _check_status(response, self.base_url)
+                started = True
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield _event(line, self.base_url)
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            if started:
+                raise _stream_broken(exc, self.base_url, self.stream_timeout or 0.0) from exc
+            raise _unreachable(exc, self.base_url, self.timeout) from exc
+
+
+# -- async client ------------------------------------------------------------------------
+
+
+class AsyncClient:
+    """Asynchronous client of one node (``top``, ``health --all``, any fan-out).
+
+    Pass ``http`` to share one connection pool between many nodes (see :func:`fan_out`);
+    a shared pool is not closed by :meth:`aclose`. Create it inside the running loop.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 5.0,
+        *,
+        stream_timeout: float | None = None,
+        verify: ssl.SSLContext | bool = True,
+        trust_env: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = normalise_url(base_url)
+        self.timeout = timeout
+        self.stream_timeout = stream_timeout
+        self._headers = _headers(token)
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            verify=_verify([self.base_url], verify),
+            trust_env=trust_env,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    def _url(self, path: str) -> str:
+        return self.base_url + path
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        accept: str = JSON_ACCEPT,
+        content: bytes | None = None,
+        ok: frozenset[int] = frozenset(),
+    ) -> httpx.Response:
+        headers = {**self._headers, "Accept": accept}
+        if content is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        try:
+            response = await self._http.request(
+                method,
+                self._url(path),
+                content=content,
+                headers=headers,
+                timeout=httpx.Timeout(self.timeout),
+                follow_redirects=False,
+            )
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            raise _unreachable(exc, self.base_url, self.timeout) from exc
+        if response.status_code not in ok:
+            _check_status(response, self.base_url)
+        return response
+
+    async def _get_json(self, path: str, required: tuple[str, ...]) -> dict[str, Any]:
+        return _json_body(await self._send("GET", path), self.base_url, required)
+
+    async def status(self) -> dict[str, Any]:
+        """``GET /v1/status``."""
+        return await self._get_json("/v1/status", _STATUS_KEYS)
+
+    async def members(self) -> dict[str, Any]:
+        """``GET /v1/members``."""
+        return await self._get_json("/v1/members", _LIST_KEYS)
+
+    async def peers(self) -> dict[str, Any]:
+        """``GET /v1/peers``."""
+        return await self._get_json("/v1/peers", _LIST_KEYS)
+
+    async def health(self) -> tuple[dict[str, Any], int]:
+        """``GET /v1/health``: (body, HTTP code); 503/500 with a health body are answers."""
+        response = await self._send("GET", "/v1/health", ok=HEALTH_CODES)
+        if response.status_code != 200:
+            try:
+                return _json_body(response, self.base_url, _HEALTH_KEYS), response.status_code
+            except BadResponse:
+                _check_status(response, self.base_url)
+        return _json_body(response, self.base_url, _HEALTH_KEYS), response.status_code
+
+    async def broadcast(self, payload: bytes) -> dict[str, Any]:
+        """``POST /v1/broadcast``."""
+        response = await self._send("POST", "/v1/broadcast", content=bytes(payload))
+        return _json_body(response, self.base_url, _BROADCAST_KEYS)
+
+    async def message(self, message_id: str) -> dict[str, Any]:
+        """``GET /v1/messages/{id}``."""
+        return await self._get_json(_message_path(message_id), _MESSAGE_KEYS)
+
+    async def leave(self) -> dict[str, Any]:
+        """``POST /v1/leave``."""
+        return _json_body(await self._send("POST", "/v1/leave"), self.base_url, _LEAVE_KEYS)
+
+    async def metrics_text(self) -> str:
+        """``GET /metrics`` as text."""
+        return (await self._send("GET", "/metrics", accept=METRICS_ACCEPT)).text
+
+    async def scrape(self) -> Scrape:
+        """``GET /metrics`` parsed, stamped with the monotonic time the request started."""
+        at = time.monotonic()
+        return _parse_scrape(await self.metrics_text(), at, self.base_url)
+
+    async def events(
+        self, since: float | str | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """``GET /v1/events`` as an async iterator (close it with ``contextlib.aclosing``)."""
+        timeout = httpx.Timeout(self.timeout, read=self.stream_timeout)
+        started = False
+        try:
+            async with self._http.stream(
+                "GET",
+                self._url("/v1/events"),
+                params=_events_params(since),
+                headers={**self._headers, "Accept": "application/x-ndjson"},
+                timeout=timeout,
+                follow_redirects=False,
+            ) as response:
+                if not 200 <= response.status_code < 300:
+                    await response.aread()
+                    _check_status(response, self.base_url)
+                started = True
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        yield _event(line, self.base_url)
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            if started:
+                raise _stream_broken(exc, self.base_url, self.stream_timeout or 0.0) from exc
+            raise _unreachable(exc, self.base_url, self.timeout) from exc
+
+
+# -- fan-out -----------------------------------------------------------------------------
+
+
+async def fan_out(
+    urls: Iterable[str],
+    fn: Callable[[AsyncClient], Awaitable[T]],
+    *,
+    token: str | None = None,
+    timeout: float = 5.0,
+    limit: int = 64,
+    deadline: float | None = None,
+    verify: ssl.SSLContext | bool = True,
+    trust_env: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> dict[str, T | ClientError]:
+    """Run ``fn(client)`` against every node concurrently; a result or a ClientError each.
+
+    One connection pool for all nodes, at most ``limit`` in flight, every request bounded
+    by ``timeout`` and, when given, each node's whole ``fn`` by ``deadline`` seconds (an
+    overrun is :class:`Unreachable`). One dead node never fails the others. The answer
+    is keyed by normalised URL, in the order given; a bad URL is an Unreachable entry.
+    Exceptions other than ClientError are bugs and propagate.
+    """
+    targets: dict[str, str | ClientError] = {}
+    for url in urls:
+        try:
+            normal = normalise_url(url)
+        except ClientError as exc:
+            targets.setdefault(url, exc)
+        else:
+            targets.setdefault(normal, normal)
+    results: dict[str, T | ClientError] = {}
+    gate = asyncio.Semaphore(max(1, limit))
+    limits = httpx.Limits(max_connections=max(1, limit), max_keepalive_connections=max(1, limit))
+    nodes = [t for t in targets.values() if isinstance(t, str)]
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
+        verify=_verify(nodes, verify),
+        trust_env=trust_env,
+        limits=limits,
+        transport=transport,
+    ) as http:
+
+        async def one(url: str) -> T | ClientError:
+            node = AsyncClient(url, token, timeout, http=http)
+            async with gate:
+                try:
+                    if deadline is None:
+                        return await fn(node)
+                    async with asyncio.timeout(deadline):
+                        return await fn(node)
+                except ClientError as exc:
+                    return exc
+                except TimeoutError:
+                    return Unreachable(
+                        f"cannot reach node at {url}: no complete answer within {deadline:g}s",
+                        url=url,
+                    )
+
+        pending = {
+            u: asyncio.ensure_future(one(u)) for u, t in targets.items() if isinstance(t, str)
+        }
+        try:
+            await asyncio.gather(*pending.values())
+        finally:
+            for task in pending.values():
+                task.cancel()
+        for url, target in targets.items():
+            results[url] = target if isinstance(target, ClientError) else pending[url].result()
+    return results
+
+
+def fan_out_sync(
+    urls: Iterable[str],
+    fn: Callable[[AsyncClient], Awaitable[T]],
+    **kwargs: Any,
+) -> dict[str, T | ClientError]:
+    """:func:`fan_out` from synchronous code (a typer command): runs its own event loop."""
+    return asyncio.run(fan_out(urls, fn, **kwargs))
+
+
+@contextmanager
+def exit_on_error() -> Iterator[None]:
+    """In a command: turn any :class:`ClientError` into one stderr line and its exit code."""
+    try:
+        yield
+    except ClientError as exc:
+        from plumctl.output import fail
+
+        fail(exc.message, exc.exit_code)
