@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy plumtree/core
+	$(BIN)/mypy plumtree plumctl
 
 unit: $(STAMP)
 	$(BIN)/pytest -n 2 -q

@@ -72,11 +72,13 @@ def main(
 
 
 def _register() -> None:
-    from plumctl.commands import monitoring, sim, version
+    from plumctl.commands import cluster, monitoring, node, sim, version
 
-    version.register(app)
+    node.register(app)
+    cluster.register(app)
     sim.register(app)
     monitoring.register(app)
+    version.register(app)
 
 
 _register()

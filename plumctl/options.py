@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated, Any
 
 DEFAULT_NODE = "http://127.0.0.1:7947"
 
@@ -28,3 +30,107 @@ class GlobalOptions:
     @property
     def wide(self) -> bool:
         return self.output == Output.wide
+
+
+def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Let a command also take ``--node/--token/-o/--timeout`` after its own name.
+
+    ``plumctl members -o json`` reads better than ``plumctl -o json members``; both
+    work. Values given on the command win over the ones given before it (and over the
+    environment, which the root callback reads).
+    """
+    import functools
+    import inspect
+
+    import typer
+
+    panel = "Global options"
+    extra = [
+        inspect.Parameter(
+            "_node",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                str | None,
+                typer.Option(
+                    "--node",
+                    help="Admin URL of any reachable node.",
+                    rich_help_panel=panel,
+                    show_default=False,
+                ),
+            ],
+        ),
+        inspect.Parameter(
+            "_token",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                str | None,
+                typer.Option(
+                    "--token",
+                    help="Bearer token for mutating endpoints.",
+                    rich_help_panel=panel,
+                    show_default=False,
+                ),
+            ],
+        ),
+        inspect.Parameter(
+            "_output",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Output | None,
+                typer.Option(
+                    "--output",
+                    "-o",
+                    help="table, wide or json.",
+                    case_sensitive=False,
+                    rich_help_panel=panel,
+                    show_default=False,
+                ),
+            ],
+        ),
+        inspect.Parameter(
+            "_timeout",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                float | None,
+                typer.Option(
+                    "--timeout",
+                    min=0.01,
+                    help="Seconds to wait for a node.",
+                    rich_help_panel=panel,
+                    show_default=False,
+                ),
+            ],
+        ),
+    ]
+    signature = inspect.signature(func, eval_str=True)
+    if "ctx" not in signature.parameters:
+        raise TypeError(f"{func.__name__}: commands with global options take 'ctx: typer.Context'")
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        overrides = {
+            "node": kwargs.pop("_node", None),
+            "token": kwargs.pop("_token", None),
+            "output": kwargs.pop("_output", None),
+            "timeout": kwargs.pop("_timeout", None),
+        }
+        ctx = kwargs.get("ctx") or next(a for a in args if isinstance(a, typer.Context))
+        opts = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(opts, key, value.rstrip("/") if key == "node" else value)
+        ctx.obj = opts
+        return func(*args, **kwargs)
+
+    extended = signature.replace(parameters=[*signature.parameters.values(), *extra])
+    wrapper.__signature__ = extended  # type: ignore[attr-defined]
+    # typer reads both the signature and the type hints: give it resolved objects
+    wrapper.__annotations__ = {
+        p.name: p.annotation for p in extended.parameters.values() if p.annotation is not p.empty
+    }
+    del wrapper.__wrapped__  # typer must see the extended signature
+    return wrapper

@@ -7,6 +7,7 @@ so that importing the CLI stays cheap.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -23,7 +24,9 @@ def stdout() -> Console:
     if _stdout is None:
         from rich.console import Console
 
-        _stdout = Console(highlight=False, soft_wrap=False)
+        # piped output keeps whole lines (scripts grep them); a terminal wraps to its width
+        width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 1000
+        _stdout = Console(highlight=False, soft_wrap=False, width=width)
     return _stdout
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from plumctl import exitcodes
+from plumctl.options import with_global_options
 
 if TYPE_CHECKING:
     from plumctl.options import GlobalOptions
@@ -95,9 +96,13 @@ def register(app: typer.Typer) -> None:
         rich_markup_mode="rich",
         epilog=exitcodes.EPILOG,
     )
-    sub.command("rules", help=RULES_HELP, epilog=exitcodes.EPILOG)(rules)
-    sub.command("dashboard", help=DASHBOARD_HELP, epilog=exitcodes.EPILOG)(dashboard)
-    sub.command("scrape-config", help=SCRAPE_HELP, epilog=exitcodes.EPILOG)(scrape_config)
+    sub.command("rules", help=RULES_HELP, epilog=exitcodes.EPILOG)(with_global_options(rules))
+    sub.command("dashboard", help=DASHBOARD_HELP, epilog=exitcodes.EPILOG)(
+        with_global_options(dashboard)
+    )
+    sub.command("scrape-config", help=SCRAPE_HELP, epilog=exitcodes.EPILOG)(
+        with_global_options(scrape_config)
+    )
     app.add_typer(sub, name="monitoring")
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from plumctl.options import GlobalOptions
+from plumctl.options import GlobalOptions, with_global_options
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         "sim",
         help="Simulate a cluster and report reliability, RMR, LDH and latency.",
         epilog=EXAMPLES,
-    )(sim)
+    )(with_global_options(sim))
 
 
 def sim(

@@ -6,11 +6,13 @@ import platform
 
 import typer
 
-from plumctl.options import GlobalOptions
+from plumctl.options import GlobalOptions, with_global_options
 
 
 def register(app: typer.Typer) -> None:
-    app.command("version", help="Print the version of plumctl and the plumtree library.")(version)
+    app.command("version", help="Print the version of plumctl and the plumtree library.")(
+        with_global_options(version)
+    )
 
 
 def version(ctx: typer.Context) -> None:

@@ -58,7 +58,7 @@ class FloodNode:
 
     def take_outgoing(self) -> list[tuple[str, Gossip]]:
         out, self._out = self._out, []
-        return out  # type: ignore[return-value]
+        return out
 
     def take_events(self) -> list[ev.Event]:
         out, self._events = self._events, []

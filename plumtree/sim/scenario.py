@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -194,9 +195,11 @@ class SimReport:
 def run(params: SimParams) -> SimReport:
     """Run Plumtree (and the flood baseline) on the same overlay, faults and origins."""
     if params.membership != "oracle":
-        from plumtree.sim.swim_stack import run_swim  # imported lazily: optional mode
+        from importlib import import_module
 
-        return run_swim(params)
+        swim_stack: Any = import_module("plumtree.sim.swim_stack")  # lazily: optional mode
+        report: SimReport = swim_stack.run_swim(params)
+        return report
     plumtree = _run_protocol(params, "plumtree", params.warmup + params.broadcasts)
     flood = None
     if params.flood:
@@ -257,24 +260,40 @@ def _run_protocol(params: SimParams, protocol: str, total: int) -> ProtocolResul
         live[:] = [i for i in live if i not in victims]
         sim.at(sim.now + params.detection(), lambda: detect(victims))
 
+    def forget(peers: list[str]) -> Callable[[Any], None]:
+        def apply(node: Any) -> None:
+            for peer in peers:
+                node.remove_peer(peer, sim.now)
+
+        return apply
+
+    def meet(peer: str) -> Callable[[Any], None]:
+        def apply(node: Any) -> None:
+            node.add_peer(peer, sim.now)
+
+        return apply
+
     def detect(victims: set[int]) -> None:
-        now = sim.now
         for i in live:
-            gone = [j for j in adj[i] if j in victims]
+            gone = [names[j] for j in adj[i] if j in victims]
             if gone:
-                sim.call(i, lambda node, gone=gone: [node.remove_peer(names[j], now) for j in gone])
+                sim.call(i, forget(gone))
         for a, b in repair(adj, victims, live, max(2, params.degree // 2), rng):
-            sim.call(a, lambda node, b=b: node.add_peer(names[b], now))
-            sim.call(b, lambda node, a=a: node.add_peer(names[a], now))
+            sim.call(a, meet(names[b]))
+            sim.call(b, meet(names[a]))
 
     baseline: dict[str, int] = {}
     sim.at(
         start + params.warmup * params.interval - 1e-9, lambda: baseline.update(sim.sent_by_type)
     )
+
+    def broadcast_at(k: int) -> Callable[[], None]:
+        return lambda: broadcast(k)
+
     for k in range(total):
         if k == crash_index:
             sim.at(start + k * params.interval - params.interval / 2, crash)
-        sim.at(start + k * params.interval, lambda k=k: broadcast(k))
+        sim.at(start + k * params.interval, broadcast_at(k))
 
     cfg_drain = (
         cfg.ihave_interval

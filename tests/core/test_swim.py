@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from _swim_harness import Cluster
 
 from plumtree.core import events as ev
 from plumtree.core.config import SwimConfig
@@ -23,6 +22,7 @@ from plumtree.core.messages import (
     Suspect,
 )
 from plumtree.core.swim import Outgoing, Swim
+from tests.core._swim_harness import Cluster
 
 CFG = SwimConfig()
 

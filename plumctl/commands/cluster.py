@@ -1,0 +1,329 @@
+"""``plumctl cluster up|down|status``: a whole local cluster of node processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from plumctl import exitcodes
+from plumctl.options import GlobalOptions, with_global_options
+
+cluster_app = typer.Typer(
+    help="Start, inspect and stop a local cluster on loopback.", no_args_is_help=True
+)
+
+DirOption = Annotated[
+    Path | None,
+    typer.Option("--dir", help="State directory of the cluster [default: per-user state dir]."),
+]
+
+UP_EXAMPLES = """[b]Examples[/b]
+
+  plumctl cluster up -n 5
+
+  plumctl cluster up -n 16 --profile lan --dir /tmp/c16
+
+  export PLUMCTL_NODE=$(plumctl cluster status -o json | jq -r '.items[0].admin_url')
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cluster_app, name="cluster", rich_help_panel="Cluster ops")
+    cluster_app.command(
+        "up",
+        help="Start N local nodes in the background, joined into one cluster.",
+        epilog=UP_EXAMPLES + "\n" + exitcodes.EPILOG,
+    )(with_global_options(up))
+    cluster_app.command(
+        "down", help="Stop the local cluster gracefully, then forcefully.", epilog=exitcodes.EPILOG
+    )(with_global_options(down))
+    cluster_app.command(
+        "status", help="One line per local node: pid, alive, health.", epilog=exitcodes.EPILOG
+    )(with_global_options(status))
+
+
+def _dir(directory: Path | None) -> Path:
+    from plumctl.localcluster import default_dir
+
+    return (directory or default_dir()).expanduser().resolve()
+
+
+def up(
+    ctx: typer.Context,
+    nodes: Annotated[
+        int, typer.Option("--nodes", "-n", min=1, max=256, help="How many nodes.")
+    ] = 5,
+    profile: Annotated[str, typer.Option(help="lan, wan, local or large.")] = "local",
+    directory: DirOption = None,
+    wait: Annotated[
+        float, typer.Option(min=1.0, help="Seconds to wait for every node to see all others.")
+    ] = 60.0,
+) -> None:
+    import time
+
+    from plumctl.localcluster import (
+        ClusterError,
+        ClusterState,
+        NodeProcess,
+        spawn_node,
+        stop_nodes,
+        wait_ready,
+    )
+    from plumctl.output import emit_json, fail, stderr
+    from plumtree.core.config import PROFILES
+
+    opts: GlobalOptions = ctx.obj
+    if profile not in PROFILES:
+        fail(
+            f"--profile: unknown profile {profile!r} (choose one of {', '.join(PROFILES)})",
+            exitcodes.USAGE,
+        )
+    where = _dir(directory)
+    try:
+        existing = ClusterState.load(where)
+    except ClusterError as exc:
+        fail(str(exc), exitcodes.FAILED)
+    if existing is not None:
+        alive = [n for n in existing.nodes if n.running()]
+        if alive:
+            fail(
+                f"a cluster is already running in {where} ({len(alive)} nodes, pids "
+                f"{', '.join(str(n.pid) for n in alive[:5])}{'...' if len(alive) > 5 else ''}); "
+                f"stop it with: plumctl cluster down --dir {where}",
+                exitcodes.FAILED,
+            )
+    where.mkdir(parents=True, exist_ok=True)
+    state = ClusterState(str(where), profile, time.time())
+    names = [f"node-{i}" for i in range(nodes)]
+    console = stderr()
+    started: list[NodeProcess] = []
+    try:
+        proc, ready, log_path = spawn_node(where, names[0], profile, [])
+        info = wait_ready(proc, ready, log_path, 15.0)
+        started.append(
+            NodeProcess(names[0], proc.pid, info["gossip_addr"], info["admin_url"], str(log_path))
+        )
+        state.nodes = started
+        state.save()
+        seed = info["gossip_addr"]
+        pending = [(name, *spawn_node(where, name, profile, [seed])) for name in names[1:]]
+        for name, proc, ready, log_path in pending:
+            info = wait_ready(proc, ready, log_path, 15.0)
+            started.append(
+                NodeProcess(name, proc.pid, info["gossip_addr"], info["admin_url"], str(log_path))
+            )
+            state.save()
+    except ClusterError as exc:
+        stop_nodes(started, grace=5.0)
+        (where / "cluster.json").unlink(missing_ok=True)
+        fail(str(exc), exitcodes.FAILED)
+    converged, seen = _wait_converged(started, nodes, wait, quiet=opts.json, timeout=opts.timeout)
+    if opts.json:
+        emit_json(
+            {
+                "kind": "LocalCluster",
+                "converged": converged,
+                **state.as_dict(),
+                "items": [_row(n) for n in started],
+            }
+        )
+    else:
+        _print_cluster(state, started)
+        console.print(
+            f"\n[b]{nodes} nodes[/b] up in {where}"
+            + (
+                ""
+                if converged
+                else f" [yellow](not converged after {wait:g}s: min {min(seen.values(), default=0)} alive)[/]"
+            )
+        )
+        console.print(f"  export PLUMCTL_NODE={started[0].admin_url}")
+        console.print(
+            "  plumctl members · plumctl broadcast 'hello' --wait · plumctl health --all · plumctl top"
+        )
+        console.print(f"  plumctl cluster down --dir {where}")
+    if not converged:
+        raise typer.Exit(exitcodes.TIMEOUT)
+
+
+def _wait_converged(
+    nodes: list[Any], n: int, wait: float, quiet: bool, timeout: float
+) -> tuple[bool, dict[str, int]]:
+    """Poll every node's /v1/members until each sees ``n`` alive members."""
+    import time
+
+    from plumctl.client import AsyncClient, ClientError, fan_out_sync
+
+    async def alive(client: AsyncClient) -> int:
+        doc = await client.members()
+        return sum(1 for m in doc["items"] if m["state"] == "alive")
+
+    urls = [node.admin_url for node in nodes]
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + wait
+
+    def poll() -> int:
+        results = fan_out_sync(urls, alive, timeout=min(timeout, 2.0))
+        for url, value in results.items():
+            seen[url] = 0 if isinstance(value, ClientError) else value
+        return sum(1 for v in seen.values() if v >= n)
+
+    if quiet:
+        while time.monotonic() < deadline:
+            if poll() == len(urls):
+                return True, seen
+            time.sleep(0.2)
+        return False, seen
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from plumctl.output import stderr
+
+    with Progress(
+        TextColumn("nodes seeing all {task.fields[n]} members alive"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("converge", total=len(urls), n=n)
+        while time.monotonic() < deadline:
+            done = poll()
+            progress.update(task, completed=done)
+            if done == len(urls):
+                return True, seen
+            time.sleep(0.2)
+    return False, seen
+
+
+def _row(node: Any) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "pid": node.pid,
+        "gossip_addr": node.gossip_addr,
+        "admin_url": node.admin_url,
+        "log_file": node.log_file,
+    }
+
+
+def _print_cluster(state: Any, nodes: list[Any]) -> None:
+    from plumctl.output import stdout, table
+
+    t = table("name", "admin url", "gossip", "pid", "log")
+    for n in nodes:
+        t.add_row(n.name, n.admin_url, n.gossip_addr, str(n.pid), n.log_file)
+    stdout().print(t)
+
+
+def down(
+    ctx: typer.Context,
+    directory: DirOption = None,
+    grace: Annotated[
+        float, typer.Option(min=0.0, help="Seconds to wait for a graceful leave before SIGKILL.")
+    ] = 10.0,
+) -> None:
+    import shutil
+
+    from plumctl.localcluster import ClusterError, ClusterState, stop_nodes
+    from plumctl.output import emit_json, fail, stderr
+
+    opts: GlobalOptions = ctx.obj
+    where = _dir(directory)
+    try:
+        state = ClusterState.load(where)
+    except ClusterError as exc:
+        fail(str(exc), exitcodes.FAILED)
+    if state is None:
+        fail(f"no local cluster in {where} (nothing to stop)", exitcodes.FAILED)
+    outcome = stop_nodes(state.nodes, grace)
+    (where / "cluster.json").unlink(missing_ok=True)
+    shutil.rmtree(where / "run", ignore_errors=True)
+    shutil.rmtree(where / "logs", ignore_errors=True)
+    if opts.json:
+        emit_json(
+            {
+                "kind": "LocalClusterDown",
+                "dir": str(where),
+                "items": [{"name": k, "result": v} for k, v in outcome.items()],
+            }
+        )
+    else:
+        killed = [k for k, v in outcome.items() if v == "killed"]
+        msg = f"stopped {sum(v == 'stopped' for v in outcome.values())} nodes in {where}"
+        if killed:
+            msg += f"; killed after {grace:g}s: {', '.join(killed)}"
+        stderr().print(msg)
+
+
+def status(ctx: typer.Context, directory: DirOption = None) -> None:
+    from plumctl.client import AsyncClient, ClientError, fan_out_sync
+    from plumctl.localcluster import ClusterError, ClusterState
+    from plumctl.output import emit_json, fail, stdout, table
+
+    opts: GlobalOptions = ctx.obj
+    where = _dir(directory)
+    try:
+        state = ClusterState.load(where)
+    except ClusterError as exc:
+        fail(str(exc), exitcodes.FAILED)
+    if state is None:
+        fail(
+            f"no local cluster in {where} (start one with: plumctl cluster up --dir {where})",
+            exitcodes.FAILED,
+        )
+
+    async def health(client: AsyncClient) -> dict[str, Any]:
+        body: dict[str, Any]
+        body, _code = await client.health()
+        return body
+
+    running = {n.name: n.running() for n in state.nodes}
+    urls = [n.admin_url for n in state.nodes if running[n.name]]
+    results = fan_out_sync(urls, health, timeout=opts.timeout) if urls else {}
+    rows = []
+    for n in state.nodes:
+        result = results.get(n.admin_url.rstrip("/"))
+        if result is None:
+            result = next((v for k, v in results.items() if k.startswith(n.admin_url)), None)
+        if not running[n.name]:
+            health_status, message = "down", "process not running"
+        elif isinstance(result, ClientError) or result is None:
+            health_status, message = "unreachable", str(result) if result else "no answer"
+        else:
+            health_status, message = result["status"], result["message"]
+        rows.append(
+            {**_row(n), "alive": running[n.name], "health": health_status, "message": message}
+        )
+    code = _status_code([r["health"] for r in rows])
+    if opts.json:
+        emit_json({"kind": "LocalClusterStatus", "dir": str(where), "items": rows})
+    else:
+        t = table(
+            "name", "admin url", "pid", "alive", "health", *(("message",) if opts.wide else ())
+        )
+        for r in rows:
+            colour = {"Healthy": "green", "Degraded": "yellow"}.get(r["health"], "red")
+            cells = [
+                r["name"],
+                r["admin_url"],
+                str(r["pid"]),
+                "yes" if r["alive"] else "no",
+                f"[{colour}]{r['health']}[/]",
+            ]
+            if opts.wide:
+                cells.append(r["message"])
+            t.add_row(*cells)
+        stdout().print(t)
+    raise typer.Exit(code)
+
+
+def _status_code(healths: list[str]) -> int:
+    if not healths or all(h in ("down", "unreachable") for h in healths):
+        return exitcodes.UNREACHABLE
+    if any(h in ("down", "unreachable", "Unhealthy") for h in healths):
+        return exitcodes.FAILED
+    if any(h == "Degraded" for h in healths):
+        return exitcodes.DEGRADED
+    return exitcodes.OK

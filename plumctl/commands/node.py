@@ -1,0 +1,248 @@
+"""``plumctl node start``: run one cluster node in the foreground until a signal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from plumctl import exitcodes
+
+node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
+
+EXAMPLES = """[b]Examples[/b]
+
+  plumctl node start --name n1 --bind 127.0.0.1:7946 --api 127.0.0.1:7947
+
+  plumctl node start --name n2 --bind 127.0.0.1:7948 --api 127.0.0.1:7949 --join 127.0.0.1:7946
+
+  plumctl node start --config node.toml --log-json
+
+SIGTERM or Ctrl-C leaves the cluster gracefully (others see [i]left[/i], not [i]dead[/i]),
+drains the send queues and exits 0; a second signal exits at once.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(node_app, name="node", rich_help_panel="Cluster ops")
+    node_app.command(
+        "start", help="Start a node in the foreground.", epilog=EXAMPLES + "\n" + exitcodes.EPILOG
+    )(start)
+
+
+def start(
+    name: Annotated[
+        str | None, typer.Option(help="Unique node name [default: hostname-pid].")
+    ] = None,
+    bind: Annotated[
+        str | None, typer.Option(help="Gossip address, UDP and TCP [default: 0.0.0.0:7946].")
+    ] = None,
+    advertise: Annotated[
+        str | None, typer.Option(help="Address other members use to reach this node.")
+    ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(help="Admin API address [default: 127.0.0.1:7947]; 'off' disables it."),
+    ] = None,
+    join: Annotated[
+        list[str] | None, typer.Option("--join", help="Seed address host:port (repeatable).")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="lan, wan, local or large [default: lan].")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file: [node], [plumtree], [swim].")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option(help="Cluster label: clusters with different labels never merge.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Member tag key=value (repeatable).")
+    ] = None,
+    keyring: Annotated[
+        Path | None, typer.Option(help="JSON list of base64 AES keys; primary first.")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the bearer token for mutating API calls.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_json: Annotated[
+        bool, typer.Option("--log-json", help="One JSON object per log line.")
+    ] = False,
+    ready_file: Annotated[
+        Path | None, typer.Option(hidden=True, help="Write addresses here (JSON) once listening.")
+    ] = None,
+) -> None:
+    from plumctl.output import fail
+
+    try:
+        settings = _settings(
+            name, bind, advertise, api, join, profile, config, label, tag, keyring, token_file
+        )
+    except (ValueError, OSError) as exc:
+        fail(str(exc), exitcodes.USAGE)
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        fail(
+            f"--log-level: expected debug, info, warning or error, got {log_level!r}",
+            exitcodes.USAGE,
+        )
+    from plumtree.runtime import logs
+
+    logs.setup(log_level, log_json)
+    code = _run(settings, ready_file)
+    raise typer.Exit(code)
+
+
+def _settings(
+    name: str | None,
+    bind: str | None,
+    advertise: str | None,
+    api: str | None,
+    join: list[str] | None,
+    profile: str | None,
+    config: Path | None,
+    label: str | None,
+    tags: list[str] | None,
+    keyring: Path | None,
+    token_file: Path | None,
+) -> Any:
+    """Merge the config file and the flags (flags win) into a NodeConfig."""
+    from plumtree.core.config import ConfigError, load_toml, protocol_config_from_mapping
+    from plumtree.runtime.addresses import parse_addr
+    from plumtree.runtime.crypto import Keyring
+    from plumtree.runtime.node import NodeConfig
+
+    data: dict[str, Any] = load_toml(config) if config else {}
+    node = data.get("node", {})
+    if not isinstance(node, dict):
+        raise ConfigError("node: must be a table")
+    known = {
+        "name",
+        "bind",
+        "advertise",
+        "api",
+        "join",
+        "label",
+        "tags",
+        "profile",
+        "token_file",
+        "keyring",
+    }
+    for key in node:
+        if key not in known:
+            raise ConfigError(f"node.{key}: unknown setting (known: {', '.join(sorted(known))})")
+    for key in data:
+        if key not in ("node", "plumtree", "swim", "profile"):
+            raise ConfigError(f"{key}: unknown section (known: node, plumtree, swim, profile)")
+    protocol = protocol_config_from_mapping(
+        {
+            "profile": node.get("profile", data.get("profile", "lan")),
+            "plumtree": data.get("plumtree", {}),
+            "swim": data.get("swim", {}),
+        },
+        profile=profile,
+    )
+    cfg = NodeConfig(protocol=protocol)
+    cfg.name = name or node.get("name") or cfg.name
+    cfg.bind = bind or node.get("bind") or cfg.bind
+    cfg.advertise = advertise or node.get("advertise")
+    api_value = api or node.get("api") or cfg.api
+    cfg.api = None if api_value == "off" else api_value
+    cfg.join = list(join or node.get("join") or [])
+    cfg.label = label if label is not None else str(node.get("label", ""))
+    file_tags = node.get("tags", {})
+    if not isinstance(file_tags, dict):
+        raise ConfigError("node.tags: must be a table of strings")
+    cfg.tags = {str(k): str(v) for k, v in file_tags.items()}
+    for item in tags or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--tag: expected key=value, got {item!r}")
+        cfg.tags[key] = value
+    if "admin" in cfg.tags:
+        raise ConfigError("--tag: 'admin' is reserved (it carries the admin URL)")
+    for what, addr in [
+        ("--bind", cfg.bind),
+        ("--advertise", cfg.advertise),
+        ("--api", cfg.api),
+        *[("--join", j) for j in cfg.join],
+    ]:
+        if addr:
+            try:
+                parse_addr(addr, 7946)
+            except ValueError as exc:
+                raise ConfigError(f"{what}: {exc}") from None
+    keyring_path = keyring or node.get("keyring")
+    if keyring_path:
+        cfg.keyring = Keyring.load(keyring_path)
+    token_path = token_file or node.get("token_file")
+    if token_path:
+        try:
+            token = Path(token_path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--token-file: {token_path}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"--token-file: {token_path} is empty")
+        cfg.token = token
+    return cfg
+
+
+def _run(cfg: Any, ready_file: Path | None) -> int:
+    import asyncio
+
+    return asyncio.run(_main(cfg, ready_file))
+
+
+async def _main(cfg: Any, ready_file: Path | None) -> int:
+    import asyncio
+    import json
+    import logging
+    import os
+    import signal
+
+    from plumctl.output import error
+    from plumtree.admin.server import AddressInUse
+    from plumtree.runtime.node import Node
+    from plumtree.runtime.transport import BindError
+
+    log = logging.getLogger("plumtree.node")
+    node = Node(cfg)
+    try:
+        await node.start()
+    except (BindError, AddressInUse) as exc:
+        error(exc.strerror or str(exc))
+        return exitcodes.FAILED
+    except OSError as exc:
+        error(f"cannot start node: {exc}")
+        return exitcodes.FAILED
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "name": node.name,
+                    "pid": os.getpid(),
+                    "gossip_addr": node.gossip_addr,
+                    "admin_url": node.admin_url,
+                }
+            )
+        )
+        tmp.replace(ready_file)
+    loop = asyncio.get_running_loop()
+    signals = 0
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second signal: exiting at once")
+            os._exit(exitcodes.FAILED)
+        log.info("received %s: leaving the cluster", signal.Signals(signum).name)
+        stopping.append(loop.create_task(node.stop(leave=True)))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await node.stopped.wait()
+    return exitcodes.OK

@@ -1,0 +1,213 @@
+"""A local cluster of node processes on loopback, described by a state directory.
+
+``DIR/cluster.json`` lists the nodes (pid, addresses, log file). A node is only ever
+signalled after checking that the pid still runs *our* ``plumctl node start`` for that
+node name, so a recycled pid is never killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "cluster.json"
+
+
+class ClusterError(Exception):
+    """A local-cluster operation failed; the message is one line for the operator."""
+
+
+@dataclass(slots=True)
+class NodeProcess:
+    name: str
+    pid: int
+    gossip_addr: str
+    admin_url: str
+    log_file: str
+
+    def running(self) -> bool:
+        return is_our_node(self.pid, self.name)
+
+
+@dataclass(slots=True)
+class ClusterState:
+    dir: str
+    profile: str
+    created: float
+    nodes: list[NodeProcess] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, directory: Path) -> ClusterState | None:
+        path = directory / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+            nodes = [NodeProcess(**n) for n in data["nodes"]]
+            return cls(data["dir"], data["profile"], data["created"], nodes)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ClusterError(f"{path}: unreadable cluster state ({exc})") from None
+
+    def save(self) -> None:
+        path = Path(self.dir) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.as_dict(), indent=2, sort_keys=True))
+        tmp.replace(path)
+
+
+def default_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("plumctl")) / "cluster"
+
+
+def is_our_node(pid: int, name: str) -> bool:
+    """True if ``pid`` is alive and is ``plumctl node start --name <name>``."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return False  # alive but we cannot prove it is ours: never touch it
+    args = raw.decode(errors="replace").split("\0")
+    return (
+        "start" in args and "--name" in args and name in args and any("plumctl" in a for a in args)
+    )
+
+
+def spawn_node(
+    directory: Path,
+    name: str,
+    profile: str,
+    join: list[str],
+    extra: list[str] | None = None,
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """Start ``plumctl node start`` in its own session, logging to DIR/logs/NAME.log."""
+    logs = directory / "logs"
+    run = directory / "run"
+    logs.mkdir(parents=True, exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    ready = run / f"{name}.json"
+    ready.unlink(missing_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "plumctl",
+        "node",
+        "start",
+        "--name",
+        name,
+        "--bind",
+        "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
+        "--profile",
+        profile,
+        "--ready-file",
+        str(ready),
+        *[arg for seed in join for arg in ("--join", seed)],
+        *(extra or []),
+    ]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the terminal does not reach the nodes
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return proc, ready, log_path
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes], ready: Path, log_path: Path, timeout: float
+) -> dict[str, Any]:
+    """The node's ready file, or a ClusterError quoting the end of its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready.exists():
+            try:
+                data: dict[str, Any] = json.loads(ready.read_text())
+                return data
+            except ValueError:
+                pass
+        code = proc.poll()
+        if code is not None:
+            raise ClusterError(f"node exited with code {code} during start: {last_line(log_path)}")
+        time.sleep(0.02)
+    raise ClusterError(f"node did not become ready within {timeout:g}s: {last_line(log_path)}")
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1].strip() if lines else "(empty log)"
+
+
+def stop_nodes(nodes: list[NodeProcess], grace: float) -> dict[str, str]:
+    """SIGTERM our running nodes, wait up to ``grace``, then SIGKILL; outcome per node."""
+    outcome: dict[str, str] = {}
+    running = []
+    for n in nodes:
+        if n.running():
+            try:
+                os.kill(n.pid, signal.SIGTERM)
+                running.append(n)
+            except ProcessLookupError:
+                outcome[n.name] = "not running"
+        else:
+            outcome[n.name] = "not running"
+    deadline = time.monotonic() + grace
+    while running and time.monotonic() < deadline:
+        _reap_children()
+        running = [n for n in running if n.running() and not _is_zombie(n.pid)]
+        if running:
+            time.sleep(0.05)
+    for n in nodes:
+        if n.name in outcome:
+            continue
+        if n in running:
+            try:
+                os.kill(n.pid, signal.SIGKILL)
+                outcome[n.name] = "killed"
+            except ProcessLookupError:
+                outcome[n.name] = "stopped"
+        else:
+            outcome[n.name] = "stopped"
+    _reap_children()
+    return outcome
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def _reap_children() -> None:
+    """Collect exited children of this process (when ``up`` and ``down`` run in one process)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

@@ -1,0 +1,213 @@
+"""Prometheus exposition of one node, from the numbers its cores already keep.
+
+A custom collector reads the cores at scrape time: gauges are always current, counters
+are the cores' own totals (no second bookkeeping), no ``_created`` series are emitted,
+and each node has its own ``CollectorRegistry`` (several nodes can share a process).
+Names, types and buckets are exactly those of ``monitoring-guide.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from plumtree.core.stats import SEED_COUNTERS, Histogram
+
+if TYPE_CHECKING:
+    from plumtree.runtime.node import Node
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_SEED_COUNTER_HELP = {
+    "messages_broadcast": "Total broadcasts initiated",
+    "messages_delivered": "Messages delivered to application",
+    "messages_duplicate": "Duplicate messages received",
+    "gossip_sent": "Gossip messages sent",
+    "ihave_sent": "IHave messages sent",
+    "graft_sent": "Graft messages sent",
+    "prune_sent": "Prune messages sent",
+    "peer_promotions": "Peers promoted to eager",
+    "peer_demotions": "Peers demoted to lazy",
+    "peer_added": "Peers added to cluster",
+    "peer_removed": "Peers removed from cluster",
+    "graft_success": "Successful Graft requests",
+    "graft_failed": "Failed Graft requests",
+    "graft_retries": "Graft retry attempts",
+}
+
+_EXTRA_COUNTER_HELP = {
+    "gossip_received": "Gossip messages received",
+    "ihave_received": "IHave messages received",
+    "graft_received": "Graft messages received",
+    "prune_received": "Prune messages received",
+    "graft_rate_limited": "Graft requests ignored by the per-peer rate limit",
+    "graft_unknown": "Graft requests for ids no longer cached",
+    "ihave_dropped": "IHave announcements dropped because the queue was full",
+    "pending_grafts_dropped": "Missing ids not tracked because too many were pending",
+    "cache_evictions": "Payloads evicted from the cache before their TTL",
+    "seen_evictions": "Seen ids evicted before their TTL (dedup gap)",
+    "optimizations": "Eager parents swapped for a shorter lazy path",
+    "messages_too_large": "Broadcasts refused for exceeding max_message_size",
+    "sync_sent": "Anti-entropy digests sent",
+    "sync_received": "Anti-entropy digests received",
+}
+
+_GAUGE_HELP = {
+    "eager_peers": "Current eager peer count",
+    "lazy_peers": "Current lazy peer count",
+    "total_peers": "Total peer count",
+    "cache_size": "Messages in cache",
+    "cache_capacity": "Capacity of the message cache (plumtree_cache_size alert divisor)",
+    "ihave_queue_size": "Pending IHave announcements",
+    "pending_grafts": "Pending Graft requests",
+    "seen_size": "Message ids remembered for deduplication",
+}
+
+_HISTOGRAM_HELP = {
+    "graft_latency_seconds": "Time from Graft to delivery",
+    "message_size_bytes": "Message payload size",
+    "message_hops": "Number of hops messages travel",
+    "ihave_batch_size": "Size of IHave batches",
+}
+
+_TRANSPORT = {
+    # stats field: (metric suffix, help, labels)
+    "frames_dropped": ("frames_dropped", "Messages dropped on full per-peer send queues"),
+    "decode_errors": ("decode_errors", "Datagrams and frames that failed to decode"),
+    "decrypt_errors": ("decrypt_errors", "Datagrams and frames no keyring key authenticates"),
+    "label_mismatches": ("label_mismatches", "Messages from another cluster label"),
+    "connection_errors": ("connection_errors", "Failed connects, writes and sends"),
+    "oversize_dropped": ("oversize_dropped", "Datagrams and frames above the size limit"),
+    "frames_sent": ("frames_sent", "TCP frames sent"),
+    "frames_received": ("frames_received", "TCP frames received"),
+    "datagrams_sent": ("datagrams_sent", "UDP datagrams sent"),
+    "datagrams_received": ("datagrams_received", "UDP datagrams received"),
+}
+
+
+def histogram_family(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
+    buckets = [(_le(bound), float(count)) for bound, count in hist.cumulative()]
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=hist.sum)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class NodeCollector(Collector):
+    """Everything one node exports, read from its cores when Prometheus scrapes."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        tree = node.plumtree
+        counters = tree.counters
+        for name in SEED_COUNTERS:
+            yield CounterMetricFamily(
+                f"plumtree_{name}", _SEED_COUNTER_HELP[name], value=getattr(counters, name)
+            )
+        for name, doc in _EXTRA_COUNTER_HELP.items():
+            yield CounterMetricFamily(f"plumtree_{name}", doc, value=getattr(counters, name))
+        gauges = tree.gauges()
+        for name, doc in _GAUGE_HELP.items():
+            yield GaugeMetricFamily(f"plumtree_{name}", doc, value=getattr(gauges, name))
+        for name, hist in tree.histograms.items():
+            yield histogram_family(f"plumtree_{name}", _HISTOGRAM_HELP[name], hist)
+        yield from self._transport(node)
+        yield from self._swim(node)
+        yield from self._runtime(node)
+
+    def _transport(self, node: Node) -> Iterator[Metric]:
+        stats = node.transport.stats
+        sent = CounterMetricFamily("plumtree_transport_bytes_sent", "Bytes sent", labels=["proto"])
+        sent.add_metric(["udp"], stats.udp_bytes_sent)
+        sent.add_metric(["tcp"], stats.tcp_bytes_sent)
+        yield sent
+        received = CounterMetricFamily(
+            "plumtree_transport_bytes_received", "Bytes received", labels=["proto"]
+        )
+        received.add_metric(["udp"], stats.udp_bytes_received)
+        received.add_metric(["tcp"], stats.tcp_bytes_received)
+        yield received
+        for field, (suffix, doc) in _TRANSPORT.items():
+            yield CounterMetricFamily(
+                f"plumtree_transport_{suffix}", doc, value=getattr(stats, field)
+            )
+        yield GaugeMetricFamily(
+            "plumtree_transport_queue_depth",
+            "Messages waiting in per-peer send queues",
+            value=node.transport.queue_depth(),
+        )
+
+    def _swim(self, node: Node) -> Iterator[Metric]:
+        swim = node.swim
+        by_state = GaugeMetricFamily("swim_members", "Members by state", labels=["state"])
+        counts = {"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+        for member in swim.members():
+            counts[member.state] = counts.get(member.state, 0) + 1
+        for state, count in counts.items():
+            by_state.add_metric([state], count)
+        yield by_state
+        c = swim.counters
+        yield CounterMetricFamily("swim_probes", "Probes sent", value=c.probes_sent)
+        yield CounterMetricFamily(
+            "swim_probe_failures", "Probes that got no ack", value=c.probe_failures
+        )
+        yield CounterMetricFamily(
+            "swim_indirect_probes", "Indirect probes requested", value=c.indirect_probes
+        )
+        yield CounterMetricFamily("swim_suspicions", "Suspicions raised", value=c.suspicions)
+        yield CounterMetricFamily(
+            "swim_refutations", "Suspicions of this node refuted", value=c.refutations
+        )
+        yield CounterMetricFamily(
+            "swim_pushpull", "Push-pull state exchanges", value=c.pushpull_exchanges
+        )
+        yield GaugeMetricFamily(
+            "swim_local_health", "Lifeguard local health (0 is best)", value=swim.local_health()
+        )
+        yield histogram_family("swim_probe_rtt_seconds", "Probe round-trip time", swim.probe_rtt)
+
+    def _runtime(self, node: Node) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "plumtree_delivery_dropped",
+            "Deliveries a slow subscriber could not take (bounded subscriber queues)",
+            value=node.delivery_dropped,
+        )
+        yield CounterMetricFamily(
+            "plumtree_events_dropped",
+            "Events dropped on slow /v1/events streams",
+            value=node.events.dropped,
+        )
+        info = InfoMetricFamily("plumtree_node", "Node identity")
+        info.add_metric(
+            [],
+            {"node": node.name, "version": node.version, "profile": node.config.protocol.profile},
+        )
+        yield info
+
+
+def make_registry(node: Node) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    from prometheus_client.exposition import generate_latest
+
+    return generate_latest(registry)
+
+
+__all__ = ["CONTENT_TYPE", "NodeCollector", "make_registry", "render"]

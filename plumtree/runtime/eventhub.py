@@ -1,0 +1,89 @@
+"""Fan-out of protocol events to /v1/events streams, with a replay buffer.
+
+Every subscriber has a bounded queue: a slow reader loses its oldest events (counted),
+it never makes the node buffer without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+#: How loud each event kind is (``plumctl monitor --level``).
+LEVELS = {
+    "member_joined": "info",
+    "member_updated": "info",
+    "member_suspected": "warn",
+    "member_alive": "info",
+    "member_failed": "warn",
+    "member_left": "info",
+    "member_reaped": "debug",
+    "refuted": "warn",
+    "partition_suspected": "error",
+    "peer_added": "info",
+    "peer_removed": "info",
+    "promoted": "info",
+    "demoted": "info",
+    "graft_sent": "debug",
+    "graft_failed": "warn",
+    "prune_sent": "debug",
+    "cache_evicted": "warn",
+    "delivered": "debug",
+    "broadcast": "info",
+    "leaving": "info",
+}
+LEVEL_ORDER = {"debug": 0, "info": 1, "warn": 2, "error": 3}
+
+
+class Subscription:
+    def __init__(self, hub: EventHub, level: str, limit: int) -> None:
+        self.hub = hub
+        self.min_level = LEVEL_ORDER.get(level, 0)
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(limit)
+
+    def offer(self, event: dict[str, Any]) -> None:
+        if LEVEL_ORDER.get(event.get("level", "info"), 1) < self.min_level:
+            return
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.hub.dropped += 1
+        self.queue.put_nowait(event)
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self)
+
+
+class EventHub:
+    def __init__(self, history: int = 1000, subscriber_limit: int = 1000) -> None:
+        self.history: deque[dict[str, Any]] = deque(maxlen=history)
+        self.subscribers: list[Subscription] = []
+        self.subscriber_limit = subscriber_limit
+        self.dropped = 0
+        self.seq = 0
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.seq += 1
+        event["seq"] = self.seq
+        event.setdefault("level", LEVELS.get(event.get("kind", ""), "info"))
+        self.history.append(event)
+        for sub in self.subscribers:
+            sub.offer(event)
+
+    def subscribe(self, level: str = "debug", since: int | None = None) -> Subscription:
+        sub = Subscription(self, level, self.subscriber_limit)
+        if since is not None:
+            for event in self.history:
+                if event["seq"] > since:
+                    sub.offer(event)
+        self.subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self.subscribers:
+            self.subscribers.remove(sub)
+
+    def recent(self, limit: int = 100, level: str = "debug") -> list[dict[str, Any]]:
+        floor = LEVEL_ORDER.get(level, 0)
+        picked = [e for e in self.history if LEVEL_ORDER.get(e["level"], 1) >= floor]
+        return picked[-limit:]

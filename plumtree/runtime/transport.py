@@ -1,0 +1,374 @@
+"""UDP datagrams and length-prefixed TCP frames, with bounded per-peer send queues.
+
+* UDP (SWIM probes and piggybacked gossip): one envelope per datagram.
+* TCP (Plumtree and push-pull): one long-lived outbound connection per peer address,
+  frames of ``4-byte big-endian length + envelope``; a writer task per peer drains a
+  bounded queue (full: the message is dropped and counted), coalescing what is queued
+  into one envelope per frame, and reconnects with exponential backoff.
+
+Everything received goes through: size bound, optional AES-GCM, the total decoder, the
+cluster-label check, and only then to the node. Each failure is counted, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from plumtree.core import wire
+from plumtree.core.limits import MAX_FRAME_BYTES, MAX_MESSAGES_PER_ENVELOPE
+from plumtree.runtime.addresses import format_addr, parse_addr
+from plumtree.runtime.crypto import OVERHEAD, DecryptError, Keyring
+
+log = logging.getLogger("plumtree.transport")
+
+_LEN = 4
+MAX_UDP_RECEIVE = wire.MAX_DATAGRAM_BYTES + OVERHEAD + 64
+#: messages per frame before we cut a new one (keeps frames well under the size limit)
+FRAME_BATCH = 64
+
+EnvelopeHandler = Callable[[wire.Envelope, str, bool], None]
+
+
+@dataclass(slots=True)
+class TransportStats:
+    udp_bytes_sent: int = 0
+    udp_bytes_received: int = 0
+    tcp_bytes_sent: int = 0
+    tcp_bytes_received: int = 0
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
+    frames_dropped: int = 0
+    decode_errors: int = 0
+    decrypt_errors: int = 0
+    label_mismatches: int = 0
+    connection_errors: int = 0
+    oversize_dropped: int = 0
+
+    def items(self) -> list[tuple[str, int]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+
+class BindError(OSError):
+    """The gossip port could not be bound (busy, or not allowed)."""
+
+
+class Transport:
+    """Owns the UDP socket, the TCP listener and the outbound peer links."""
+
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        on_envelope: EnvelopeHandler,
+        keyring: Keyring | None = None,
+        queue_limit: int = 4096,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self.name = name
+        self.label = label
+        self.keyring = keyring
+        self.on_envelope = on_envelope
+        self.queue_limit = queue_limit
+        self.connect_timeout = connect_timeout
+        self.stats = TransportStats()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._links: dict[str, _Link] = {}
+        self._inbound: set[asyncio.Task[None]] = set()
+        self._aad = label.encode()
+        self.bound: tuple[str, int] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Bind TCP and UDP on the same port (port 0: pick a free one for both)."""
+        loop = asyncio.get_running_loop()
+        attempts = 20 if port == 0 else 1
+        last: OSError | None = None
+        for _ in range(attempts):
+            try:
+                server = await asyncio.start_server(
+                    self._serve, host, port, reuse_address=True, limit=MAX_FRAME_BYTES + _LEN
+                )
+            except OSError as exc:
+                raise BindError(
+                    exc.errno, f"cannot bind TCP {format_addr(host, port)}: {exc.strerror}"
+                ) from None
+            bound_port = server.sockets[0].getsockname()[1]
+            try:
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpProtocol(self), local_addr=(host, bound_port)
+                )
+            except OSError as exc:
+                server.close()
+                await server.wait_closed()
+                last = exc
+                if port != 0:
+                    raise BindError(
+                        exc.errno,
+                        f"cannot bind UDP {format_addr(host, bound_port)}: {exc.strerror}",
+                    ) from None
+                continue
+            self._server = server
+            self._udp = udp
+            self.bound = (host, bound_port)
+            return self.bound
+        raise BindError(getattr(last, "errno", 0), f"no free port for UDP and TCP on {host}")
+
+    async def close(self) -> None:
+        for link in list(self._links.values()):
+            link.close()
+        self._links.clear()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._inbound):
+            task.cancel()
+        if self._inbound:
+            await asyncio.gather(*self._inbound, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        if self._udp is not None:
+            self._udp.close()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every peer queue is flushed (or ``timeout``); True if all were."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if all(link.idle() for link in self._links.values()):
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    # ------------------------------------------------------------------ sending
+
+    def send_datagram(self, addr: str, messages: list[Any]) -> None:
+        if self._udp is None:
+            return
+        data = self._seal(wire.encode(wire.Envelope(self.label, self.name, messages)))
+        if len(data) > MAX_UDP_RECEIVE:
+            self.stats.oversize_dropped += 1
+            return
+        try:
+            host, port = parse_addr(addr)
+            self._udp.sendto(data, (host, port))
+        except (OSError, ValueError):
+            self.stats.connection_errors += 1
+            return
+        self.stats.datagrams_sent += 1
+        self.stats.udp_bytes_sent += len(data)
+
+    def send_reliable(self, addr: str, messages: list[Any]) -> None:
+        """Queue messages on the TCP link to ``addr`` (created on demand)."""
+        link = self._links.get(addr)
+        if link is None or link.closed:
+            link = self._links[addr] = _Link(self, addr)
+        link.put(messages)
+
+    def close_link(self, addr: str) -> None:
+        link = self._links.pop(addr, None)
+        if link is not None:
+            link.close()
+
+    def queue_depth(self) -> int:
+        return sum(len(link.queue) for link in self._links.values())
+
+    def _seal(self, data: bytes) -> bytes:
+        return self.keyring.encrypt(data, self._aad) if self.keyring else data
+
+    # ------------------------------------------------------------------ receiving
+
+    def _open(self, data: bytes, source: str, reliable: bool) -> None:
+        if self.keyring is not None:
+            try:
+                data = self.keyring.decrypt(data, self._aad)
+            except DecryptError:
+                self.stats.decrypt_errors += 1
+                return
+        try:
+            envelope = wire.decode(data)
+        except wire.DecodeError as exc:
+            self.stats.decode_errors += 1
+            log.debug(
+                "undecodable %s from %s: %s", "frame" if reliable else "datagram", source, exc
+            )
+            return
+        if envelope.label != self.label:
+            self.stats.label_mismatches += 1
+            return
+        try:
+            self.on_envelope(envelope, source, reliable)
+        except Exception:  # a bug in a handler must not kill the socket
+            log.exception("error handling a message from %s", envelope.sender)
+
+    def _datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.stats.datagrams_received += 1
+        self.stats.udp_bytes_received += len(data)
+        if len(data) > MAX_UDP_RECEIVE:
+            self.stats.oversize_dropped += 1
+            return
+        self._open(data, format_addr(addr[0], addr[1]), reliable=False)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inbound.add(task)
+        peer = writer.get_extra_info("peername")
+        source = format_addr(peer[0], peer[1]) if peer else "?"
+        limit = MAX_FRAME_BYTES + (OVERHEAD if self.keyring else 0)
+        try:
+            while True:
+                header = await reader.readexactly(_LEN)
+                size = int.from_bytes(header, "big")
+                if size > limit:
+                    self.stats.oversize_dropped += 1
+                    self.stats.decode_errors += 1
+                    break  # cannot resync a stream after a bogus length: drop the connection
+                data = await reader.readexactly(size)
+                self.stats.frames_received += 1
+                self.stats.tcp_bytes_received += size + _LEN
+                self._open(data, source, reliable=True)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._inbound.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 0.5)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, transport: Transport) -> None:
+        self.owner = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.owner._datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable and friends
+        self.owner.stats.connection_errors += 1
+
+
+class _Link:
+    """One outbound TCP connection with its bounded queue and writer task."""
+
+    BACKOFF_MIN = 0.05
+    BACKOFF_MAX = 2.0
+    #: give up (drop the queue, end the task) after failing to connect for this long
+    GIVE_UP_AFTER = 30.0
+
+    def __init__(self, owner: Transport, addr: str) -> None:
+        self.owner = owner
+        self.addr = addr
+        self.queue: deque[Any] = deque()
+        self.wake = asyncio.Event()
+        self.closed = False
+        self.busy = False
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"link {addr}")
+
+    def put(self, messages: list[Any]) -> None:
+        room = self.owner.queue_limit - len(self.queue)
+        if len(messages) > room:
+            self.owner.stats.frames_dropped += len(messages) - max(room, 0)
+            messages = messages[: max(room, 0)]
+        self.queue.extend(messages)
+        self.wake.set()
+
+    def idle(self) -> bool:
+        return not self.queue and not self.busy
+
+    def close(self) -> None:
+        self.closed = True
+        self.task.cancel()
+
+    async def _run(self) -> None:
+        stats = self.owner.stats
+        writer: asyncio.StreamWriter | None = None
+        backoff = self.BACKOFF_MIN
+        loop = asyncio.get_running_loop()
+        failing_since: float | None = None
+        try:
+            while not self.closed:
+                if not self.queue:
+                    self.wake.clear()
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), 60.0)
+                    except TimeoutError:
+                        break  # idle: close the connection; a new link is made on demand
+                    continue
+                if writer is None:
+                    try:
+                        host, port = parse_addr(self.addr)
+                        _, connected = await asyncio.wait_for(
+                            asyncio.open_connection(host, port), self.owner.connect_timeout
+                        )
+                        writer = connected
+                        sock = connected.get_extra_info("socket")
+                        if sock is not None:
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        backoff = self.BACKOFF_MIN
+                        failing_since = None
+                    except (OSError, TimeoutError, ValueError):
+                        stats.connection_errors += 1
+                        now = loop.time()
+                        failing_since = failing_since or now
+                        if now - failing_since > self.GIVE_UP_AFTER:
+                            stats.frames_dropped += len(self.queue)
+                            self.queue.clear()
+                            break
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, self.BACKOFF_MAX)
+                        continue
+                self.busy = True
+                batch = [self.queue.popleft() for _ in range(min(len(self.queue), FRAME_BATCH))]
+                out: asyncio.StreamWriter = writer
+                try:
+                    for frame in self._frames(batch):
+                        out.write(len(frame).to_bytes(_LEN, "big") + frame)
+                        stats.frames_sent += 1
+                        stats.tcp_bytes_sent += len(frame) + _LEN
+                    await out.drain()
+                except (OSError, ConnectionError):
+                    stats.connection_errors += 1
+                    stats.frames_dropped += len(batch)
+                    out.close()
+                    writer = None
+                finally:
+                    self.busy = False
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.closed = True
+            if self.owner._links.get(self.addr) is self:
+                del self.owner._links[self.addr]
+            if writer is not None:
+                writer.close()
+
+    def _frames(self, batch: list[Any]) -> list[bytes]:
+        owner = self.owner
+        frames: list[bytes] = []
+        pending = [batch]
+        while pending:
+            chunk = pending.pop()
+            data = owner._seal(wire.encode(wire.Envelope(owner.label, owner.name, chunk)))
+            if len(data) > MAX_FRAME_BYTES and len(chunk) > 1:
+                half = len(chunk) // 2
+                pending += [chunk[half:], chunk[:half]]
+                continue
+            if len(data) > MAX_FRAME_BYTES:
+                owner.stats.oversize_dropped += 1
+                continue
+            frames.append(data)
+        assert len(batch) <= MAX_MESSAGES_PER_ENVELOPE
+        return frames
