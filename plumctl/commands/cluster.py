@@ -19,7 +19,7 @@ DirOption = Annotated[
     typer.Option("--dir", help="State directory of the cluster [default: per-user state dir]."),
 ]
 
-UP_EXAMPLES = """[b]Examples[/b]
+UP_EXAMPLES = """**Examples**
 
   plumctl cluster up -n 5
 
@@ -97,10 +97,16 @@ def up(
     where.mkdir(parents=True, exist_ok=True)
     state = ClusterState(str(where), profile, time.time())
     names = [f"node-{i}" for i in range(nodes)]
+    extra: list[str] = []
+    for flag, path in (("--config", config), ("--token-file", token_file)):
+        if path is not None:
+            if not path.is_file():
+                fail(f"{flag}: {path}: no such file", exitcodes.USAGE)
+            extra += [flag, str(path.resolve())]
     console = stderr()
     started: list[NodeProcess] = []
     try:
-        proc, ready, log_path = spawn_node(where, names[0], profile, [])
+        proc, ready, log_path = spawn_node(where, names[0], profile, [], extra)
         info = wait_ready(proc, ready, log_path, 15.0)
         started.append(
             NodeProcess(names[0], proc.pid, info["gossip_addr"], info["admin_url"], str(log_path))
@@ -108,7 +114,7 @@ def up(
         state.nodes = started
         state.save()
         seed = info["gossip_addr"]
-        pending = [(name, *spawn_node(where, name, profile, [seed])) for name in names[1:]]
+        pending = [(name, *spawn_node(where, name, profile, [seed], extra)) for name in names[1:]]
         for name, proc, ready, log_path in pending:
             info = wait_ready(proc, ready, log_path, 15.0)
             started.append(
@@ -132,7 +138,7 @@ def up(
     else:
         _print_cluster(state, started)
         console.print(
-            f"\n[b]{nodes} nodes[/b] up in {where}"
+            f"\n**{nodes} nodes** up in {where}"
             + (
                 ""
                 if converged

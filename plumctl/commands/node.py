@@ -11,7 +11,7 @@ from plumctl import exitcodes
 
 node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
 
-EXAMPLES = """[b]Examples[/b]
+EXAMPLES = """**Examples**
 
   plumctl node start --name n1 --bind 127.0.0.1:7946 --api 127.0.0.1:7947
 
@@ -19,7 +19,7 @@ EXAMPLES = """[b]Examples[/b]
 
   plumctl node start --config node.toml --log-json
 
-SIGTERM or Ctrl-C leaves the cluster gracefully (others see [i]left[/i], not [i]dead[/i]),
+SIGTERM or Ctrl-C leaves the cluster gracefully (others see *left*, not *dead*),
 drains the send queues and exits 0; a second signal exits at once.
 """
 

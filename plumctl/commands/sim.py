@@ -8,7 +8,7 @@ import typer
 
 from plumctl.options import GlobalOptions, with_global_options
 
-EXAMPLES = """[b]Examples[/b]
+EXAMPLES = """**Examples**
 
   plumctl sim --nodes 1000 --broadcasts 200
 
