@@ -60,6 +60,12 @@ def up(
     wait: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for every node to see all others.")
     ] = 60.0,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML config given to every node.")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Bearer token file given to every node.")
+    ] = None,
 ) -> None:
     import time
 

@@ -44,10 +44,6 @@ def health(
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Re-evaluate every --interval until Ctrl-C.")
     ] = False,
-    prometheus: Annotated[
-        str | None,
-        typer.Option(help="Compute through PromQL against this Prometheus instead of scraping."),
-    ] = None,
 ) -> None:
     import asyncio
 
@@ -66,18 +62,12 @@ def health(
             raise typer.Exit(result.exit_code)
 
 
-async def _evaluate(
-    opts: GlobalOptions, everyone: bool, interval: float, prometheus: str | None
-) -> Any:
+async def _evaluate(opts: GlobalOptions, everyone: bool, interval: float) -> Any:
     import asyncio
 
     from plumctl.healthcheck import collect, verdict
     from plumctl.targets import resolve
 
-    if prometheus:
-        from plumctl.prometheus_health import evaluate_via_prometheus
-
-        return await evaluate_via_prometheus(prometheus, opts, everyone, interval)
     targets, _ = await asyncio.to_thread(resolve, opts, everyone)
     items = await collect(targets, opts.token, opts.timeout, interval)
     result = verdict(items, single=not everyone)
