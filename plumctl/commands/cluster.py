@@ -144,7 +144,7 @@ def up(
     else:
         _print_cluster(state, started)
         console.print(
-            f"\n**{nodes} nodes** up in {where}"
+            f"\n[b]{nodes} nodes[/b] up in {where}"
             + (
                 ""
                 if converged
