@@ -216,20 +216,37 @@ def test_health_is_healthy_then_degraded_when_a_node_loses_its_eager_peers(live:
 
 
 def test_monitor_streams_json_lines_and_exits_3_when_the_node_dies(live: Live) -> None:
+    import queue
+    import threading
+
+    sent = httpx.post(live.urls[1] + "/v1/broadcast", content=b"watched").json()
+    # --since 0 replays the node's buffer, so the test does not race the subscription
     proc = subprocess.Popen(
-        [*PLUMCTL, "--node", live.urls[1], "monitor", "--level", "debug", "-o", "json"],
+        [
+            *PLUMCTL,
+            "--node",
+            live.urls[1],
+            "monitor",
+            "--level",
+            "debug",
+            "--since",
+            "0",
+            "-o",
+            "json",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
-        time.sleep(1.0)
-        httpx.post(live.urls[1] + "/v1/broadcast", content=b"watched")
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        events = [json.loads(line)]
-        while events[-1]["kind"] != "delivered":
-            events.append(json.loads(proc.stdout.readline()))  # type: ignore[union-attr]
-        assert events[-1]["origin"] == "node-1"
+        while True:
+            event = json.loads(lines.get(timeout=30))
+            if event["kind"] == "delivered" and event["id"] == sent["id"]:
+                break
+        assert event["origin"] == "node-1" and event["hops"] == 0
         live.kill(1)
         code = proc.wait(60)
         err = proc.stderr.read()  # type: ignore[union-attr]
