@@ -248,3 +248,49 @@ def _start(name: str, ready: Path, *extra: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def test_json_logs_are_one_object_per_line_and_message_lines_carry_id_and_hops(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "node.log"
+    ready = tmp_path / "ready.json"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                *PLUMCTL,
+                "node",
+                "start",
+                "--name",
+                "j",
+                "--bind",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+                "--profile",
+                "local",
+                "--log-json",
+                "--log-level",
+                "debug",
+                "--ready-file",
+                str(ready),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(ready.exists, 10)
+        url = json.loads(ready.read_text())["admin_url"]
+        sent = httpx.post(url + "/v1/broadcast", content=b"traced").json()
+        wait_until(lambda: sent["id"] in log.read_text(), 5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
+    about_it = [r for r in records if r.get("id") == sent["id"]]
+    assert about_it and all("hops" in r for r in about_it)
+    assert {r["level"] for r in about_it} >= {"info", "debug"}  # broadcast INFO, delivery DEBUG
+    assert any("started" in r["msg"] for r in records) and any(
+        "stopped" in r["msg"] for r in records
+    )
