@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy plumtree plumctl
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 --dist loadgroup -q
 
 test: lint typecheck unit
 
