@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy plumtree plumctl
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadgroup -q
+	$(BIN)/pytest -n 2 --dist loadfile -q
 
 test: lint typecheck unit
 

@@ -29,7 +29,8 @@ def generate(shell: str) -> str:
         [sys.executable, "-m", "plumctl"], env=env, capture_output=True, text=True, check=True
     ).stdout
     if shell == "zsh":
-        out = out.rstrip("\n") + "\n" + _ZSH_FIRST_TAB
+        # compinit only autoloads files whose *first* line is "#compdef"
+        out = out.strip("\n") + "\n" + _ZSH_FIRST_TAB
     return out
 
 

@@ -240,6 +240,9 @@ async def _main(cfg: Any, ready_file: Path | None) -> int:
             log.warning("second signal: exiting at once")
             os._exit(exitcodes.FAILED)
         log.info("received %s: leaving the cluster", signal.Signals(signum).name)
+        # from now on a second signal exits at once, even while the loop shuts down
+        for again in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(again, lambda *_: os._exit(exitcodes.FAILED))
         stopping.append(loop.create_task(node.stop(leave=True)))
 
     for sig in (signal.SIGTERM, signal.SIGINT):

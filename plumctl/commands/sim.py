@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from plumctl import exitcodes
 from plumctl.options import GlobalOptions, with_global_options
 
 EXAMPLES = """**Examples**
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
     app.command(
         "sim",
         help="Simulate a cluster and report reliability, RMR, LDH and latency.",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + exitcodes.EPILOG,
     )(with_global_options(sim))
 
 

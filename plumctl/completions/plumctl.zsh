@@ -1,4 +1,3 @@
-
 #compdef plumctl
 
 _plumctl_completion() {

@@ -213,7 +213,7 @@ class Node:
         deadline = loop.time() + timeout
         # a few gossip rounds carry the Dead(self) announcement; stop early if alone
         rounds = 0
-        while loop.time() < deadline and self.swim.alive_count > 1 and rounds < 5:
+        while loop.time() < deadline and self.swim.alive_count > 0 and rounds < 5:
             await asyncio.sleep(self.config.protocol.swim.gossip_interval)
             rounds += 1
         await self.transport.drain(max(0.0, deadline - loop.time()))
