@@ -39,7 +39,6 @@ from plumctl.monitoring.dashboard import HEALTH_SCORE
 from plumctl.scoring import Score, score_reasons
 from plumtree.core.health import HealthInputs, evaluate
 
-DEFAULT_WINDOW = "5m"
 #: How far back a job must have exported plumtree metrics to count as a plumtree job.
 DISCOVERY_LOOKBACK = "1h"
 #: The seed's Cluster Health Score, verbatim, clamped at 0 as well.

@@ -49,15 +49,14 @@ def health(
         bool, typer.Option("--all", "-a", help="Every member, not just --node.")
     ] = False,
     interval: Annotated[
-        float | None,
+        float,
         typer.Option(
             min=0.1,
             max=300.0,
             help="Seconds between the two /metrics scrapes (with --prometheus: between "
-            "--watch rounds).  [default: 1.0]",
-            show_default=False,
+            "--watch rounds).",
         ),
-    ] = None,
+    ] = 1.0,
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Re-evaluate every --interval until Ctrl-C.")
     ] = False,
@@ -72,15 +71,13 @@ def health(
         ),
     ] = None,
     window: Annotated[
-        str | None,
+        str,
         typer.Option(
             "--window",
             metavar="DURATION",
-            help="With --prometheus: range of the health model's counters (a Prometheus "
-            "duration).  [default: 5m]",
-            show_default=False,
+            help="With --prometheus: range of the health model's counters (a Prometheus duration).",
         ),
-    ] = None,
+    ] = "5m",
 ) -> None:
     import asyncio
     import time
@@ -89,27 +86,26 @@ def health(
     from plumctl.output import emit_json, emit_json_line, fail
 
     opts: GlobalOptions = ctx.obj
-    if window is not None and prometheus is None:
+    source = ctx.get_parameter_source("window")  # typer's vendored click: compare by name
+    given = source is not None and source.name != "DEFAULT"
+    if given and prometheus is None:
         fail("--window: only with --prometheus (direct scrapes use --interval)", exitcodes.USAGE)
     if prometheus is not None:
         from plumctl.monitoring.scrape import duration_seconds
-        from plumctl.promhealth import DEFAULT_WINDOW
 
-        window = window or DEFAULT_WINDOW
         try:
             seconds = duration_seconds(window)
         except ValueError:
             fail(f"--window: not a Prometheus duration: {window!r} (e.g. 1m, 5m)", exitcodes.USAGE)
         if seconds <= 0:
             fail("--window: must be longer than 0s", exitcodes.USAGE)
-    pace = 1.0 if interval is None else interval
     while True:
         started = time.monotonic()
         with exit_on_error():
             if prometheus is None:
-                result = asyncio.run(_evaluate(opts, everyone, pace))
+                result = asyncio.run(_evaluate(opts, everyone, interval))
             else:
-                result = asyncio.run(_from_prometheus(opts, everyone, prometheus, window or ""))
+                result = asyncio.run(_from_prometheus(opts, everyone, prometheus, window))
         if opts.json:
             (emit_json_line if watch else emit_json)(result.as_dict())
         else:
@@ -117,7 +113,7 @@ def health(
         if not watch:
             raise typer.Exit(result.exit_code)
         if prometheus is not None:  # direct scrapes already spent --interval measuring
-            time.sleep(max(0.0, pace - (time.monotonic() - started)))
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
 async def _evaluate(opts: GlobalOptions, everyone: bool, interval: float) -> Any:

@@ -3,8 +3,9 @@ cluster up``) scraped by a real Prometheus (Debian's ``prometheus`` package) on 
 loopback port, configured only with what ``plumctl monitoring`` generates.
 
 One cluster and one Prometheus serve the whole module (they take seconds to start); the
-tests run in file order, and the last one kills a node. Every process started here is
-stopped in the fixture's teardown, by pid, and the temporary directory removed.
+tests run in file order (``make unit`` distributes by file: one worker, one cluster),
+and the last one kills a node. Every process started here is stopped in the fixture's
+teardown, by pid, and the temporary directory removed.
 
 Nothing here asserts on speed: every wait is "until the condition holds, or a generous
 deadline", and a failure says what was last seen.
@@ -44,7 +45,7 @@ from plumctl.monitoring.dashboard import (
 )
 from plumctl.output import reset_consoles
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prometheus-live")]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = 3
