@@ -46,7 +46,6 @@ SCORE = f"clamp_min(\n{HEALTH_SCORE},\n0\n)"
 #: The rates inside the seed's score, for its reasons (same instant, same range).
 SCORE_SENT_RATE = "rate(plumtree_graft_sent_total[5m])"
 SCORE_FAILED_RATE = "rate(plumtree_graft_failed_total[5m])"
-SCORE_WINDOW_S = 300.0
 
 #: HealthInputs field -> gauge (the value at the last scrape).
 GAUGES: dict[str, str] = {

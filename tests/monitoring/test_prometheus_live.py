@@ -552,7 +552,16 @@ def test_killing_a_node_alerts_for_the_survivors(live: Live) -> None:
             f"Low peer count on {live.nodes['node-0']['instance']}"
         )
         assert float(alert["value"]) == 1.0
-        assert all(a["labels"]["node"] != victim for a in live.alerts())
+        # No peer alert names the dead node: its gauges went stale with its target. (An
+        # alert on rate(...[5m]) may still name it: rates keep reading its last samples
+        # for up to 5 minutes, which is Prometheus's semantics, not a plumtree signal.)
+        peer_alerts = {"PlumtreeLowPeerCount", "PlumtreeNodeIsolated", "PlumtreeReducedRedundancy"}
+        about_victim = [
+            a
+            for a in live.alerts()
+            if a["labels"]["node"] == victim and a["labels"]["alertname"] in peer_alerts
+        ]
+        assert not about_victim, about_victim
 
         # the health command sees it too, the same way in both modes
         code, _direct, pcode, prom = _compare(live, "--all")
