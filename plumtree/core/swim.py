@@ -19,7 +19,8 @@ Protocol, as memberlist does it:
   at SuspicionMaxTimeoutMult x the minimum and shrink toward SuspicionMult *
   max(1, log10 N) * ProbeInterval as independent confirmations arrive. A Ping to a
   suspect carries the Suspect (buddy system), so the accused hears it first.
-* **Incarnations.** Higher incarnation wins; at equal incarnation dead > suspect > alive.
+* **Incarnations.** Higher incarnation wins; at equal incarnation left > dead > suspect >
+  alive (left over dead is ours: a member's own leave beats a failure verdict).
   Our own row is authoritative: an accusation is refuted with a higher incarnation.
 * **Dissemination.** Alive/Suspect/Dead updates ride on every datagram (and on gossip
   rounds to ``gossip_nodes`` random members, the recently dead included), each sent
@@ -667,10 +668,12 @@ class Swim:
         if m is None or d.incarnation < m.incarnation:
             return
         self._clear_suspicion(name)
-        if m.state >= DEAD:
-            return
-        m.incarnation = d.incarnation
         graceful = d.origin == name
+        if m.state == LEFT or (m.state == DEAD and not graceful):
+            return
+        # (a member we declared failed may still tell us it left: its word wins, so both
+        # sides of a partition end up agreeing that it left)
+        m.incarnation = d.incarnation
         self.table.set_state(m, LEFT if graceful else DEAD, now)
         self._queue_update(name, d)
         self._changed()
