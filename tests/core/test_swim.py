@@ -251,6 +251,10 @@ def _member(a: Swim, name: str) -> tuple[str, int]:
         ([Dead("b", 1, "c")], Alive("b", 1, "b", {}), ("dead", 1)),
         ([Dead("b", 1, "c")], Suspect("b", 1, "d"), ("dead", 1)),
         ([Dead("b", 1, "c")], Suspect("b", 5, "d"), ("dead", 1)),
+        # its own leave beats a failure verdict; a failure verdict never beats a leave
+        ([Dead("b", 1, "c")], Dead("b", 1, "b"), ("left", 1)),
+        ([Dead("b", 1, "b")], Dead("b", 1, "c"), ("left", 1)),
+        ([Dead("b", 1, "b")], Dead("b", 4, "c"), ("left", 1)),
         # a dead (or left) member coming back with a higher incarnation is alive again
         ([Dead("b", 1, "c")], Alive("b", 2, "b", {}), ("alive", 2)),
         ([Dead("b", 1, "b")], Alive("b", 2, "b", {}), ("alive", 2)),
