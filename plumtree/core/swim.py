@@ -192,6 +192,8 @@ class Swim:
         )
         self._outbox: list[Outgoing] = []
         self._events: list[ev.Event] = []
+        #: last probe round-trip time per member (indirect acks included), for the API
+        self._rtts: dict[str, float] = {}
         self._seq = self.rng.randrange(_MAX_SEQ)
         # probing
         self._probe: _Probe | None = None
@@ -403,6 +405,11 @@ class Swim:
         """Other members alive or suspect (the peer set Plumtree should have)."""
         return list(self.table.live)
 
+    def rtts(self) -> dict[str, float]:
+        """Last measured probe round-trip time (seconds) of each member we probed."""
+        table = self.table
+        return {name: rtt for name, rtt in self._rtts.items() if name in table}
+
     @property
     def alive_count(self) -> int:
         """Members alive, ourselves included (while we have not left)."""
@@ -521,7 +528,9 @@ class Swim:
         p = self._probe
         if p is not None and p.seq == seq:
             self._probe = None
-            self.probe_rtt.observe(now - p.start)
+            rtt = now - p.start
+            self.probe_rtt.observe(rtt)
+            self._rtts[p.target] = rtt
             self.awareness.apply_delta(-1)
             return
         relay = self._relays.pop(seq, None)
@@ -740,6 +749,7 @@ class Swim:
             if m is None or m.state < DEAD or m.state_change != since or m is self.local:
                 continue
             table.remove(name)
+            self._rtts.pop(name, None)
             self._changed()
             self.counters.members_reaped += 1
             self._events.append(ev.MemberReaped(name))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from plumtree.core import events as ev
@@ -182,9 +183,9 @@ class SwimStackNode:
         for event in events:
             kind = type(event)
             if kind is _JOINED or kind is _ALIVE:
-                plumtree.add_peer(event.name, now)  # type: ignore[attr-defined]
+                plumtree.add_peer(getattr(event, "name"), now)  # noqa: B009 - hot path, no isinstance
             elif kind is _FAILED or kind is _LEFT or kind is _REAPED:
-                plumtree.remove_peer(event.name, now)  # type: ignore[attr-defined]
+                plumtree.remove_peer(getattr(event, "name"), now)  # noqa: B009
         self._events.extend(events)
 
 
@@ -294,7 +295,15 @@ class SwimCluster:
             at = 0.0 if i == 0 else sim.now + self.rng.uniform(0.0, START_SPREAD)
             self.recorder.started_at[i] = at
             seeds = [self.names[0]] if i else []
-            sim.at(at, lambda i=i, seeds=seeds: sim.call(i, lambda nd: nd.start(sim.now, seeds)))
+            sim.at(at, self._starter(i, seeds))
+
+    def _starter(self, i: int, seeds: list[str]) -> Callable[[], None]:
+        sim = self.sim
+
+        def start_node(node: Any) -> None:
+            node.start(sim.now, seeds)
+
+        return lambda: sim.call(i, start_node)
 
     def converge(self, limit: float = CONVERGENCE_LIMIT, step: float = 0.25) -> bool:
         """Run until every node saw all N members alive (or ``limit`` seconds passed)."""
@@ -391,7 +400,7 @@ def run_swim(params: SimParams) -> SimReport:
     for k in range(total):
         if k == crash_index:
             sim.at(start + k * params.interval - params.interval / 2, crash)
-        sim.at(start + k * params.interval, lambda k=k: broadcast(k))
+        sim.at(start + k * params.interval, _bind(broadcast, k))
     drain = (
         pt_cfg.ihave_interval
         + pt_cfg.ihave_timeout
@@ -444,3 +453,7 @@ def run_swim(params: SimParams) -> SimReport:
         "swim_max_health_score": max((s.local_health() for s in swims), default=0),
     }
     return SimReport(asdict_params(params), result, flood, len(c.victims), extra)
+
+
+def _bind(fn: Callable[[int], None], k: int) -> Callable[[], None]:
+    return lambda: fn(k)

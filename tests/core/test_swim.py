@@ -597,3 +597,13 @@ def test_same_seed_same_run() -> None:
         return [(n, c.nodes[n].counters.packets_sent) for n in names]
 
     assert run() == run()
+
+
+def test_probe_round_trip_times_are_kept_per_member() -> None:
+    cluster = Cluster(seed=5, latency=0.002)
+    names = cluster.start(3)
+    cluster.run(10.0)
+    rtts = cluster.nodes[names[0]].rtts()
+    assert rtts, "probes measured something"
+    assert set(rtts) <= set(names[1:])
+    assert all(0.004 <= r < 0.1 for r in rtts.values()), rtts  # two 2 ms hops

@@ -8,12 +8,12 @@ dead, and all live nodes must hold the same member table (names and states).
 
 from __future__ import annotations
 
-from _swim_harness import Cluster
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from plumtree.core.config import SwimConfig
+from tests.core._swim_harness import Cluster
 
 #: LAN timings; reaping far beyond the run so "same table" compares like with like
 CONFIG = SwimConfig(dead_reap_time=3600.0)
