@@ -14,6 +14,9 @@ cluster_app = typer.Typer(
     help="Start, inspect and stop a local cluster on loopback.", no_args_is_help=True
 )
 
+#: seconds a node may take to bind its sockets (Python start-up on a busy machine)
+READY_TIMEOUT = 60.0
+
 DirOption = Annotated[
     Path | None,
     typer.Option("--dir", help="State directory of the cluster [default: per-user state dir]."),
@@ -113,7 +116,7 @@ def up(
     started: list[NodeProcess] = []
     try:
         proc, ready, log_path = spawn_node(where, names[0], profile, [], extra)
-        info = wait_ready(proc, ready, log_path, 15.0)
+        info = wait_ready(proc, ready, log_path, READY_TIMEOUT)
         started.append(
             NodeProcess(names[0], proc.pid, info["gossip_addr"], info["admin_url"], str(log_path))
         )
@@ -122,7 +125,7 @@ def up(
         seed = info["gossip_addr"]
         pending = [(name, *spawn_node(where, name, profile, [seed], extra)) for name in names[1:]]
         for name, proc, ready, log_path in pending:
-            info = wait_ready(proc, ready, log_path, 15.0)
+            info = wait_ready(proc, ready, log_path, READY_TIMEOUT)
             started.append(
                 NodeProcess(name, proc.pid, info["gossip_addr"], info["admin_url"], str(log_path))
             )
