@@ -72,12 +72,13 @@ def main(
 
 
 def _register() -> None:
-    from plumctl.commands import cluster, monitoring, node, sim, version
+    from plumctl.commands import cluster, monitoring, node, sim, top, version
 
     node.register(app)
     cluster.register(app)
     sim.register(app)
     monitoring.register(app)
+    top.register(app)
     version.register(app)
 
 

@@ -1,0 +1,119 @@
+"""``plumctl top``: a live Textual dashboard of every member reachable through ``--node``.
+
+Textual is imported inside the command only, so ``import plumctl.cli`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from plumctl import exitcodes
+from plumctl.options import with_global_options
+
+if TYPE_CHECKING:
+    from plumctl.options import GlobalOptions
+    from plumctl.tui.source import HttpSource
+
+HELP = """Live dashboard of the cluster: members, eager/lazy peers, delivery and duplicate rates, Graft activity and failures, cache, health and the seed's health score, per node, refreshed every --interval seconds. Cells turn warning/critical colour at the seed's alert thresholds. Members that join appear; members that fail stay listed, marked dead.
+
+Keys: [b]q[/b] quit · [b]?[/b] help · [b]p[/b] pause · [b]r[/b] refresh now · [b]+[/b]/[b]-[/b] interval · [b]/[/b] filter · [b]s[/b] sort · [b]enter[/b] node detail · [b]esc[/b] back.
+
+With [b]-o json[/b] no dashboard opens: the cluster is polled twice, --interval apart (so rates are known), and the rows are printed as one JSON document ({"kind": "ClusterTop", "items": [...]}), for scripts.
+
+A crash writes a redacted report under the user log directory and prints its path.
+
+[b]Examples[/b]
+
+  plumctl top
+
+  plumctl top --interval 1 --node http://10.0.0.5:7947
+
+  plumctl top -o json --interval 1 | jq '.items[] | select(.state != "alive") | .name'
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("top", help=HELP, epilog=exitcodes.EPILOG, rich_help_panel="Inspect")(
+        with_global_options(top)
+    )
+
+
+def make_source(opts: GlobalOptions) -> HttpSource:
+    """The data source for ``opts`` (the seam tests replace)."""
+    from plumctl.tui.source import HttpSource
+
+    return HttpSource(opts.node, opts.token, timeout=min(opts.timeout, 5.0))
+
+
+def top(
+    ctx: typer.Context,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval",
+            "-i",
+            min=0.1,
+            max=3600.0,
+            help="Seconds between polls (+/- change it live).",
+        ),
+    ] = 2.0,
+) -> None:
+    import asyncio
+
+    from plumctl.client import ClientError
+    from plumctl.output import emit_json, fail
+
+    opts: GlobalOptions = ctx.obj
+    try:
+        source = make_source(opts)
+    except ClientError as exc:  # a malformed --node
+        fail(exc.message, exc.exit_code)
+    try:
+        if opts.json:
+            document = asyncio.run(_snapshot_json(source, interval))
+            emit_json(document)
+            return
+        code = asyncio.run(_run_dashboard(source, interval, opts))
+    except ClientError as exc:
+        fail(exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a bug outside the app: same treatment as one inside
+        from plumctl.tui.crash import report_crash
+
+        line = report_crash(exc, {"phase": "startup", "node": opts.node}, [opts.token])
+        typer.echo(line, err=True)
+        raise typer.Exit(exitcodes.FAILED) from None
+    raise typer.Exit(code)
+
+
+async def _snapshot_json(source: HttpSource, interval: float) -> dict[str, object]:
+    import asyncio
+
+    from plumctl.tui.model import ClusterModel
+
+    model = ClusterModel()
+    async with source:
+        model.update(await source.poll())
+        await asyncio.sleep(interval)
+        model.update(await source.poll())
+    return model.as_dict()
+
+
+async def _run_dashboard(source: HttpSource, interval: float, opts: GlobalOptions) -> int:
+    """First poll before any screen (exit 3 if nothing answers), then the app."""
+    async with source:
+        first = await source.poll()  # ClientError -> one line and its exit code
+        from plumctl.tui.app import TopApp
+
+        app = TopApp(source, interval=interval, initial=first)
+        await app.run_async()
+    if app.crash is not None:
+        from plumctl.tui.crash import report_crash
+
+        line = report_crash(app.crash, app.crash_context(), [opts.token])
+        typer.echo(line, err=True)
+        return exitcodes.FAILED
+    return app.return_code or exitcodes.OK
