@@ -193,7 +193,7 @@ async def metrics(request: web.Request) -> web.Response:
     from plumtree.metrics import CONTENT_TYPE, render
 
     server: AdminServer = request.app[SERVER_KEY]  # type: ignore[assignment]
-    body = render(server.registry)
+    body = render(server.registry, request.query.getall("name[]", []))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

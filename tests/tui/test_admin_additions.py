@@ -1,4 +1,9 @@
-"""``GET /v1/events?recent=N``: the last events as one JSON list (added for ``plumctl top``)."""
+"""Admin API additions made for ``plumctl top``.
+
+- ``GET /v1/events?recent=N``: the last events as one JSON list (no stream);
+- ``GET /metrics?name[]=...``: only those samples (as prometheus_client's handlers do);
+- ``plumtree_health_status{status=...}``: the /v1/health verdict in the scrape.
+"""
 
 from __future__ import annotations
 
@@ -49,3 +54,27 @@ async def test_recent_returns_the_newest_events_as_a_list(node: Node) -> None:
             err = await http.get("/v1/events", params={"recent": bad})
             assert err.status_code == 400
             assert err.json()["error"] == "bad 'recent'"
+
+
+async def test_metrics_name_filter_and_health_status(node: Node) -> None:
+    from plumctl.promtext import parse
+
+    async with httpx.AsyncClient(base_url=str(node.admin_url), timeout=5) as http:
+        full = parse((await http.get("/metrics")).text, 0.0)
+        wanted = ["plumtree_eager_peers", "plumtree_graft_latency_seconds_bucket"]
+        r = await http.get("/metrics", params=[("name[]", n) for n in wanted])
+        assert r.status_code == 200
+        some = parse(r.text, 0.0)
+        assert set(some.names()) == set(wanted)
+        assert some.histogram("plumtree_graft_latency_seconds") == full.histogram(
+            "plumtree_graft_latency_seconds"
+        )
+        health = (await http.get("/v1/health")).json()["status"]
+        states = full.series("plumtree_health_status")
+        assert {dict(k)["status"]: v for k, v in states.items()} == {
+            "Healthy": float(health == "Healthy"),
+            "Degraded": float(health == "Degraded"),
+            "Unhealthy": float(health == "Unhealthy"),
+        }
+        assert health == "Unhealthy"  # alone: no eager peer, isolated
+        assert (await http.get("/metrics", params={"name[]": "nope"})).text == ""
