@@ -14,7 +14,8 @@ from plumctl.options import with_global_options
 
 if TYPE_CHECKING:
     from plumctl.options import GlobalOptions
-    from plumctl.tui.source import HttpSource
+    from plumctl.tui.app import TopApp
+    from plumctl.tui.source import ClusterSnapshot, ClusterSource
 
 HELP = """Live dashboard of the cluster: members, eager/lazy peers, delivery and duplicate rates, Graft activity and failures, cache, health and the seed's health score, per node, refreshed every --interval seconds. Cells turn warning/critical colour at the seed's alert thresholds. Members that join appear; members that fail stay listed, marked dead.
 
@@ -40,11 +41,20 @@ def register(app: typer.Typer) -> None:
     )
 
 
-def make_source(opts: GlobalOptions) -> HttpSource:
-    """The data source for ``opts`` (the seam tests replace)."""
+def make_source(opts: GlobalOptions, interval: float) -> ClusterSource:
+    """The data source for ``opts`` (the seam tests replace).
+
+    Each node gets at most ``min(--timeout, max(2 s, interval))`` per poll, so one silent
+    node cannot hold the dashboard back for long (its row goes unreachable instead).
+    """
     from plumctl.tui.source import HttpSource
 
-    return HttpSource(opts.node, opts.token, timeout=min(opts.timeout, 5.0))
+    return HttpSource(
+        opts.node,
+        opts.token,
+        timeout=min(opts.timeout, max(2.0, interval)),
+        health=opts.json,  # -o json: the health messages too (one more request per node)
+    )
 
 
 def top(
@@ -67,7 +77,7 @@ def top(
 
     opts: GlobalOptions = ctx.obj
     try:
-        source = make_source(opts)
+        source = make_source(opts, interval)
     except ClientError as exc:  # a malformed --node
         fail(exc.message, exc.exit_code)
     try:
@@ -89,27 +99,54 @@ def top(
     raise typer.Exit(code)
 
 
-async def _snapshot_json(source: HttpSource, interval: float) -> dict[str, object]:
+async def _snapshot_json(source: ClusterSource, interval: float) -> dict[str, object]:
+    """Two polls ``interval`` apart, folded into the model, as one JSON document."""
     import asyncio
 
     from plumctl.tui.model import ClusterModel
 
     model = ClusterModel()
-    async with source:
+    await source.open()
+    try:
         model.update(await source.poll())
         await asyncio.sleep(interval)
         model.update(await source.poll())
+    finally:
+        await source.close()
     return model.as_dict()
 
 
-async def _run_dashboard(source: HttpSource, interval: float, opts: GlobalOptions) -> int:
-    """First poll before any screen (exit 3 if nothing answers), then the app."""
-    async with source:
-        first = await source.poll()  # ClientError -> one line and its exit code
-        from plumctl.tui.app import TopApp
+async def first_poll(source: ClusterSource) -> tuple[ClusterSnapshot, type[TopApp]]:
+    """The first snapshot, then the app class.
 
-        app = TopApp(source, interval=interval, initial=first)
-        await app.run_async()
+    Polling first means an unreachable cluster fails fast (exit 3) without paying for
+    the import of Textual. (Importing in a thread during the poll was measured with
+    ``bench/tui.py`` and won nothing on 2 cores.)
+    """
+    first = await source.poll()
+    from plumctl.tui.app import TopApp
+
+    return first, TopApp
+
+
+async def _run_dashboard(
+    source: ClusterSource,
+    interval: float,
+    opts: GlobalOptions,
+    *,
+    headless: bool = False,
+) -> int:
+    """First poll before any screen (exit 3 if nothing answers), then the app.
+
+    The source (and its one HTTP client) lives in this event loop for the app's life.
+    """
+    await source.open()
+    try:
+        first, app_class = await first_poll(source)  # ClientError -> one line, its code
+        app = app_class(source, interval=interval, initial=first)
+        await app.run_async(headless=headless)
+    finally:
+        await source.close()
     if app.crash is not None:
         from plumctl.tui.crash import report_crash
 

@@ -14,17 +14,26 @@ wall clock) through the same :class:`ClusterSource` protocol.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+from urllib.parse import urlencode
 
-if TYPE_CHECKING:
-    import httpx
+import httpx
 
-    from plumctl.client import AsyncClient
-    from plumctl.promtext import Scrape
+from plumctl.client import (
+    METRICS_ACCEPT,
+    AsyncClient,
+    ClientError,
+    Unreachable,
+    _parse_scrape,
+    _verify,
+    normalise_url,
+)
+from plumctl.promtext import Scrape
 
 __all__ = [
     "ClusterSnapshot",
@@ -42,6 +51,39 @@ T = TypeVar("T")
 POLLED_STATES = frozenset({"alive", "suspect"})
 #: How many events the detail pane shows.
 DETAIL_EVENTS = 50
+#: The node's /v1/health verdict as a state set in its scrape (``status`` label, value 1).
+HEALTH_METRIC = "plumtree_health_status"
+#: The samples ``top`` reads: those of :func:`plumctl.scoring.key_queries` and
+#: :func:`~plumctl.scoring.health_score`, and the health status. Asked for with
+#: ``/metrics?name[]=...`` (a node that ignores the filter just sends everything), so
+#: nodes render and the CLI parses about a third of the exposition.
+SCRAPE_NAMES: tuple[str, ...] = (
+    "plumtree_messages_delivered_total",
+    "plumtree_messages_broadcast_total",
+    "plumtree_messages_duplicate_total",
+    "plumtree_graft_sent_total",
+    "plumtree_graft_failed_total",
+    "plumtree_graft_success_total",
+    "plumtree_eager_peers",
+    "plumtree_lazy_peers",
+    "plumtree_total_peers",
+    "plumtree_cache_size",
+    "plumtree_cache_capacity",
+    "plumtree_pending_grafts",
+    "plumtree_graft_latency_seconds_bucket",
+    "plumtree_message_hops_bucket",
+    HEALTH_METRIC,
+)
+
+
+def health_from_scrape(scrape: Scrape) -> dict[str, Any] | None:
+    """``{"status": ...}`` from :data:`HEALTH_METRIC`, or ``None`` if the node lacks it."""
+    for labels, value in scrape.series(HEALTH_METRIC).items():
+        if value == 1:
+            status = dict(labels).get("status")
+            if status:
+                return {"status": status, "message": None}
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +174,14 @@ class HttpSource:
     """The real source: a node's admin API, over one shared ``httpx.AsyncClient``.
 
     ``timeout`` bounds every request and each node's whole poll (so one silent node
-    costs at most ``timeout`` and never delays the others). ``peers=True`` also fetches
-    ``/v1/peers`` of every node on every poll (the table does not need it: eager and lazy
-    counts come from the metrics; the detail pane fetches peers itself).
+    costs at most ``timeout`` and never delays the others).
+
+    One request per node and poll: ``/metrics`` restricted to :data:`SCRAPE_NAMES`, whose
+    :data:`HEALTH_METRIC` carries the node's health status (HTTP requests are most of the
+    CLI's CPU per poll). ``health=True`` also asks ``/v1/health`` (for its message and
+    components), as does a node whose scrape has no health status (an older node).
+    ``peers=True`` also fetches ``/v1/peers`` (the table does not need it: eager and lazy
+    counts are gauges; the detail pane fetches peers itself).
     """
 
     def __init__(
@@ -144,21 +191,21 @@ class HttpSource:
         timeout: float = 2.0,
         *,
         peers: bool = False,
+        health: bool = False,
         limit: int = 64,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from plumctl.client import normalise_url
-
         self.seed = normalise_url(node)
         self.token = token
         self.timeout = timeout
         self.fetch_peers = peers
+        self.fetch_health = health
         self.limit = max(1, limit)
         self._transport = transport
         self._clock = clock
         self._http: httpx.AsyncClient | None = None
-        self._clients: dict[str, AsyncClient] = {}
+        self._clients: dict[str, _NodeClient] = {}
         self._via = self.seed
         self._fallbacks: list[str] = []  # admin URLs of members seen alive last time
         self._urls: dict[str, str] = {}  # member name -> admin URL, last seen
@@ -172,17 +219,14 @@ class HttpSource:
     async def open(self) -> None:
         if self._http is not None:
             return
-        import httpx
-
-        from plumctl.client import _verify
-
+        _skip_sniffio_probe()
+        verify = _verify([self.seed], True)
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout),
             follow_redirects=False,
-            verify=_verify([self.seed], True),
+            verify=verify,
             trust_env=False,
-            limits=httpx.Limits(max_connections=self.limit, max_keepalive_connections=self.limit),
-            transport=self._transport,
+            transport=self._transport or PerNodeTransport(verify=verify),
         )
         self._gate = asyncio.Semaphore(self.limit)
 
@@ -201,21 +245,17 @@ class HttpSource:
 
     # -- polling ------------------------------------------------------------------------
 
-    def _client(self, url: str) -> AsyncClient:
+    def _client(self, url: str) -> _NodeClient:
         client = self._clients.get(url)
         if client is None:
-            from plumctl.client import AsyncClient
-
             if self._http is None:
                 raise RuntimeError("HttpSource used before open()")
-            client = AsyncClient(url, self.token, self.timeout, http=self._http)
+            client = _NodeClient(url, self.token, self.timeout, http=self._http)
             self._clients[url] = client
         return client
 
     async def _bounded(self, call: Awaitable[T], url: str) -> T:
         """``call`` within the per-node deadline; an overrun is Unreachable."""
-        from plumctl.client import Unreachable
-
         try:
             async with asyncio.timeout(self.timeout):
                 return await call
@@ -227,8 +267,6 @@ class HttpSource:
 
     async def _members(self) -> tuple[str, list[dict[str, Any]]]:
         """The member table from the last good node, else the seed, else any member."""
-        from plumctl.client import ClientError
-
         first = [self._via] if self._via == self.seed else [self._via, self.seed]
         errors: list[ClientError] = []
         for url in first:
@@ -259,8 +297,6 @@ class HttpSource:
         raise errors[0]
 
     async def _label(self, via: str) -> str:
-        from plumctl.client import ClientError
-
         if via not in self._labels:
             try:
                 status = await self._bounded(self._client(via).status(), via)
@@ -270,24 +306,31 @@ class HttpSource:
         return self._labels[via]
 
     async def _sample(self, member: Member) -> NodeSample:
-        from plumctl.client import ClientError
-
         url = member.admin_url
         if url is None:
             return NodeSample(member.name, None, error="no admin URL advertised")
         assert self._gate is not None
-        async with self._gate:
-            client = self._client(url)
-            calls: list[Awaitable[Any]] = [client.scrape(), client.health()]
+        client = self._client(url)
+
+        async def fetch() -> NodeSample:
+            calls: list[Awaitable[Any]] = [client.scrape_names(SCRAPE_NAMES)]
+            if self.fetch_health:
+                calls.append(client.health())
             if self.fetch_peers:
                 calls.append(client.peers())
+            results = list(await asyncio.gather(*calls))
+            scrape: Scrape = results.pop(0)
+            health = results.pop(0)[0] if self.fetch_health else health_from_scrape(scrape)
+            if health is None:  # a node without the health metric: ask it
+                health, _code = await client.health()
+            peers = results.pop(0)["items"] if self.fetch_peers else None
+            return NodeSample(member.name, url, scrape=scrape, health=health, peers=peers)
+
+        async with self._gate:
             try:
-                results = await self._bounded(asyncio.gather(*calls), url)
+                return await self._bounded(fetch(), url)
             except ClientError as exc:
                 return NodeSample(member.name, url, error=exc.message)
-        scrape, (health, _code) = results[0], results[1]
-        peers = results[2]["items"] if self.fetch_peers else None
-        return NodeSample(member.name, url, scrape=scrape, health=health, peers=peers)
 
     async def poll(self) -> ClusterSnapshot:
         at = self._clock()
@@ -311,17 +354,10 @@ class HttpSource:
     # -- detail -------------------------------------------------------------------------
 
     async def detail(self, name: str) -> NodeDetail:
-        from plumctl.client import ClientError
-
         url = self._urls.get(name)
         if url is None:
             return NodeDetail(name, None, errors=(f"{name}: no admin URL known",))
         client = self._client(url)
-
-        async def recent_events() -> dict[str, Any]:
-            # GET /v1/events?recent=N: one JSON list (a node older than that endpoint
-            # would stream instead, which the deadline below cuts off)
-            return await client._get_json(f"/v1/events?recent={DETAIL_EVENTS}", ("items",))
 
         async def health() -> dict[str, Any]:
             body, _code = await client.health()
@@ -329,7 +365,7 @@ class HttpSource:
 
         calls: dict[str, Awaitable[dict[str, Any]]] = {
             "peers": client.peers(),
-            "events": recent_events(),
+            "events": client.recent_events(DETAIL_EVENTS),
             "health": health(),
         }
         keys = list(calls)
@@ -353,3 +389,88 @@ class HttpSource:
             health=got.get("health"),
             errors=tuple(errors),
         )
+
+
+class PerNodeTransport(httpx.AsyncBaseTransport):
+    """The shared client's transport: one small connection pool per node (origin).
+
+    httpcore's pool looks at every pooled connection (a syscall or two each) whenever a
+    request is queued or finished, so one pool for N nodes polled at once costs O(N²)
+    per poll; one pool per node keeps it O(N). Same client, same timeouts, same errors.
+    """
+
+    def __init__(self, *, verify: ssl.SSLContext | bool, per_node: int = 4) -> None:
+        self._verify = verify
+        self._limits = httpx.Limits(max_connections=per_node, max_keepalive_connections=per_node)
+        self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        key = (url.raw_scheme, url.raw_host, url.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = httpx.AsyncHTTPTransport(
+                verify=self._verify, limits=self._limits, trust_env=False
+            )
+        return await pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
+
+
+class _NodeClient(AsyncClient):
+    """:class:`~plumctl.client.AsyncClient` plus the two requests ``top`` adds.
+
+    Candidates for ``plumctl/client.py`` itself; kept here to stay out of its way.
+    """
+
+    _parsed: dict[str, httpx.URL]
+
+    def _url(self, path: str) -> httpx.URL:  # type: ignore[override]
+        """The request URL, parsed once per path (httpx re-validates a string every time,
+        character by character: a tenth of a scrape's CPU with the long name[] query)."""
+        try:
+            cache = self._parsed
+        except AttributeError:
+            cache = self._parsed = {}
+        url = cache.get(path)
+        if url is None:
+            url = cache[path] = httpx.URL(self.base_url + path)
+        return url
+
+    async def scrape_names(self, names: Sequence[str]) -> Scrape:
+        """``GET /metrics?name[]=...``: only those samples, stamped like ``scrape()``."""
+        key = tuple(names)
+        query = _QUERIES.get(key)
+        if query is None:
+            query = _QUERIES[key] = urlencode([("name[]", n) for n in names])
+        at = time.monotonic()
+        response = await self._send("GET", f"/metrics?{query}", accept=METRICS_ACCEPT)
+        return _parse_scrape(response.text, at, self.base_url)
+
+    async def recent_events(self, limit: int) -> dict[str, Any]:
+        """``GET /v1/events?recent=N``: the node's last events as one JSON list.
+
+        A node older than that endpoint streams instead; the caller's deadline cuts it.
+        """
+        return await self._get_json(f"/v1/events?recent={limit}", ("items",))
+
+
+_QUERIES: dict[tuple[str, ...], str] = {}
+
+
+def _skip_sniffio_probe() -> None:
+    """Record a missing ``sniffio`` as missing, once.
+
+    httpcore runs ``import sniffio`` on every request to learn the async library; when
+    sniffio is not installed each attempt searches ``sys.path`` again (about a tenth of
+    the CLI's CPU per scrape, measured with ``bench/tui.py``). ``None`` in ``sys.modules``
+    makes that import fail at once, exactly as it would anyway.
+    """
+    import importlib.util
+    import sys
+
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
