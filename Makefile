@@ -25,17 +25,15 @@ typecheck: $(STAMP)
 	$(BIN)/mypy plumtree plumctl
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 --dist loadfile -q
 
 test: lint typecheck unit
 
 demo: $(STAMP)
 	$(BIN)/plumctl cluster up -n $(DEMO_NODES) --dir $(DEMO_DIR)
 	@echo
-	@echo "Next, try:"
-	@echo "  export PATH=$$PWD/$(BIN):\$$PATH"
-	@echo "  plumctl --node \$$(plumctl cluster status --dir $(DEMO_DIR) -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"items\"][0][\"admin_url\"])') members"
-	@echo "  make demo-down"
+	@echo "plumctl lives in $(BIN); to use it directly:  export PATH=\"$$PWD/$(BIN):\$$PATH\""
+	@echo "stop the demo cluster with:  make demo-down"
 
 demo-down: $(STAMP)
 	$(BIN)/plumctl cluster down --dir $(DEMO_DIR)

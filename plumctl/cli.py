@@ -13,17 +13,17 @@ from plumctl.options import DEFAULT_NODE, GlobalOptions, Output
 HELP = """Operate plumtree clusters: start nodes and local clusters, broadcast, inspect
 members and peers, score health from live metrics, watch it all with `top`.
 
-[b]Examples[/b]
+**Examples**
 
-  plumctl cluster up -n 5            [dim]# a local 5-node cluster[/dim]
+  plumctl cluster up -n 5            # a local 5-node cluster
 
-  plumctl broadcast 'hello' --wait    [dim]# until every live member delivered[/dim]
+  plumctl broadcast 'hello' --wait    # until every live member delivered
 
-  plumctl members -o json             [dim]# machine-readable member table[/dim]
+  plumctl members -o json             # machine-readable member table
 
-  plumctl health --all                [dim]# exit 0 healthy, 4 degraded, 1 unhealthy[/dim]
+  plumctl health --all                # exit 0 healthy, 4 degraded, 1 unhealthy
 
-  plumctl sim --nodes 1000            [dim]# simulate 1,000 nodes in-process[/dim]
+  plumctl sim --nodes 1000            # simulate 1,000 nodes in-process
 """
 
 app = typer.Typer(
@@ -31,7 +31,7 @@ app = typer.Typer(
     help=HELP,
     epilog=exitcodes.EPILOG,
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     add_completion=False,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -72,17 +72,48 @@ def main(
 
 
 def _register() -> None:
-    from plumctl.commands import cluster, monitoring, node, sim, top, version
+    from plumctl.commands import (
+        broadcast,
+        cluster,
+        completion,
+        health,
+        members,
+        metrics,
+        monitor,
+        monitoring,
+        node,
+        peers,
+        sim,
+        top,
+        version,
+    )
 
-    node.register(app)
-    cluster.register(app)
-    sim.register(app)
-    monitoring.register(app)
-    top.register(app)
-    version.register(app)
+    for module in (
+        node,
+        cluster,
+        broadcast,
+        members,
+        peers,
+        health,
+        metrics,
+        monitor,
+        top,
+        sim,
+        monitoring,
+        completion,
+        version,
+    ):
+        module.register(app)
 
 
 _register()
+
+if "_PLUMCTL_COMPLETE" in os.environ:
+    # with add_completion=False typer never registers its shell classes; do it only when a
+    # shell asks for completions, so ordinary runs don't pay for it
+    from typer._completion_classes import completion_init
+
+    completion_init()
 
 if os.environ.get("_PLUMCTL_DEBUG_IMPORTS"):  # pragma: no cover - diagnostics only
     import sys

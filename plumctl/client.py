@@ -310,8 +310,11 @@ def _parse_scrape(text: str, at: float, base_url: str) -> Scrape:
         ) from exc
 
 
-def _events_params(since: float | str | None) -> dict[str, str]:
-    return {} if since is None else {"since": str(since)}
+def _events_params(since: float | str | None, level: str | None = None) -> dict[str, str]:
+    params = {} if since is None else {"since": str(since)}
+    if level is not None:
+        params["level"] = level
+    return params
 
 
 def _message_path(message_id: str) -> str:
@@ -439,7 +442,9 @@ class Client:
         at = time.monotonic()
         return _parse_scrape(self.metrics_text(), at, self.base_url)
 
-    def events(self, since: float | str | None = None) -> Generator[dict[str, Any], None, None]:
+    def events(
+        self, since: float | str | None = None, level: str | None = None
+    ) -> Generator[dict[str, Any], None, None]:
         """``GET /v1/events``: one dict per event until the node ends the stream.
 
         A connection lost mid-stream raises :class:`StreamBroken` (exit 3).
@@ -450,7 +455,7 @@ class Client:
             with self._http.stream(
                 "GET",
                 "/v1/events",
-                params=_events_params(since),
+                params=_events_params(since, level),
                 headers={"Accept": "application/x-ndjson"},
                 timeout=timeout,
             ) as response:

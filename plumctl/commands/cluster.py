@@ -19,7 +19,7 @@ DirOption = Annotated[
     typer.Option("--dir", help="State directory of the cluster [default: per-user state dir]."),
 ]
 
-UP_EXAMPLES = """[b]Examples[/b]
+UP_EXAMPLES = """**Examples**
 
   plumctl cluster up -n 5
 
@@ -60,6 +60,12 @@ def up(
     wait: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for every node to see all others.")
     ] = 60.0,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML config given to every node.")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Bearer token file given to every node.")
+    ] = None,
 ) -> None:
     import time
 
@@ -97,10 +103,16 @@ def up(
     where.mkdir(parents=True, exist_ok=True)
     state = ClusterState(str(where), profile, time.time())
     names = [f"node-{i}" for i in range(nodes)]
+    extra: list[str] = []
+    for flag, path in (("--config", config), ("--token-file", token_file)):
+        if path is not None:
+            if not path.is_file():
+                fail(f"{flag}: {path}: no such file", exitcodes.USAGE)
+            extra += [flag, str(path.resolve())]
     console = stderr()
     started: list[NodeProcess] = []
     try:
-        proc, ready, log_path = spawn_node(where, names[0], profile, [])
+        proc, ready, log_path = spawn_node(where, names[0], profile, [], extra)
         info = wait_ready(proc, ready, log_path, 15.0)
         started.append(
             NodeProcess(names[0], proc.pid, info["gossip_addr"], info["admin_url"], str(log_path))
@@ -108,7 +120,7 @@ def up(
         state.nodes = started
         state.save()
         seed = info["gossip_addr"]
-        pending = [(name, *spawn_node(where, name, profile, [seed])) for name in names[1:]]
+        pending = [(name, *spawn_node(where, name, profile, [seed], extra)) for name in names[1:]]
         for name, proc, ready, log_path in pending:
             info = wait_ready(proc, ready, log_path, 15.0)
             started.append(

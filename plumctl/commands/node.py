@@ -11,7 +11,7 @@ from plumctl import exitcodes
 
 node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
 
-EXAMPLES = """[b]Examples[/b]
+EXAMPLES = """**Examples**
 
   plumctl node start --name n1 --bind 127.0.0.1:7946 --api 127.0.0.1:7947
 
@@ -19,7 +19,7 @@ EXAMPLES = """[b]Examples[/b]
 
   plumctl node start --config node.toml --log-json
 
-SIGTERM or Ctrl-C leaves the cluster gracefully (others see [i]left[/i], not [i]dead[/i]),
+SIGTERM or Ctrl-C leaves the cluster gracefully (others see *left*, not *dead*),
 drains the send queues and exits 0; a second signal exits at once.
 """
 
@@ -240,6 +240,9 @@ async def _main(cfg: Any, ready_file: Path | None) -> int:
             log.warning("second signal: exiting at once")
             os._exit(exitcodes.FAILED)
         log.info("received %s: leaving the cluster", signal.Signals(signum).name)
+        # from now on a second signal exits at once, even while the loop shuts down
+        for again in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(again, lambda *_: os._exit(exitcodes.FAILED))
         stopping.append(loop.create_task(node.stop(leave=True)))
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
+from plumctl import exitcodes
 from plumctl.options import GlobalOptions, with_global_options
 
-EXAMPLES = """[b]Examples[/b]
+EXAMPLES = """**Examples**
 
   plumctl sim --nodes 1000 --broadcasts 200
 
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
     app.command(
         "sim",
         help="Simulate a cluster and report reliability, RMR, LDH and latency.",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + exitcodes.EPILOG,
     )(with_global_options(sim))
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from plumtree.core.plumtree import MessageTooLarge
 from plumtree.runtime.addresses import format_addr
+from plumtree.runtime.transport import os_reason
 
 if TYPE_CHECKING:
     from plumtree.runtime.node import Node
@@ -26,7 +27,6 @@ log = logging.getLogger("plumtree.admin")
 
 NODE_KEY = web.AppKey("node", object)
 SERVER_KEY = web.AppKey("server", object)
-LEAVE_KEY = web.AppKey("leave_task", object)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -185,7 +185,8 @@ async def leave(request: web.Request) -> web.Response:
         await asyncio.sleep(0.05)  # let the response reach the caller first
         await node.stop(leave=True)
 
-    request.app[LEAVE_KEY] = asyncio.get_running_loop().create_task(go())
+    server: AdminServer = request.app[SERVER_KEY]  # type: ignore[assignment]
+    server.leave_task = asyncio.get_running_loop().create_task(go())
     return _json({"left": True, "node": node.name})
 
 
@@ -227,6 +228,7 @@ class AdminServer:
         self.port = port
         self.registry = make_registry(node)
         self.app = make_app(node, self)
+        self.leave_task: asyncio.Task[None] | None = None
         self.runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
@@ -240,7 +242,7 @@ class AdminServer:
             await self.runner.cleanup()
             raise AddressInUse(
                 exc.errno,
-                f"cannot bind admin API {format_addr(self.host, self.port)}: {exc.strerror}",
+                f"cannot bind admin API {format_addr(self.host, self.port)}: {os_reason(exc)}",
             ) from None
         host, port = self.runner.addresses[0][:2]
         if host in ("0.0.0.0", "::"):

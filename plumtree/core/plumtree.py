@@ -256,7 +256,10 @@ class Plumtree:
         if entry is not None:
             c.messages_duplicate += 1
             entry.duplicates += 1
-            if entry.duplicates > self.config.prune_threshold and sender in self.peers.eager:
+            if entry.duplicates > self.config.prune_threshold and sender in self.peers:
+                # Prune whoever pushes redundantly, even a peer we already hold as lazy:
+                # it still holds *us* as eager (an asymmetric link) and would otherwise
+                # keep sending every message twice.
                 self._demote(sender, now, "duplicate")
                 self._send_prune(sender, "duplicate")
             return

@@ -41,6 +41,8 @@ __all__ = ["Delivery", "MessageTooLarge", "Node", "NodeConfig"]
 
 #: How often the peer sets are reconciled against the full member table.
 RECONCILE_INTERVAL = 5.0
+#: At most one "cache full" log line per this many seconds.
+EVICTION_LOG_INTERVAL = 10.0
 
 
 @dataclass(slots=True)
@@ -109,6 +111,8 @@ class Node:
         self._started_at = 0.0
         self._next_reconcile = 0.0
         self._join_task: asyncio.Task[None] | None = None
+        self._evicted_unlogged = 0
+        self._evictions_logged_at = float("-inf")
         self.stopped = asyncio.Event()
         self._stopping = False
 
@@ -213,7 +217,7 @@ class Node:
         deadline = loop.time() + timeout
         # a few gossip rounds carry the Dead(self) announcement; stop early if alone
         rounds = 0
-        while loop.time() < deadline and self.swim.alive_count > 1 and rounds < 5:
+        while loop.time() < deadline and self.swim.alive_count > 0 and rounds < 5:
             await asyncio.sleep(self.config.protocol.swim.gossip_interval)
             rounds += 1
         await self.transport.drain(max(0.0, deadline - loop.time()))
@@ -506,7 +510,7 @@ class Node:
                     extra={"fields": {"id": hexid, "hops": None, "attempts": attempts}},
                 )
             case ev.CacheEvicted(count=count):
-                log.info("cache full: evicted %d payloads before their TTL", count)
+                self._log_evictions(count)
             case ev.PeerAdded(peer=peer):
                 log.info("peer %s added", peer, extra={"fields": {"peer": peer}})
             case ev.PeerRemoved(peer=peer):
@@ -522,6 +526,19 @@ class Node:
             case _:
                 pass
         self.events.publish(doc)
+
+    def _log_evictions(self, count: int) -> None:
+        """One INFO line per interval, not one per message, while the cache is full."""
+        self._evicted_unlogged += count
+        now = self._now()
+        if now - self._evictions_logged_at >= EVICTION_LOG_INTERVAL:
+            log.info(
+                "cache full: evicted %d payloads before their TTL (since last report)",
+                self._evicted_unlogged,
+                extra={"fields": {"evicted": self._evicted_unlogged}},
+            )
+            self._evicted_unlogged = 0
+            self._evictions_logged_at = now
 
     def _deliver(self, event: ev.Delivered) -> None:
         hexid = format_id(event.id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -101,7 +102,7 @@ class Transport:
                 )
             except OSError as exc:
                 raise BindError(
-                    exc.errno, f"cannot bind TCP {format_addr(host, port)}: {exc.strerror}"
+                    exc.errno, f"cannot bind TCP {format_addr(host, port)}: {os_reason(exc)}"
                 ) from None
             bound_port = server.sockets[0].getsockname()[1]
             try:
@@ -115,7 +116,7 @@ class Transport:
                 if port != 0:
                     raise BindError(
                         exc.errno,
-                        f"cannot bind UDP {format_addr(host, bound_port)}: {exc.strerror}",
+                        f"cannot bind UDP {format_addr(host, bound_port)}: {os_reason(exc)}",
                     ) from None
                 continue
             self._server = server
@@ -247,6 +248,11 @@ class Transport:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 0.5)
+
+
+def os_reason(exc: OSError) -> str:
+    """``Address already in use``, not asyncio's wordy wrapper around it."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

@@ -41,6 +41,8 @@ class SimParams:
     membership: str = "oracle"
     flood: bool = True
     flood_broadcasts: int = 30
+    #: 0: any live node originates; k: only the first k nodes do (1: a single sender)
+    origins: int = 0
     plumtree: PlumtreeConfig | None = None
 
     def plumtree_config(self) -> PlumtreeConfig:
@@ -245,7 +247,8 @@ def _run_protocol(params: SimParams, protocol: str, total: int) -> ProtocolResul
     start = 1.0
 
     def broadcast(k: int) -> None:
-        origin = live[rng.randrange(len(live))]
+        pool = live if params.origins <= 0 else [i for i in live if i < params.origins] or live
+        origin = pool[rng.randrange(len(pool))]
         b = _Broadcast(k, origin, sim.now, len(live), bytearray(n))
 
         def originate(node: SimNode) -> None:

@@ -106,6 +106,35 @@ def test_a_duplicate_from_an_eager_peer_prunes_it() -> None:
     assert a.counters.peer_demotions == 1
 
 
+def test_a_duplicate_from_a_lazy_peer_is_pruned_too() -> None:
+    # the sender holds us as eager while we hold it as lazy (an asymmetric link): only a
+    # Prune stops it from pushing every message twice
+    a = node(eager_fanout=1)
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)  # lazy
+    a.receive("b", Gossip(ID, 0, "b", b"x"), 0.0)
+    sent(a)
+    a.receive("c", Gossip(ID, 0, "b", b"x"), 0.0)
+    assert sent(a) == [("c", Prune())]
+    assert "c" in a.peers.lazy and a.counters.peer_demotions == 0
+
+
+def test_a_single_origin_stream_settles_to_no_duplicates_at_all() -> None:
+    # every broadcast from one origin: a copy pushed back to the origin is always a
+    # duplicate, never a first delivery, so only the Prune can fix an asymmetric link
+    names = [f"n{i}" for i in range(6)]
+    net = Net(names, config(optimization_threshold=0), seed=3)
+    net.full_mesh()
+    for _ in range(5):
+        net.nodes["n0"].broadcast(b"warm-up", net.now)
+        net.advance(0.5)
+    before = sum(n.counters.messages_duplicate for n in net.nodes.values())
+    for _ in range(10):
+        net.nodes["n0"].broadcast(b"steady", net.now)
+        net.advance(0.5)
+    assert sum(n.counters.messages_duplicate for n in net.nodes.values()) == before
+
+
 def test_prune_threshold_tolerates_that_many_duplicates_first() -> None:
     a = node(prune_threshold=1)
     for p in ("b", "c", "d"):

@@ -62,3 +62,9 @@ def test_after_a_fifth_of_the_nodes_crash_the_tree_heals_and_survivors_get_every
     assert report["broadcasts_to_heal"] is not None
     assert report["reliability_after_heal"] == 1.0
     assert report["duplicates_delivered"] == 0
+
+
+def test_a_single_sender_stream_has_no_redundant_payloads() -> None:
+    report = run(SimParams(nodes=200, broadcasts=100, warmup=20, origins=1, flood=False)).as_dict()
+    assert report["reliability"] == 1.0
+    assert report["rmr"] <= 0.01

@@ -1,0 +1,92 @@
+"""``plumctl members``: the SWIM member table as one node sees it (serf/consul style)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from plumctl import exitcodes
+from plumctl.options import GlobalOptions, with_global_options
+
+EXAMPLES = """**Examples**
+
+  plumctl members
+
+  plumctl members --state 'alive|suspect' -o json
+
+  plumctl members --state dead          # failed members stay listed until reaped
+
+Exit 0 even when the filter matches nothing (like serf); a bad regex is a usage error.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "members",
+        help="List cluster members: name, address, admin URL, state, incarnation, tags.",
+        epilog=EXAMPLES + "\n" + exitcodes.EPILOG,
+        rich_help_panel="Inspect",
+    )(with_global_options(members))
+
+
+def members(
+    ctx: typer.Context,
+    state: Annotated[
+        str | None, typer.Option(help="Only members whose state fully matches this regex.")
+    ] = None,
+) -> None:
+    import re
+    import time
+
+    from plumctl.client import Client, exit_on_error
+    from plumctl.output import emit_json, fail, stdout, table
+
+    opts: GlobalOptions = ctx.obj
+    pattern = None
+    if state is not None:
+        try:
+            pattern = re.compile(state)
+        except re.error as exc:
+            fail(f"--state: invalid regex {state!r}: {exc}", exitcodes.USAGE)
+    with exit_on_error(), Client(opts.node, opts.token, opts.timeout) as client:
+        doc = client.members()
+    items = sorted(
+        doc.get("items", []), key=lambda m: (m.get("state") != "alive", str(m.get("name")))
+    )
+    if pattern is not None:
+        items = [m for m in items if pattern.fullmatch(str(m.get("state", "")))]
+    if opts.json:
+        emit_json({"kind": "MemberList", "node": doc.get("node"), "items": items})
+        return
+    columns = ["name", "address", "admin url", "state", "incarnation", "tags"]
+    if opts.wide:
+        columns.append("since")
+    t = table(*columns)
+    colour = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+    now = time.time()
+    for m in items:
+        tags = ",".join(f"{k}={v}" for k, v in sorted((m.get("tags") or {}).items()))
+        st = str(m.get("state"))
+        row = [
+            str(m.get("name")) + (" *" if m.get("self") else ""),
+            str(m.get("addr")),
+            str(m.get("admin_url") or "-"),
+            f"[{colour.get(st, 'red')}]{st}[/]",
+            str(m.get("incarnation")),
+            tags or "-",
+        ]
+        if opts.wide:
+            since = m.get("since")
+            row.append("-" if since is None else _ago(now - float(since)))
+        t.add_row(*row)
+    stdout().print(t)
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

@@ -1,0 +1,1 @@
+complete --command plumctl --no-files --arguments "(env _PLUMCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) plumctl)" --condition "env _PLUMCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) plumctl"

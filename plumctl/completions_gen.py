@@ -1,0 +1,45 @@
+"""Generate the completion scripts (``python -m plumctl.completions_gen``).
+
+Typer's zsh template lacks click's ``loadautofunc`` branch, so when the file is installed
+as ``_plumctl`` on ``$fpath`` the first TAB only defines the function; we add the branch
+so the first TAB completes too.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SHELLS = ("bash", "zsh", "fish")
+HERE = Path(__file__).parent / "completions"
+
+_ZSH_FIRST_TAB = """
+# first TAB when autoloaded from $fpath (click's loadautofunc branch, missing in typer's)
+if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
+    _plumctl_completion "$@"
+fi
+"""
+
+
+def generate(shell: str) -> str:
+    env = {**os.environ, "_PLUMCTL_COMPLETE": f"source_{shell}", "TERM": "dumb"}
+    out = subprocess.run(
+        [sys.executable, "-m", "plumctl"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    if shell == "zsh":
+        # compinit only autoloads files whose *first* line is "#compdef"
+        out = out.strip("\n") + "\n" + _ZSH_FIRST_TAB
+    return out
+
+
+def main() -> None:
+    HERE.mkdir(exist_ok=True)
+    for shell in SHELLS:
+        (HERE / f"plumctl.{shell}").write_text(generate(shell))
+        print(f"wrote {HERE / f'plumctl.{shell}'}")
+
+
+if __name__ == "__main__":
+    main()

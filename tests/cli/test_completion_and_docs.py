@@ -1,0 +1,162 @@
+"""Shell completion for real (bash and zsh, first TAB), generated docs, cheap imports."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from plumctl.completions_gen import SHELLS, generate
+from tests.cli.helpers import invoke, plain
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = str(Path(sys.executable).parent)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_checked_in_scripts_match_what_the_app_generates(shell: str) -> None:
+    checked_in = (ROOT / "completions" / f"plumctl.{shell}").read_text()
+    assert generate(shell) == checked_in, (
+        f"run: python -m plumctl.completions_gen ({shell} is stale)"
+    )
+    assert invoke("completion", shell).stdout == checked_in
+
+
+def test_completion_rejects_an_unknown_shell() -> None:
+    result = invoke("completion", "tcsh")
+    assert result.exit_code == 2
+
+
+def _interactive(
+    argv: list[str], env: dict[str, str], keys: bytes, expect: bytes, timeout: float = 20.0
+) -> bytes:
+    """Run an interactive shell on a pty, type ``keys``, read until ``expect`` shows up."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the shell
+        os.execvpe(argv[0], argv, env)
+    out = b""
+    try:
+        deadline = time.monotonic() + timeout
+        while b"$ " not in out and time.monotonic() < deadline:  # wait for the prompt
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                out += os.read(fd, 4096)
+        os.write(fd, keys)
+        out = b""
+        while expect not in out and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        return out
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(home),
+        "TERM": "xterm",
+        "PYTHONPATH": str(ROOT),
+        "LANG": "C.UTF-8",
+    }
+
+
+def test_bash_completes_a_command_on_the_first_tab(tmp_path: Path) -> None:
+    rc = tmp_path / ".bashrc"
+    rc.write_text(f"PS1='$ '\nsource {ROOT / 'completions' / 'plumctl.bash'}\n")
+    out = _interactive(
+        ["bash", "--noprofile", "--rcfile", str(rc), "-i"],
+        _env(tmp_path),
+        b"plumctl broa\t",
+        b"broadcast",
+    )
+    assert b"broadcast" in out, out.decode(errors="replace")
+
+
+def test_bash_completes_an_option(tmp_path: Path) -> None:
+    rc = tmp_path / ".bashrc"
+    rc.write_text(f"PS1='$ '\nsource {ROOT / 'completions' / 'plumctl.bash'}\n")
+    out = _interactive(
+        ["bash", "--noprofile", "--rcfile", str(rc), "-i"],
+        _env(tmp_path),
+        b"plumctl members --sta\t",
+        b"--state",
+    )
+    assert b"--state" in out, out.decode(errors="replace")
+
+
+def test_zsh_completes_on_the_first_tab_from_fpath(tmp_path: Path) -> None:
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "_plumctl").write_text((ROOT / "completions" / "plumctl.zsh").read_text())
+    (tmp_path / ".zshrc").write_text(
+        f"PS1='$ '\nfpath=({functions} $fpath)\nautoload -Uz compinit\ncompinit -u -d {tmp_path}/.zcompdump\n"
+    )
+    env = {**_env(tmp_path), "ZDOTDIR": str(tmp_path)}
+    out = _interactive(["zsh", "-i"], env, b"plumctl broa\t", b"broadcast")
+    assert b"broadcast" in out, out.decode(errors="replace")
+
+
+def test_docs_cli_md_is_generated_from_the_app() -> None:
+    checked_in = (ROOT / "docs" / "cli.md").read_text()
+    fresh = subprocess.run(
+        [sys.executable, "-m", "plumctl.docs"], capture_output=True, text=True, check=True
+    ).stdout
+    assert fresh == checked_in, "docs/cli.md is stale: run `make docs`"
+    for command in (
+        "broadcast",
+        "members",
+        "peers",
+        "health",
+        "metrics",
+        "monitor",
+        "cluster up",
+        "node start",
+    ):
+        assert f"`plumctl {command}`" in checked_in
+
+
+def test_importing_the_cli_stays_light() -> None:
+    code = (
+        "import sys, plumctl.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'textual', 'aiohttp', 'prometheus_client', 'httpx', 'msgspec'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "broadcast",
+        "members",
+        "peers",
+        "health",
+        "metrics",
+        "monitor",
+        "cluster up",
+        "node start",
+        "sim",
+        "completion",
+    ],
+)
+def test_every_command_help_has_examples_and_exit_codes(command: str) -> None:
+    result = invoke(*command.split(), "--help")
+    text = plain(result.stdout)
+    assert result.exit_code == 0
+    assert "Exit codes" in text and "124" in text, command
+    assert "Examples" in text or "Install" in text, command

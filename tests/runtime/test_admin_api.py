@@ -1,0 +1,178 @@
+"""Every admin endpoint's success and error shapes, through plumctl's own client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from plumctl.client import ApiError, AsyncClient, AuthFailed
+from plumctl.monitoring import catalog
+from plumtree.core import stats
+from tests.runtime.conftest import LocalCluster, wait_for
+
+
+@pytest.fixture
+async def pair(cluster: LocalCluster) -> LocalCluster:
+    await cluster.add(token="s3cret")
+    await cluster.add()
+    await cluster.add()  # three: with fewer than two peers a node is Degraded (redundancy)
+    await cluster.converge()
+    return cluster
+
+
+def url(cluster: LocalCluster, i: int = 0) -> str:
+    url = cluster.nodes[i].admin_url
+    assert url is not None
+    return url
+
+
+async def test_status_members_peers(pair: LocalCluster) -> None:
+    async with AsyncClient(url(pair)) as c:
+        status = await c.status()
+        assert status["name"] == "n0" and status["profile"] == "local"
+        assert status["gossip_addr"] == pair.nodes[0].gossip_addr
+        assert status["members"]["alive"] == 3 and status["uptime_s"] >= 0
+        assert "plumtree" in status["config"] and "swim" in status["config"]
+        members = await c.members()
+        assert members["kind"] == "MemberList"
+        by_name = {m["name"]: m for m in members["items"]}
+        assert set(by_name) == {"n0", "n1", "n2"}
+        assert by_name["n1"]["admin_url"] == pair.nodes[1].admin_url, "admin URL spread by SWIM"
+        assert by_name["n1"]["state"] == "alive" and by_name["n1"]["incarnation"] >= 1
+        peers = await c.peers()
+        assert sorted(p["peer"] for p in peers["items"]) == ["n1", "n2"]
+        assert {p["state"] for p in peers["items"]} <= {"eager", "lazy"}
+
+
+async def test_health_codes_follow_the_status(pair: LocalCluster) -> None:
+    async with AsyncClient(url(pair)) as c:
+        body, code = await c.health()
+    assert (body["status"], code) == ("Healthy", 200)
+    assert body["node"] == "n0" and "connectivity" in body["components"]
+    lone = await pair.add(name="lone", join=False)
+    async with httpx.AsyncClient() as raw:
+        r = await raw.get(f"{lone.admin_url}/v1/health")
+    assert r.status_code == 500 and r.json()["status"] == "Unhealthy"
+
+
+async def test_broadcast_needs_the_token_and_is_then_visible_everywhere(pair: LocalCluster) -> None:
+    async with AsyncClient(url(pair)) as anonymous:
+        with pytest.raises(AuthFailed):
+            await anonymous.broadcast(b"nope")
+    async with AsyncClient(url(pair), token="wrong") as wrong:
+        with pytest.raises(AuthFailed):
+            await wrong.broadcast(b"nope")
+    async with AsyncClient(url(pair), token="s3cret") as c:
+        sent = await c.broadcast(b"hello")
+        assert sent["size"] == 5 and len(sent["id"]) == 32
+    async with AsyncClient(url(pair, 1)) as other:  # n1 has no token: open
+        await wait_for(lambda: len(pair.delivered["n1"]) == 1)
+        info = await other.message(sent["id"])
+        assert info["delivered"] and info["origin"] == "n0" and info["hops"] >= 1
+        unknown = await other.message("00" * 16)
+        assert unknown["delivered"] is False and unknown["at"] is None
+        again = await other.broadcast(b"no token needed here")
+        assert len(again["id"]) == 32
+
+
+async def test_error_shapes_are_json(pair: LocalCluster) -> None:
+    base = url(pair, 1)
+    async with httpx.AsyncClient() as raw:
+        too_big = await raw.post(f"{base}/v1/broadcast", content=b"x" * 70_000)
+        assert too_big.status_code == 413
+        assert too_big.json()["error"] == "payload too large"
+        bad_id = await raw.get(f"{base}/v1/messages/xyz")
+        assert bad_id.status_code == 400 and bad_id.json()["error"] == "bad message id"
+        missing = await raw.get(f"{base}/v1/nothing")
+        assert missing.status_code == 404 and "error" in missing.json()
+        wrong_method = await raw.delete(f"{base}/v1/members")
+        assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+        redirect = await raw.get(f"{base}/metrics/")
+        assert redirect.status_code == 404, "/metrics is an exact path, no redirect"
+    async with AsyncClient(base) as c:
+        with pytest.raises(ApiError) as err:
+            await c.broadcast(b"x" * 70_000)
+        assert err.value.status == 413
+
+
+async def test_events_stream_newline_delimited_json(pair: LocalCluster) -> None:
+    node = pair.nodes[1]
+    async with (
+        httpx.AsyncClient(timeout=5.0) as raw,
+        raw.stream("GET", f"{node.admin_url}/v1/events?level=debug") as response,
+    ):
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        node.broadcast(b"watch me")
+        kinds = []
+        async for line in response.aiter_lines():
+            event = json.loads(line)
+            kinds.append(event["kind"])
+            if event["kind"] == "delivered":
+                assert len(event["id"]) == 32 and event["hops"] == 0 and "seq" in event
+                break
+    assert "delivered" in kinds
+    replay = node.events.recent(level="debug")
+    assert any(e["kind"] == "delivered" for e in replay)
+
+
+async def test_leave_endpoint_needs_the_token_then_stops_the_node(pair: LocalCluster) -> None:
+    async with httpx.AsyncClient() as raw:
+        denied = await raw.post(f"{url(pair)}/v1/leave")
+        assert denied.status_code == 401
+        ok = await raw.post(f"{url(pair)}/v1/leave", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["left"] is True
+    await asyncio.wait_for(pair.nodes[0].stopped.wait(), 5)
+    survivor = pair.nodes[1]
+    await wait_for(
+        lambda: any(m["name"] == "n0" and m["state"] == "left" for m in survivor.members())
+    )
+
+
+async def test_metrics_have_every_seed_name_type_and_bucket(pair: LocalCluster) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    pair.nodes[1].broadcast(b"count me")
+    await wait_for(lambda: len(pair.delivered["n0"]) == 1)
+    async with httpx.AsyncClient() as raw:
+        response = await raw.get(f"{url(pair)}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert "_created" not in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in stats.SEED_COUNTERS:
+        assert families[f"plumtree_{name}"].type == "counter", name
+    for gauge in (
+        "eager_peers",
+        "lazy_peers",
+        "total_peers",
+        "cache_size",
+        "cache_capacity",
+        "ihave_queue_size",
+        "pending_grafts",
+    ):
+        assert families[f"plumtree_{gauge}"].type == "gauge", gauge
+    expected = {
+        "plumtree_graft_latency_seconds": stats.GRAFT_LATENCY_BUCKETS,
+        "plumtree_message_size_bytes": stats.MESSAGE_SIZE_BUCKETS,
+        "plumtree_message_hops": stats.MESSAGE_HOPS_BUCKETS,
+        "plumtree_ihave_batch_size": stats.IHAVE_BATCH_BUCKETS,
+    }
+    for name, bounds in expected.items():
+        family = families[name]
+        assert family.type == "histogram"
+        les = [float(s.labels["le"]) for s in family.samples if s.name.endswith("_bucket")]
+        assert les == [*bounds, float("inf")], name
+    assert families["plumtree_messages_delivered"].samples[0].value == 1.0
+    assert (
+        families["plumtree_cache_capacity"].samples[0].value
+        == pair.nodes[0].config.protocol.plumtree.message_cache_max_size
+    )
+    swim_states = {s.labels["state"] for s in families["swim_members"].samples}
+    assert swim_states == {"alive", "suspect", "dead", "left"}
+    exported = {s.name for f in families.values() for s in f.samples}
+    missing = catalog.series_names() - exported
+    assert not missing, f"the monitoring catalog names series nodes do not export: {missing}"
