@@ -17,15 +17,16 @@ if TYPE_CHECKING:
     from plumctl.tui.app import TopApp
     from plumctl.tui.source import ClusterSnapshot, ClusterSource
 
-HELP = """Live dashboard of the cluster: members, eager/lazy peers, delivery and duplicate rates, Graft activity and failures, cache, health and the seed's health score, per node, refreshed every --interval seconds. Cells turn warning/critical colour at the seed's alert thresholds. Members that join appear; members that fail stay listed, marked dead.
+HELP = """Live dashboard of the cluster: every member, its eager/lazy peers, delivered/s, duplicate %, Grafts sent/s and failures/min, pending Grafts, cache use, health and the seed's health score, refreshed every --interval seconds. Cells turn warning/critical colour at the seed's alert thresholds. Members that join appear; members that fail stay listed, marked dead.
 
-Keys: [b]q[/b] quit · [b]?[/b] help · [b]p[/b] pause · [b]r[/b] refresh now · [b]+[/b]/[b]-[/b] interval · [b]/[/b] filter · [b]s[/b] sort · [b]enter[/b] node detail · [b]esc[/b] back.
+Keys: q quit · ? help · p pause · r refresh now · +/- interval · / filter · s sort · enter node detail · esc back.
 
-With [b]-o json[/b] no dashboard opens: the cluster is polled twice, --interval apart (so rates are known), and the rows are printed as one JSON document ({"kind": "ClusterTop", "items": [...]}), for scripts.
+With -o json no dashboard opens: the cluster is polled twice, --interval apart (so rates are known), and the rows are printed as one JSON document ({"kind": "ClusterTop", "items": [...]}), for scripts.
 
-A crash writes a redacted report under the user log directory and prints its path.
+A crash writes a redacted report under the user log directory and prints its path (exit 1).
+"""
 
-[b]Examples[/b]
+EXAMPLES = """**Examples**
 
   plumctl top
 
@@ -36,9 +37,9 @@ A crash writes a redacted report under the user log directory and prints its pat
 
 
 def register(app: typer.Typer) -> None:
-    app.command("top", help=HELP, epilog=exitcodes.EPILOG, rich_help_panel="Inspect")(
-        with_global_options(top)
-    )
+    app.command(
+        "top", help=HELP, epilog=EXAMPLES + "\n" + exitcodes.EPILOG, rich_help_panel="Inspect"
+    )(with_global_options(top))
 
 
 def make_source(opts: GlobalOptions, interval: float) -> ClusterSource:
