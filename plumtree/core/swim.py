@@ -180,6 +180,8 @@ class Swim:
         self.awareness = Awareness(cfg.awareness_max_multiplier)
         self.counters = SwimCounters()
         self.probe_rtt = Histogram(PROBE_RTT_BUCKETS)
+        #: member name -> round trip of the last direct probe it acked (seconds)
+        self._rtts: dict[str, float] = {}
         self.queue = TransmitQueue(cfg.max_members + 1)
         self.joined = False
         self.left = False
@@ -363,6 +365,11 @@ class Swim:
 
     # ------------------------------------------------------------------ views
 
+    def rtts(self) -> dict[str, float]:
+        """Round trip (seconds) of the last direct probe each member acked (the admin
+        API's ``rtt_ms`` of a peer); members never probed directly are absent."""
+        return dict(self._rtts)
+
     def members(self) -> list[MemberRecord]:
         """Every known member (ourselves included), in table order."""
         return [m.record() for m in self.table.by_name.values()]
@@ -497,6 +504,7 @@ class Swim:
         if p is not None and p.seq == seq:
             self._probe = None
             self.probe_rtt.observe(now - p.start)
+            self._rtts[p.target] = now - p.start
             self.awareness.apply_delta(-1)
             return
         relay = self._relays.pop(seq, None)
@@ -709,6 +717,7 @@ class Swim:
             if m is None or m.state < DEAD or m.state_change != since or m is self.local:
                 continue
             table.remove(name)
+            self._rtts.pop(name, None)
             self._changed()
             self.counters.members_reaped += 1
             self._events.append(ev.MemberReaped(name))
