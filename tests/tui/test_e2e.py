@@ -68,7 +68,7 @@ def cluster(tmp_path: Path) -> Iterator[list[dict[str, Any]]]:
         assert len(started) == NODES
         yield started
     finally:
-        plumctl("cluster", "down", "--dir", str(where), "--grace", "3")
+        plumctl("cluster", "down", "--dir", str(where), "--grace", "2")
         for node in started:  # belt and braces: only our own node processes
             if is_our_node(node["pid"], node["name"]):
                 os.kill(node["pid"], signal.SIGKILL)
@@ -137,6 +137,32 @@ async def drive_dashboard(
             if not mismatches:
                 break
         assert not mismatches, mismatches
+
+        # the detail of a node: its peers (with probe round trips), events, health
+        from textual.widgets import DataTable, Static
+
+        from plumctl.tui.app import DetailScreen
+
+        await pilot.press("enter")
+        for _ in range(200):
+            if isinstance(app.screen, DetailScreen) and app.screen.loads:
+                break
+            await pilot.pause(0.05)
+        screen = app.screen
+        assert isinstance(screen, DetailScreen) and screen.detail is not None
+        assert screen.detail.errors == ()
+        peers = screen.query_one("#d-peers", DataTable)
+        assert peers.row_count == len(names) - 1
+        rtts = [peers.get_cell_at((r, 2)) for r in range(peers.row_count)]
+        assert any(rtt != "n/a" for rtt in rtts), rtts  # SWIM probed some peer directly
+        events = screen.query_one("#d-events", Static).render()
+        assert "member_joined" in str(events)
+        assert screen.detail.health is not None and screen.detail.health["status"]
+        await pilot.press("escape")
+        for _ in range(100):
+            if not isinstance(app.screen, DetailScreen):
+                break
+            await pilot.pause(0.05)
 
         # kill -9 one node: its row turns dead within the failure-detection bound
         assert is_our_node(victim["pid"], victim["name"])
