@@ -61,8 +61,10 @@ LEVEL_STYLE: Mapping[Level, str] = {
 #: OK is shown green in the state and health columns (words), plain in numeric ones.
 OK_WORD_STYLE = "green"
 STALE_STYLE = "dim"
+SPARK_STYLE = "cyan"
 
 _WORD_COLUMNS = frozenset({"state", "health"})
+_SPARK_COLUMNS = frozenset({"eager_hist", "lazy_hist", "graft_hist"})
 _NUMERIC = {c.key: c.numeric for c in COLUMNS}
 
 
@@ -70,6 +72,8 @@ def cell_style(column: str, cell: Cell) -> str:
     """The Rich style of a cell: its level's colour; last-known values dimmed."""
     if cell.level is Level.OK and column in _WORD_COLUMNS and not cell.dim:
         return OK_WORD_STYLE
+    if column in _SPARK_COLUMNS and not cell.dim:
+        return SPARK_STYLE
     style = LEVEL_STYLE[cell.level]
     if cell.dim and cell.level in (Level.OK, Level.UNKNOWN):
         return STALE_STYLE
@@ -418,6 +422,14 @@ class TopApp(App[None]):
             return None
         return str(key.value) if key.value is not None else None
 
+    #: Actions on the node table: only offered (and shown in the footer) on the dashboard.
+    TABLE_ACTIONS = frozenset({"filter", "sort", "detail", "clear_filter"})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.TABLE_ACTIONS and self._main is not None:
+            return self.screen is self._main
+        return True
+
     def action_quit_top(self) -> None:
         self.exit(return_code=0)
 
@@ -734,8 +746,8 @@ class HelpScreen(ModalScreen[None]):
 
     CSS = """
     HelpScreen { align: center middle; }
-    #help { width: 100; max-height: 90%; border: round $primary; background: $surface;
-            padding: 1 2; }
+    #help { width: 100; height: auto; max-height: 90%; border: round $primary;
+            background: $surface; padding: 1 2; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Back", id="help-back"),

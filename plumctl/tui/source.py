@@ -49,8 +49,9 @@ T = TypeVar("T")
 #: Member states whose node is asked for metrics (a dead or left node is not: it would
 #: only cost a timeout per poll).
 POLLED_STATES = frozenset({"alive", "suspect"})
-#: How many events the detail pane shows.
+#: How many events the detail pane shows, and the least severe level (no deliveries).
 DETAIL_EVENTS = 50
+DETAIL_LEVEL = "info"
 #: The node's /v1/health verdict as a state set in its scrape (``status`` label, value 1).
 HEALTH_METRIC = "plumtree_health_status"
 #: The samples ``top`` reads: those of :func:`plumctl.scoring.key_queries` and
@@ -365,7 +366,7 @@ class HttpSource:
 
         calls: dict[str, Awaitable[dict[str, Any]]] = {
             "peers": client.peers(),
-            "events": client.recent_events(DETAIL_EVENTS),
+            "events": client.recent_events(DETAIL_EVENTS, DETAIL_LEVEL),
             "health": health(),
         }
         keys = list(calls)
@@ -450,12 +451,12 @@ class _NodeClient(AsyncClient):
         response = await self._send("GET", f"/metrics?{query}", accept=METRICS_ACCEPT)
         return _parse_scrape(response.text, at, self.base_url)
 
-    async def recent_events(self, limit: int) -> dict[str, Any]:
-        """``GET /v1/events?recent=N``: the node's last events as one JSON list.
+    async def recent_events(self, limit: int, level: str = "debug") -> dict[str, Any]:
+        """``GET /v1/events?recent=N&level=L``: the node's last events as one JSON list.
 
         A node older than that endpoint streams instead; the caller's deadline cuts it.
         """
-        return await self._get_json(f"/v1/events?recent={limit}", ("items",))
+        return await self._get_json(f"/v1/events?recent={limit}&level={level}", ("items",))
 
 
 _QUERIES: dict[tuple[str, ...], str] = {}

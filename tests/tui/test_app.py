@@ -323,6 +323,11 @@ async def test_detail_shows_peers_events_health_and_esc_returns() -> None:
         assert "Degraded" in health and "connectivity" in health
         assert "n3" in static_text(screen.query_one("#d-title", Static))
 
+        await pilot.press("s", "slash")  # table keys do nothing here
+        assert app.sort_index == 0 and not app.query_one("#filter").has_class("on")
+        footer_keys = {k for k, b in app.screen.active_bindings.items() if b.binding.show}
+        assert "slash" not in footer_keys and "s" not in footer_keys
+
         # r on the detail screen reloads it and polls; the dashboard behind keeps up
         src.nodes["n3"].eager = 7
         want = app.poll_count + 1
