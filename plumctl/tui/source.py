@@ -319,7 +319,8 @@ class HttpSource:
                 calls.append(client.health())
             if self.fetch_peers:
                 calls.append(client.peers())
-            results = list(await asyncio.gather(*calls))
+            # the usual case is one request: no task for it
+            results = [await calls[0]] if len(calls) == 1 else list(await asyncio.gather(*calls))
             scrape: Scrape = results.pop(0)
             health = results.pop(0)[0] if self.fetch_health else health_from_scrape(scrape)
             if health is None:  # a node without the health metric: ask it
