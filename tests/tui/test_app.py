@@ -131,15 +131,23 @@ async def test_values_update_in_place_on_the_next_poll() -> None:
     assert app.crash is None
 
 
-async def test_threshold_crossings_change_the_cell_style() -> None:
+async def test_threshold_crossings_change_the_cell_style_and_the_score_colour() -> None:
     app = make(step=60.0)  # one poll a minute: failures per poll are failures per minute
     async with app.run_test(size=SIZE) as pilot:
         await polled(pilot, app, 1)
+        digits = app.query_one("#score", Digits)
+        assert digits.value == "--"  # the score needs two scrapes
+        assert digits.has_class("ok")
+        await refresh(pilot, app)
+        assert digits.value == "0.67"  # the seed's score: eager 2 / 3, no Graft failures
         src = fake(app)
         src.bump("n1", "plumtree_graft_failed_total", 5)
         await refresh(pilot, app)
         gfail = cell(app, "n1", "graft_fail")
         assert gfail.plain == "5.0" and gfail.style == LEVEL_STYLE[Level.OK]
+        # n2..n4: eager 2 of 3, no Graft sent; n1: 5 failures of 0 sent -> clamped to 0
+        assert digits.value == "0.00"
+        assert digits.has_class("ok")  # coloured by health status, not by the score
         src.bump("n1", "plumtree_graft_failed_total", 6)
         await refresh(pilot, app)
         gfail = cell(app, "n1", "graft_fail")
@@ -158,26 +166,17 @@ async def test_threshold_crossings_change_the_cell_style() -> None:
         assert cell(app, "n4", "eager").style == LEVEL_STYLE[Level.OK]
         assert cell(app, "n4", "pending").style == LEVEL_STYLE[Level.WARNING]
         assert cell(app, "n1", "eager").style == LEVEL_STYLE[Level.OK]
-    assert app.crash is None
 
-
-async def test_score_digits_and_colour_follow_the_worst_health_status() -> None:
-    app = make()
-    async with app.run_test(size=SIZE) as pilot:
-        await polled(pilot, app, 1)
-        digits = app.query_one("#score", Digits)
-        assert digits.value == "--"  # the score needs two scrapes
-        assert digits.has_class("ok")
-        await refresh(pilot, app)
-        assert digits.value == "0.67"  # eager 2 / 3, no Graft failures
-        fake(app).nodes["n3"].health = "Degraded"
+        src.nodes["n3"].health = "Degraded"
         await refresh(pilot, app)
         assert digits.has_class("warning") and not digits.has_class("ok")
         assert cell(app, "n3", "health").style == LEVEL_STYLE[Level.WARNING]
         assert cell(app, "n1", "health").style == OK_WORD_STYLE
-        fake(app).nodes["n1"].health = "Unhealthy"
+        src.nodes["n1"].health = "Unhealthy"
         await refresh(pilot, app)
         assert digits.has_class("critical")
+        assert cell(app, "n1", "health").style == LEVEL_STYLE[Level.CRITICAL]
+    assert app.crash is None
 
 
 async def test_sort_cycles_columns_and_keeps_the_selection() -> None:
