@@ -9,6 +9,10 @@ to use (``plumctl/exitcodes.py``), so commands never print a traceback:
 - :class:`ApiError` (exit 1): any other 3xx/4xx/5xx, with the server's ``error``/``detail``;
 - :class:`BadResponse` (exit 1): a 2xx whose body is not the JSON we expect.
 
+:class:`Prometheus` is the one client of a Prometheus server's HTTP API (``plumctl
+health --prometheus``), with the same errors: unreachable server exit 3, a refused query
+or an error status exit 1, each one line naming the server.
+
 Redirects are never followed (a ``/metrics`` that redirects is a broken node, and a
 silent redirect could carry the bearer token elsewhere). Proxy environment variables are
 ignored by default: admin APIs are loopback/internal and an ``HTTP_PROXY`` meant for the
@@ -26,6 +30,7 @@ import ssl
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -42,6 +47,8 @@ __all__ = [
     "BadResponse",
     "Client",
     "ClientError",
+    "PromSample",
+    "Prometheus",
     "StreamBroken",
     "Unreachable",
     "exit_on_error",
@@ -125,8 +132,8 @@ def _root_causes(exc: BaseException) -> Iterator[BaseException]:
         cur = cur.__cause__ or cur.__context__
 
 
-def _transport_reason(exc: BaseException, timeout: float) -> str:
-    """Why a connection failed, in an operator's words."""
+def _transport_reason(exc: BaseException, timeout: float, peer: str = "the node") -> str:
+    """Why a connection failed, in an operator's words (``peer``: who hung up)."""
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
         return f"timed out connecting after {timeout:g}s"
     if isinstance(exc, httpx.TimeoutException):
@@ -141,9 +148,9 @@ def _transport_reason(exc: BaseException, timeout: float) -> str:
         if isinstance(cause, ssl.SSLError):
             return f"TLS error ({_one_line(cause.reason or str(cause))})"
         if isinstance(cause, ConnectionResetError):
-            return "connection reset by the node"
+            return f"connection reset by {peer}"
     if isinstance(exc, httpx.RemoteProtocolError):
-        return f"connection closed by the node ({_one_line(str(exc))})"
+        return f"connection closed by {peer} ({_one_line(str(exc))})"
     if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.CloseError):
         return f"connection lost ({_one_line(str(exc)) or type(exc).__name__})"
     return _one_line(str(exc)) or type(exc).__name__
@@ -620,6 +627,167 @@ class AsyncClient:
             if started:
                 raise _stream_broken(exc, self.base_url, self.stream_timeout or 0.0) from exc
             raise _unreachable(exc, self.base_url, self.timeout) from exc
+
+
+# -- Prometheus HTTP API -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PromSample:
+    """One element of an instant vector: its labels, its value and when it was evaluated."""
+
+    labels: dict[str, str]
+    value: float
+    at: float
+
+
+class Prometheus:
+    """Asynchronous client of a Prometheus server's HTTP API (``/api/v1/...``).
+
+    Only what ``plumctl`` needs: instant queries (:meth:`query`) and the active scrape
+    targets (:meth:`targets`). Errors are :class:`ClientError` like the node client's,
+    naming the server: :class:`Unreachable` (exit 3) when there is no usable connection;
+    :class:`ApiError` (exit 1) when Prometheus refuses a query (bad PromQL, timeout) or
+    answers an error status (e.g. 404 from something that is not Prometheus);
+    :class:`BadResponse` (exit 1) for a body that is not the API's JSON. No token is
+    sent (``--token`` is the nodes'), redirects are not followed and proxy variables are
+    ignored by default, as for nodes. ``base_url`` may carry a path prefix
+    (``http://host/prometheus``).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 5.0,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        trust_env: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        try:
+            self.base_url = normalise_url(base_url)
+        except Unreachable as exc:
+            reason = str(exc).split(": ", 1)[-1]
+            raise Unreachable(
+                f"cannot reach Prometheus at {base_url}: {reason}", url=base_url
+            ) from None
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            headers=_headers(None),
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            verify=_verify([self.base_url], verify),
+            trust_env=trust_env,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Prometheus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _get(self, path: str, params: dict[str, str], what: str) -> Any:
+        """The ``data`` of a successful API answer, or the right ClientError."""
+        try:
+            response = await self._http.get(
+                self.base_url + path, params=params, headers={"Accept": JSON_ACCEPT}
+            )
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            reason = _transport_reason(exc, self.timeout, peer="Prometheus")
+            raise Unreachable(
+                f"cannot reach Prometheus at {self.base_url}: {reason}", url=self.base_url
+            ) from exc
+        code = response.status_code
+        try:
+            body = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if isinstance(body, dict) and body.get("status") == "error":
+            kind = str(body.get("errorType") or "error")
+            text = _one_line(str(body.get("error") or "no reason given"), 300)
+            raise ApiError(
+                f"Prometheus at {self.base_url} refused {what}: {kind}: {text} (HTTP {code})",
+                status=code,
+                error=kind,
+                detail=body.get("error"),
+                url=self.base_url,
+            )
+        if code in (401, 403):
+            raise AuthFailed(
+                f"Prometheus at {self.base_url} requires authentication (HTTP {code}); "
+                "plumctl sends none",
+                url=self.base_url,
+            )
+        if 300 <= code < 400:
+            location = response.headers.get("location", "?")
+            raise ApiError(
+                f"Prometheus at {self.base_url} answered {path} with a redirect "
+                f"(HTTP {code} to {location}); not following it",
+                status=code,
+                url=self.base_url,
+            )
+        if not 200 <= code < 300:
+            snippet = _one_line(response.text) if response.content else "empty body"
+            raise ApiError(
+                f"HTTP {code} {response.reason_phrase} from {self.base_url}{path} ({snippet}); "
+                f"is {self.base_url} a Prometheus server?",
+                status=code,
+                url=self.base_url,
+            )
+        if not isinstance(body, dict) or body.get("status") != "success" or "data" not in body:
+            raise BadResponse(
+                f"{self.base_url}{path} did not answer with the Prometheus API's JSON; "
+                f"is {self.base_url} a Prometheus server?",
+                url=self.base_url,
+            )
+        return body["data"]
+
+    async def query(self, expr: str, at: float | None = None) -> list[PromSample]:
+        """``GET /api/v1/query``: the instant vector ``expr`` evaluates to (at ``at``)."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = repr(at)
+        what = f"the query {_one_line(expr, 160)!r}"
+        data = await self._get("/api/v1/query", params, what)
+        if not isinstance(data, dict) or not isinstance(data.get("result"), list):
+            raise BadResponse(
+                f"Prometheus at {self.base_url} answered {what} without a result list",
+                url=self.base_url,
+            )
+        if data.get("resultType") != "vector":
+            raise BadResponse(
+                f"Prometheus at {self.base_url} answered {what} with a "
+                f"{data.get('resultType')!r}, not an instant vector",
+                url=self.base_url,
+            )
+        samples: list[PromSample] = []
+        for item in data["result"]:
+            try:
+                labels = {str(k): str(v) for k, v in item["metric"].items()}
+                stamp, value = item["value"]
+                samples.append(PromSample(labels, float(value), float(stamp)))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise BadResponse(
+                    f"Prometheus at {self.base_url} answered {what} with a malformed sample: "
+                    f"{_one_line(json.dumps(item, default=str))}",
+                    url=self.base_url,
+                ) from None
+        return samples
+
+    async def targets(self) -> list[dict[str, Any]]:
+        """``GET /api/v1/targets?state=active``: the active scrape targets, as given."""
+        data = await self._get("/api/v1/targets", {"state": "active"}, "the target list")
+        active = data.get("activeTargets") if isinstance(data, dict) else None
+        if not isinstance(active, list):
+            raise BadResponse(
+                f"Prometheus at {self.base_url} answered /api/v1/targets without activeTargets",
+                url=self.base_url,
+            )
+        return [t for t in active if isinstance(t, dict)]
 
 
 # -- fan-out -----------------------------------------------------------------------------

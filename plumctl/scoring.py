@@ -56,10 +56,29 @@ def health_score(prev: Scrape | None, cur: Scrape) -> Score:
     ``clamp_max((eager / 3) * (1 - rate(graft_failed) / (rate(graft_sent) + 0.001)), 1)``,
     clamped at 0 too (the design's [0, 1]: failures above sends make the factor negative).
     """
-    eager = cur.value(EAGER)
-    sent = rate(prev, cur, GRAFT_SENT)
-    failed = rate(prev, cur, GRAFT_FAILED)
-    dt = window(prev, cur)
+    return score_from(
+        cur.value(EAGER),
+        rate(prev, cur, GRAFT_SENT),
+        rate(prev, cur, GRAFT_FAILED),
+        window(prev, cur),
+    )
+
+
+def score_from(
+    eager: float | None,
+    sent: float | None,
+    failed: float | None,
+    dt: float | None,
+    *,
+    no_window: str = "no rate window yet (needs two scrapes some time apart)",
+) -> Score:
+    """The score of :func:`health_score` from its inputs, however they were measured.
+
+    ``eager`` is the current ``plumtree_eager_peers``, ``sent`` and ``failed`` the Graft
+    rates per second over a window of ``dt`` seconds (``None``: unknown, ``dt`` None: no
+    window at all, explained by ``no_window``). ``plumctl health --prometheus`` gets the
+    same numbers from PromQL and uses this for the words.
+    """
     inputs: dict[str, float | None] = {
         "eager_peers": eager,
         "graft_sent_per_s": sent,
@@ -70,7 +89,7 @@ def health_score(prev: Scrape | None, cur: Scrape) -> Score:
     if eager is None:
         unknown.append(f"{EAGER} not exported")
     if dt is None:
-        unknown.append("no rate window yet (needs two scrapes some time apart)")
+        unknown.append(no_window)
     else:
         unknown.extend(
             f"{n} not exported"
@@ -85,17 +104,25 @@ def health_score(prev: Scrape | None, cur: Scrape) -> Score:
     value = min(max(eager_factor * graft_factor, 0.0), 1.0)
     inputs["eager_factor"] = eager_factor
     inputs["graft_factor"] = graft_factor
+    return Score(value, score_reasons(value, eager, sent, failed), inputs)
+
+
+def score_reasons(value: float, eager: float, sent: float, failed: float) -> tuple[str, ...]:
+    """In words, each factor that pulled a score of ``value`` below 1."""
+    if value >= 1.0:
+        return ()
+    eager_factor = eager / SCORE_EAGER_TARGET
+    graft_factor = 1.0 - failed / (sent + SCORE_GRAFT_EPSILON)
     reasons: list[str] = []
-    if value < 1.0:
-        if eager_factor < 1.0:
-            reasons.append(
-                f"eager peers {_num(eager)} of {_num(SCORE_EAGER_TARGET)} (x{eager_factor:.2f})"
-            )
-        if graft_factor < 1.0:
-            reasons.append(
-                f"Graft failures {failed:.1f}/s of {sent:.1f}/s sent (x{max(graft_factor, 0.0):.2f})"
-            )
-    return Score(value, tuple(reasons), inputs)
+    if eager_factor < 1.0:
+        reasons.append(
+            f"eager peers {_num(eager)} of {_num(SCORE_EAGER_TARGET)} (x{eager_factor:.2f})"
+        )
+    if graft_factor < 1.0:
+        reasons.append(
+            f"Graft failures {failed:.1f}/s of {sent:.1f}/s sent (x{max(graft_factor, 0.0):.2f})"
+        )
+    return tuple(reasons)
 
 
 class ClusterScore(NamedTuple):

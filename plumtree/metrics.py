@@ -69,6 +69,7 @@ _GAUGE_HELP = {
     "cache_size": "Messages in cache",
     "cache_capacity": "Capacity of the message cache (plumtree_cache_size alert divisor)",
     "ihave_queue_size": "Pending IHave announcements",
+    "ihave_queue_capacity": "Capacity of the IHave queue (plumtree_ihave_queue_size divisor)",
     "pending_grafts": "Pending Graft requests",
     "seen_size": "Message ids remembered for deduplication",
 }

@@ -17,6 +17,16 @@ EXAMPLES = """**Examples**
 
   plumctl health --all --watch       # re-evaluate every --interval seconds
 
+  plumctl health --all --prometheus http://127.0.0.1:9090   # the same, through PromQL
+
+**--prometheus URL**: no node is asked; Prometheus (scraping the nodes, see `plumctl
+monitoring scrape-config`) is queried instead. Each target's status comes from the
+nodes' own health model fed with PromQL: gauges as last scraped, counters as
+increase(...[--window]) (default 5m, the node's own health window); the score is the
+seed's PromQL as written (rates over [5m]). Nodes are named by their `node` target
+label, else their instance; without --all only the target whose instance is the
+--node's host:port. A target with up == 0 is unreachable. --interval only paces --watch.
+
 **Verdict**: Healthy when every node is; Unhealthy when a majority of the nodes asked
 (or the only one) is; Degraded otherwise (a minority unhealthy or degraded, a member
 failed or not answering). The score is the monitoring guide's Cluster Health Score,
@@ -39,27 +49,71 @@ def health(
         bool, typer.Option("--all", "-a", help="Every member, not just --node.")
     ] = False,
     interval: Annotated[
-        float, typer.Option(min=0.1, max=300.0, help="Seconds between the two /metrics scrapes.")
+        float,
+        typer.Option(
+            min=0.1,
+            max=300.0,
+            help="Seconds between the two /metrics scrapes (with --prometheus: between "
+            "--watch rounds).",
+        ),
     ] = 1.0,
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Re-evaluate every --interval until Ctrl-C.")
     ] = False,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            "--prometheus",
+            metavar="URL",
+            help="Compute statuses and score through this Prometheus server's query API "
+            "instead of scraping the nodes.",
+            show_default=False,
+        ),
+    ] = None,
+    window: Annotated[
+        str,
+        typer.Option(
+            "--window",
+            metavar="DURATION",
+            help="With --prometheus: range of the health model's counters (a Prometheus duration).",
+        ),
+    ] = "5m",
 ) -> None:
     import asyncio
+    import time
 
     from plumctl.client import exit_on_error
-    from plumctl.output import emit_json, emit_json_line
+    from plumctl.output import emit_json, emit_json_line, fail
 
     opts: GlobalOptions = ctx.obj
+    source = ctx.get_parameter_source("window")  # typer's vendored click: compare by name
+    given = source is not None and source.name != "DEFAULT"
+    if given and prometheus is None:
+        fail("--window: only with --prometheus (direct scrapes use --interval)", exitcodes.USAGE)
+    if prometheus is not None:
+        from plumctl.monitoring.scrape import duration_seconds
+
+        try:
+            seconds = duration_seconds(window)
+        except ValueError:
+            fail(f"--window: not a Prometheus duration: {window!r} (e.g. 1m, 5m)", exitcodes.USAGE)
+        if seconds <= 0:
+            fail("--window: must be longer than 0s", exitcodes.USAGE)
     while True:
+        started = time.monotonic()
         with exit_on_error():
-            result = asyncio.run(_evaluate(opts, everyone, interval))
+            if prometheus is None:
+                result = asyncio.run(_evaluate(opts, everyone, interval))
+            else:
+                result = asyncio.run(_from_prometheus(opts, everyone, prometheus, window))
         if opts.json:
             (emit_json_line if watch else emit_json)(result.as_dict())
         else:
             _render(result, opts.wide, clear=watch)
         if not watch:
             raise typer.Exit(result.exit_code)
+        if prometheus is not None:  # direct scrapes already spent --interval measuring
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
 async def _evaluate(opts: GlobalOptions, everyone: bool, interval: float) -> Any:
@@ -72,6 +126,28 @@ async def _evaluate(opts: GlobalOptions, everyone: bool, interval: float) -> Any
     items = await collect(targets, opts.token, opts.timeout, interval)
     result = verdict(items, single=not everyone)
     result.interval = interval
+    return result
+
+
+async def _from_prometheus(
+    opts: GlobalOptions, everyone: bool, prometheus: str, window: str
+) -> Any:
+    from plumctl.client import Unreachable, normalise_url
+    from plumctl.healthcheck import verdict
+    from plumctl.monitoring.scrape import duration_seconds, target_of
+    from plumctl.promhealth import collect
+
+    only: str | None = None
+    if not everyone:
+        found = target_of(normalise_url(opts.node))
+        if found is None:
+            raise Unreachable(f"--node {opts.node}: no host:port to look for in Prometheus")
+        only = found[0]
+    seconds = duration_seconds(window)
+    items = await collect(prometheus, opts.timeout, window, seconds, only)
+    result = verdict(items, single=not everyone)
+    result.source = "prometheus"
+    result.interval = seconds
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -75,6 +76,13 @@ is contacted and the configuration expects targets in plumtree-targets.json.
   plumctl monitoring scrape-config --rules-file rules/plumtree.yml --interval 15s
 
   plumctl -o json monitoring scrape-config --targets-file targets.json
+
+  plumctl monitoring scrape-config --targets-file targets.json --watch   # follow membership
+
+With **--watch** the command keeps running: it re-reads the member table every
+**--refresh** seconds and rewrites the targets file (atomically) whenever the set of
+targets changes, one stderr line per change. When --node stops answering, the other
+members it listed are asked; if none answers, the file is left as it is. Ctrl-C stops.
 """
 
 OutOption = Annotated[
@@ -161,6 +169,25 @@ def scrape_config(
     interval: Annotated[
         str, typer.Option("--interval", help="Scrape interval (a Prometheus duration).")
     ] = "5s",
+    evaluation_interval: Annotated[
+        str,
+        typer.Option(
+            "--evaluation-interval", help="Rule evaluation interval (a Prometheus duration)."
+        ),
+    ] = "15s",
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Keep the --targets-file current: rewrite it whenever membership changes.",
+        ),
+    ] = False,
+    refresh: Annotated[
+        float,
+        typer.Option(
+            "--refresh", min=0.2, max=3600.0, help="With --watch: seconds between member reads."
+        ),
+    ] = 10.0,
 ) -> None:
     import json
 
@@ -176,12 +203,20 @@ def scrape_config(
     opts: GlobalOptions = ctx.obj
     if not is_duration(interval):
         fail(f"--interval: not a Prometheus duration: {interval!r} (e.g. 5s, 1m)", exitcodes.USAGE)
+    if not is_duration(evaluation_interval):
+        fail(
+            f"--evaluation-interval: not a Prometheus duration: {evaluation_interval!r}",
+            exitcodes.USAGE,
+        )
     if not job.strip():
         fail("--job: must not be empty", exitcodes.USAGE)
+    if watch and targets_file is None:
+        fail("--watch: needs --targets-file (the file to keep current)", exitcodes.USAGE)
     to_stdout = _is_stdout(out)
     config_dir = None if to_stdout else os.path.dirname(os.path.abspath(out or "."))
 
     targets: list[dict[str, Any]] | None = None
+    members: list[dict[str, Any]] = []
     written: list[dict[str, Any]] = []
     if targets_file is not None:
         members = fetch_members(opts)
@@ -196,7 +231,7 @@ def scrape_config(
 
     if to_stdout:
         if opts.json:
-            data = scrape_config_data(job, sd_path, interval, rule_files)
+            data = scrape_config_data(job, sd_path, interval, rule_files, evaluation_interval)
             _stdout(
                 json.dumps(
                     {"kind": "PrometheusConfig", "config": data, "targets": targets},
@@ -204,12 +239,15 @@ def scrape_config(
                 )
             )
         else:
-            _stdout(render(job, sd_path, interval, rule_files), end="")
-        return
-    assert out is not None
-    path = _write(out, render(job, sd_path, interval, rule_files))
-    written.append({"path": path, "artifact": "config"})
-    _written(opts, written)
+            _stdout(render(job, sd_path, interval, rule_files, evaluation_interval), end="")
+    else:
+        assert out is not None
+        path = _write(out, render(job, sd_path, interval, rule_files, evaluation_interval))
+        written.append({"path": path, "artifact": "config"})
+        _written(opts, written)
+    if watch:
+        assert targets_file is not None and targets is not None
+        _watch_until_stopped(opts, targets_file, targets, members, refresh)
 
 
 def fetch_members(opts: GlobalOptions) -> list[dict[str, Any]]:
@@ -232,6 +270,116 @@ def fetch_members(opts: GlobalOptions) -> list[dict[str, Any]]:
             raise
         fail(f"{opts.node}: {exc}", code)
     return members_of(document)
+
+
+def fetch_members_from(url: str, opts: GlobalOptions) -> list[dict[str, Any]]:
+    """The member table of the node at ``url``; raises the client's errors (for --watch)."""
+    from plumctl.client import BadResponse, Client
+
+    with Client(url, opts.token, opts.timeout) as client:
+        document = client.members()
+    items = document.get("items")
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise BadResponse(f"{url}: /v1/members has no list of members under 'items'", url=url)
+    return items
+
+
+def watch_targets(
+    node: str,
+    members: list[dict[str, Any]],
+    current: list[dict[str, Any]],
+    fetch: Callable[[str], list[dict[str, Any]]],
+    write: Callable[[list[dict[str, Any]]], None],
+    sleep: Callable[[float], None],
+    refresh: float,
+    rounds: int | None = None,
+) -> list[dict[str, Any]]:
+    """Re-read the member table every ``refresh`` s; ``write`` the targets when they change.
+
+    ``fetch(url)`` reads one node's member table (raising on failure): ``node`` first,
+    then the admin URLs of the alive members last seen, so the watch outlives the node it
+    started from. When nobody answers, a warning and the file is kept. ``rounds`` bounds
+    the loop (tests); None runs until interrupted. Returns the targets last written.
+    """
+    from plumctl.client import ClientError
+    from plumctl.monitoring.scrape import file_sd_targets
+    from plumctl.output import warn
+
+    done = 0
+    failing = False
+    while rounds is None or done < rounds:
+        done += 1
+        sleep(refresh)
+        candidates = [node] + [
+            str(m["admin_url"])
+            for m in members
+            if m.get("state") == "alive" and isinstance(m.get("admin_url"), str)
+        ]
+        errors: list[str] = []
+        for url in dict.fromkeys(candidates):
+            try:
+                members = fetch(url)
+            except ClientError as exc:
+                errors.append(str(exc))
+                continue
+            break
+        else:
+            if not failing:
+                warn(f"cannot refresh the targets, keeping them as they are: {errors[0]}")
+            failing = True
+            continue
+        if failing:
+            _confirm("member table readable again")
+        failing = False
+        fresh = file_sd_targets(members)
+        if fresh != current:
+            before = {g["labels"]["node"] for g in current}
+            after = {g["labels"]["node"] for g in fresh}
+            change = [f"+{n}" for n in sorted(after - before)]
+            change += [f"-{n}" for n in sorted(before - after)]
+            write(fresh)
+            _confirm(
+                f"targets changed ({' '.join(change) or 'addresses'}): "
+                f"{len(fresh)} target(s) written"
+            )
+            current = fresh
+    return current
+
+
+def _watch_until_stopped(
+    opts: GlobalOptions,
+    targets_file: str,
+    targets: list[dict[str, Any]],
+    members: list[dict[str, Any]],
+    refresh: float,
+) -> None:
+    """Run :func:`watch_targets` until Ctrl-C or SIGTERM, both a clean exit 0."""
+    import json
+    import signal
+    import time
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    def write(fresh: list[dict[str, Any]]) -> None:
+        _write(targets_file, json.dumps(fresh, indent=2) + "\n", quiet=True)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    _confirm(f"watching the member table every {refresh:g}s (Ctrl-C to stop)")
+    try:
+        watch_targets(
+            opts.node,
+            members,
+            targets,
+            lambda url: fetch_members_from(url, opts),
+            write,
+            time.sleep,
+            refresh,
+        )
+    except KeyboardInterrupt:
+        _confirm("stopped watching")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def members_of(document: Any) -> list[dict[str, Any]]:

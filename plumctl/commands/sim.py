@@ -16,6 +16,8 @@ EXAMPLES = """**Examples**
   plumctl sim --nodes 200 --loss 0.05 -o json
 
   plumctl sim --nodes 1000 --crash 0.2 --seed 7
+
+  plumctl sim --membership swim --nodes 200 --loss 0.05 --slow 0.1 --duration 600
 """
 
 
@@ -50,6 +52,21 @@ def sim(
     flood: Annotated[
         bool, typer.Option("--flood/--no-flood", help="Also run the flood baseline.")
     ] = True,
+    slow: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Fraction of nodes whose processing is delayed by 2x the probe timeout "
+            "(swim membership).",
+        ),
+    ] = 0.0,
+    duration: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Simulated seconds of steady state before the broadcasts (swim)."
+        ),
+    ] = 0.0,
 ) -> None:
     from plumctl import exitcodes
     from plumctl.output import emit_json, fail
@@ -76,6 +93,8 @@ def sim(
         degree=degree,
         interval=interval,
         flood=flood,
+        slow=slow,
+        duration=duration,
     )
     try:
         report = _run_with_progress(run, params, quiet=opts.json)
@@ -135,7 +154,9 @@ def _print_report(d: dict[str, Any], wide: bool) -> None:
         "convergence_p50_s",
         "convergence_p99_s",
         "convergence_max_s",
+        "detection_p50_s",
         "detection_p99_s",
+        "detection_max_s",
         "detection_bound_s",
         "false_positives",
     ):
@@ -164,6 +185,8 @@ def _title(d: dict[str, Any]) -> str:
         faults.append(f"{100 * d['loss']:g}% loss")
     if d["crash"]:
         faults.append(f"{100 * d['crash']:g}% crash")
+    if d.get("slow_nodes"):
+        faults.append(f"{d['slow_nodes']} slow nodes")
     return (
         f"{d['nodes']} nodes · {d['broadcasts']} broadcasts (+{d['warmup']} warm-up) · "
         f"{d['profile']} · {d['membership']} · seed {d['seed']}"

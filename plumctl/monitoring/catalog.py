@@ -44,6 +44,7 @@ GAUGES: tuple[str, ...] = (
     "plumtree_cache_size",
     "plumtree_cache_capacity",
     "plumtree_ihave_queue_size",
+    "plumtree_ihave_queue_capacity",
     "plumtree_pending_grafts",
     "plumtree_seen_size",
     "swim_members",  # label state="alive|suspect|dead|left"

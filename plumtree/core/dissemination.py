@@ -24,9 +24,10 @@ def retransmit_limit(mult: int, n: int) -> int:
 
 
 class _Update:
-    __slots__ = ("message", "size", "tier")
+    __slots__ = ("message", "name", "size", "tier")
 
-    def __init__(self, message: Any, size: int) -> None:
+    def __init__(self, name: str, message: Any, size: int) -> None:
+        self.name = name
         self.message = message
         self.size = size
         self.tier = 0
@@ -61,7 +62,7 @@ class TransmitQueue:
             del self._tiers[old.tier][name]
         elif len(self._by_name) >= self.capacity:
             self._evict_one()
-        update = _Update(message, size)
+        update = _Update(name, message, size)
         self._by_name[name] = update
         self._tiers[0][name] = update
         if size < self.min_size:
@@ -82,42 +83,46 @@ class TransmitQueue:
 
         Each packed update counts one transmission; at ``limit`` it leaves the queue.
         """
-        if not self._by_name or budget < self.min_size:
+        min_size = self.min_size
+        if not self._by_name or budget < min_size:
             return 0
         used = 0
-        taken: list[tuple[str, _Update]] = []
+        taken: list[_Update] = []
         misses = 0
         tiers = self._tiers
+        full = False
         for tier in tiers:
             if not tier:
                 continue
-            for name in reversed(tier):
-                update = tier[name]
-                if used + update.size > budget:
+            for update in reversed(tier.values()):
+                size = update.size
+                if used + size > budget:
                     misses += 1
                     if misses > 8:
+                        full = True
                         break
                     continue
-                used += update.size
-                taken.append((name, update))
-                if len(taken) >= max_count or budget - used < self.min_size:
+                used += size
+                taken.append(update)
+                if len(taken) >= max_count or budget - used < min_size:
+                    full = True
                     break
-            else:
-                continue
-            break
+            if full:
+                break
+        if len(tiers) <= limit:
+            tiers.extend({} for _ in range(limit + 1 - len(tiers)))
         by_name = self._by_name
-        for name, update in taken:
+        for update in taken:
             out.append(update.message)
+            name = update.name
             t = update.tier
             del tiers[t][name]
             t += 1
             if t >= limit:
                 del by_name[name]
-                continue
-            update.tier = t
-            if t == len(tiers):
-                tiers.append({})
-            tiers[t][name] = update
+            else:
+                update.tier = t
+                tiers[t][name] = update
         return used
 
     def prune(self, limit: int) -> None:

@@ -207,6 +207,7 @@ class Plumtree:
             cache_size=len(self.cache),
             cache_capacity=self.cache.capacity,
             ihave_queue_size=len(self._ihave_queue),
+            ihave_queue_capacity=self.config.ihave_queue_max,
             pending_grafts=len(self._pending),
             seen_size=len(self.seen),
         )
@@ -234,7 +235,7 @@ class Plumtree:
                 cache_capacity=g.cache_capacity,
                 pending_grafts=g.pending_grafts,
                 ihave_queue_size=g.ihave_queue_size,
-                ihave_queue_capacity=self.config.ihave_queue_max,
+                ihave_queue_capacity=g.ihave_queue_capacity,
                 graft_sent_in_window=sent,
                 graft_failed_in_window=failed,
                 delivered_in_window=delivered,

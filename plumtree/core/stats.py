@@ -128,5 +128,6 @@ class PlumtreeGauges:
     cache_size: int
     cache_capacity: int
     ihave_queue_size: int
+    ihave_queue_capacity: int
     pending_grafts: int
     seen_size: int

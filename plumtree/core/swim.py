@@ -19,7 +19,8 @@ Protocol, as memberlist does it:
   at SuspicionMaxTimeoutMult x the minimum and shrink toward SuspicionMult *
   max(1, log10 N) * ProbeInterval as independent confirmations arrive. A Ping to a
   suspect carries the Suspect (buddy system), so the accused hears it first.
-* **Incarnations.** Higher incarnation wins; at equal incarnation dead > suspect > alive.
+* **Incarnations.** Higher incarnation wins; at equal incarnation left > dead > suspect >
+  alive (left over dead is ours: a member's own leave beats a failure verdict).
   Our own row is authoritative: an accusation is refuted with a higher incarnation.
 * **Dissemination.** Alive/Suspect/Dead updates ride on every datagram (and on gossip
   rounds to ``gossip_nodes`` random members, the recently dead included), each sent
@@ -34,7 +35,8 @@ Protocol, as memberlist does it:
 Deviations from memberlist, on purpose: the relay's Nack fires early enough to reach the
 prober before its deadline (memberlist's LAN timings make it arrive just too late); LHA
 scales the direct probe timeout too (as the Lifeguard paper does); a failed member that
-comes back from a different address is accepted (memberlist needs DeadNodeReclaimTime).
+comes back from a different address is accepted (memberlist needs DeadNodeReclaimTime);
+members first learned from a push-pull reply are not re-gossiped (see ``_merge``).
 """
 
 from __future__ import annotations
@@ -180,8 +182,6 @@ class Swim:
         self.awareness = Awareness(cfg.awareness_max_multiplier)
         self.counters = SwimCounters()
         self.probe_rtt = Histogram(PROBE_RTT_BUCKETS)
-        #: member name -> round trip of the last direct probe it acked (seconds)
-        self._rtts: dict[str, float] = {}
         self.queue = TransmitQueue(cfg.max_members + 1)
         self.joined = False
         self.left = False
@@ -192,6 +192,8 @@ class Swim:
         )
         self._outbox: list[Outgoing] = []
         self._events: list[ev.Event] = []
+        #: last probe round-trip time per member (indirect acks included), for the API
+        self._rtts: dict[str, float] = {}
         self._seq = self.rng.randrange(_MAX_SEQ)
         # probing
         self._probe: _Probe | None = None
@@ -217,6 +219,8 @@ class Swim:
         self._next_pushpull = (
             now + self.rng.uniform(0.0, cfg.push_pull_interval) if cfg.push_pull_interval else None
         )
+        self._catchup: tuple[float, str] | None = None
+        self._state_cache: tuple[int, list[MemberState]] | None = None
         self._next_reconnect = (
             now + self.rng.uniform(0.0, cfg.reconnect_interval) if cfg.reconnect_interval else None
         )
@@ -268,10 +272,15 @@ class Swim:
 
     def receive_packet(self, from_addr: str, sender: str, messages: list[Any], now: float) -> None:
         """Handle one datagram's messages (a probe message plus piggybacked updates)."""
+        by_name = self.table.by_name
+        local = self.local
         for msg in messages:
             kind = type(msg)
             if kind is Alive:
                 self.counters.updates_received += 1
+                m = by_name.get(msg.name)
+                if m is not None and msg.incarnation <= m.incarnation and m is not local:
+                    continue  # old news (the common case): nothing to do
                 self._on_alive(msg, now)
             elif kind is Suspect:
                 self.counters.updates_received += 1
@@ -299,7 +308,15 @@ class Swim:
             # memberlist answers with its state as it was, then merges the remote one
             self._stream(from_addr, PushPull(message.join, True, self._local_state()))
         self.counters.pushpull_exchanges += 1
-        self._merge(message.members, now)
+        self._merge(message.members, now, regossip_new=not message.reply)
+        if message.reply and message.join and not self.joined:
+            # catch-up: members that joined concurrently with us reach us by gossip only,
+            # which a join storm can miss; the seed that answered knows every one of them,
+            # so one more exchange with it a little later closes the gap ("join twice")
+            self._catchup = (
+                now + self.config.probe_interval * (1.0 + self.rng.random()),
+                from_addr,
+            )
         if sender != self.name:
             self.joined = True
 
@@ -320,11 +337,17 @@ class Swim:
         if now >= self._next_gossip:
             self._gossip(now)
         if self._next_pushpull is not None and now >= self._next_pushpull:
-            self._next_pushpull = now + pushpull_scale(
-                self.config.push_pull_interval, self.table.cluster_size()
+            interval = self.config.push_pull_interval
+            self._next_pushpull = (
+                now + pushpull_scale(interval, self.table.cluster_size()) if interval else None
             )
             if not self.left:
                 self._push_pull(self.table.alive)
+        if self._catchup is not None and now >= self._catchup[0]:
+            addr = self._catchup[1]
+            self._catchup = None
+            if not self.left:
+                self._stream(addr, PushPull(False, False, self._local_state()))
         if self._next_reconnect is not None and now >= self._next_reconnect:
             self._next_reconnect = now + self.config.reconnect_interval
             if not self.left:
@@ -346,6 +369,8 @@ class Swim:
             deadline = self._next_pushpull
         if self._next_reconnect is not None and self._next_reconnect < deadline:
             deadline = self._next_reconnect
+        if self._catchup is not None and self._catchup[0] < deadline:
+            deadline = self._catchup[0]
         if self._relay_timers and self._relay_timers[0][0] < deadline:
             deadline = self._relay_timers[0][0]
         if self._suspicion_timers and self._suspicion_timers[0][0] < deadline:
@@ -365,11 +390,6 @@ class Swim:
 
     # ------------------------------------------------------------------ views
 
-    def rtts(self) -> dict[str, float]:
-        """Round trip (seconds) of the last direct probe each member acked (the admin
-        API's ``rtt_ms`` of a peer); members never probed directly are absent."""
-        return dict(self._rtts)
-
     def members(self) -> list[MemberRecord]:
         """Every known member (ourselves included), in table order."""
         return [m.record() for m in self.table.by_name.values()]
@@ -384,6 +404,11 @@ class Swim:
     def live_names(self) -> list[str]:
         """Other members alive or suspect (the peer set Plumtree should have)."""
         return list(self.table.live)
+
+    def rtts(self) -> dict[str, float]:
+        """Last measured probe round-trip time (seconds) of each member we probed."""
+        table = self.table
+        return {name: rtt for name, rtt in self._rtts.items() if name in table}
 
     @property
     def alive_count(self) -> int:
@@ -503,8 +528,9 @@ class Swim:
         p = self._probe
         if p is not None and p.seq == seq:
             self._probe = None
-            self.probe_rtt.observe(now - p.start)
-            self._rtts[p.target] = now - p.start
+            rtt = now - p.start
+            self.probe_rtt.observe(rtt)
+            self._rtts[p.target] = rtt
             self.awareness.apply_delta(-1)
             return
         relay = self._relays.pop(seq, None)
@@ -553,7 +579,7 @@ class Swim:
 
     # ------------------------------------------------------------------ updates
 
-    def _on_alive(self, a: Alive, now: float) -> None:
+    def _on_alive(self, a: Alive, now: float, regossip_new: bool = True) -> None:
         name = a.name
         if name == self.name:
             self._alive_about_us(a)
@@ -567,7 +593,8 @@ class Swim:
             m = Member(name, a.addr, a.incarnation, a.meta, now)
             table.add(m)
             self._probe_list_insert(name)
-            self._queue_update(name, a)
+            if regossip_new:
+                self._queue_update(name, a)
             self._changed()
             self._events.append(ev.MemberJoined(name, a.addr, a.incarnation, a.meta))
             return
@@ -594,6 +621,8 @@ class Swim:
         elif changed:
             self._changed()
             self._events.append(ev.MemberUpdated(name, a.addr, a.incarnation, a.meta))
+        else:
+            self._changed()  # a new incarnation only
 
     def _alive_about_us(self, a: Alive) -> None:
         if self.left:
@@ -648,10 +677,12 @@ class Swim:
         if m is None or d.incarnation < m.incarnation:
             return
         self._clear_suspicion(name)
-        if m.state >= DEAD:
-            return
-        m.incarnation = d.incarnation
         graceful = d.origin == name
+        if m.state == LEFT or (m.state == DEAD and not graceful):
+            return
+        # (a member we declared failed may still tell us it left: its word wins, so both
+        # sides of a partition end up agreeing that it left)
+        m.incarnation = d.incarnation
         self.table.set_state(m, LEFT if graceful else DEAD, now)
         self._queue_update(name, d)
         self._changed()
@@ -673,6 +704,7 @@ class Swim:
             self.counters.incarnation_overflows += 1
         local.incarnation = inc
         local.touch()
+        self._changed()
         self.awareness.apply_delta(1)  # being accused is a hint that we are the slow one
         self.counters.refutations += 1
         self._queue_update(self.name, self._local_alive())
@@ -783,9 +815,14 @@ class Swim:
     # ------------------------------------------------------------------ push-pull
 
     def _local_state(self) -> list[MemberState]:
-        state = [m.wire() for m in self.table.by_name.values()]
+        """Our table as push-pull entries (cached until the table changes)."""
+        cached = self._state_cache
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        state = [m._wire or m.wire() for m in self.table.by_name.values()]
         if len(state) > limits.MAX_PUSHPULL_MEMBERS:
             del state[limits.MAX_PUSHPULL_MEMBERS :]
+        self._state_cache = (self.version, state)
         return state
 
     def _push_pull(self, pool: Any) -> None:
@@ -800,22 +837,34 @@ class Swim:
         self.counters.streams_sent += 1
         self._outbox.append(Outgoing(addr, [message], True))
 
-    def _merge(self, remote: list[MemberState], now: float) -> None:
-        """memberlist's mergeState: alive as Alive, left as a leave, dead as a suspicion."""
-        order = list(remote)
-        self.rng.shuffle(order)  # random order: consumers (Plumtree) see peers unbiased
+    def _merge(self, remote: list[MemberState], now: float, regossip_new: bool) -> None:
+        """memberlist's mergeState: alive as Alive, left as a leave, dead as a suspicion.
+
+        Unlike memberlist, members first learned from a push-pull *reply* are not queued
+        for gossip (``regossip_new`` False): the reply already carried them, and a joiner
+        would otherwise re-gossip the whole table it was just given (N^2 updates in a join
+        storm) while its own Alive, the one update that matters, waits behind them. The
+        answering side (a seed learning the joiner) re-gossips as memberlist does, and
+        changes to members we knew (revivals, incarnations, suspicions) always are.
+        """
         by_name = self.table.by_name
         me = self.name
-        for r in order:
+        todo: list[MemberState] = []
+        for r in remote:
+            m = by_name.get(r.name)
+            if m is None:
+                if r.state == ALIVE:
+                    todo.append(r)
+            elif r.incarnation > m.incarnation or r.name == me:
+                todo.append(r)
+            elif r.incarnation == m.incarnation and r.state > m.state and r.state != ALIVE:
+                todo.append(r)  # same incarnation, worse news (suspect/dead/left)
+        self.rng.shuffle(todo)  # random order: consumers (Plumtree) see peers unbiased
+        for r in todo:
             name = r.name
-            m = by_name.get(name)
             state = r.state
             if state == ALIVE:
-                if m is not None and r.incarnation <= m.incarnation and name != me:
-                    continue
-                self._on_alive(Alive(name, r.incarnation, r.addr, r.meta), now)
-            elif m is None or r.incarnation < m.incarnation:
-                continue
+                self._on_alive(Alive(name, r.incarnation, r.addr, r.meta), now, regossip_new)
             elif state == LEFT:
                 self._on_dead(Dead(name, r.incarnation, name), now)
             else:
@@ -831,7 +880,7 @@ class Swim:
         """memberlist: append, then swap with a random position (keeps detection fast)."""
         lst = self._probe_list
         lst.append(name)
-        j = self.rng.randrange(len(lst))
+        j = int(self.rng.random() * len(lst))
         lst[j], lst[-1] = lst[-1], lst[j]
 
     def _changed(self) -> None:

@@ -293,7 +293,7 @@ class Node:
 
     def peers(self) -> list[dict[str, Any]]:
         self._check_running()
-        rtts = self.swim.rtts() if hasattr(self.swim, "rtts") else {}
+        rtts = self.swim.rtts()
         out = []
         for info in self.plumtree.peer_infos():
             row = info.as_dict()

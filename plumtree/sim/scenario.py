@@ -44,6 +44,10 @@ class SimParams:
     #: 0: any live node originates; k: only the first k nodes do (1: a single sender)
     origins: int = 0
     plumtree: PlumtreeConfig | None = None
+    #: swim membership only: fraction of nodes whose processing is delayed by 2x the
+    #: probe timeout, and simulated seconds of steady state before the broadcasts
+    slow: float = 0.0
+    duration: float = 0.0
 
     def plumtree_config(self) -> PlumtreeConfig:
         return self.plumtree or PlumtreeConfig.preset(self.profile)
@@ -143,6 +147,8 @@ class SimReport:
     plumtree: ProtocolResult
     flood: ProtocolResult | None
     crashed: int
+    #: mode-specific flat keys merged into ``as_dict`` (swim: convergence, detection, ...)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         p = self.plumtree
@@ -191,6 +197,7 @@ class SimReport:
                 "flood_broadcasts": self.params["flood_broadcasts"] if f else 0,
             }
         )
+        out.update(self.extra)
         return out
 
 

@@ -48,6 +48,10 @@ class Cluster:
         self._heap: list[tuple[float, int, str, str, Outgoing]] = []
         self._seq = itertools.count()
         self.max_datagram = 0
+        #: the runtime's job, modelled here: retry a join every second until it succeeds
+        self.seeds: dict[str, list[str]] = {}
+        self.join_retry = 1.0
+        self._next_retry = self.join_retry
 
     # -------------------------------------------------------------- membership of the net
 
@@ -67,6 +71,7 @@ class Cluster:
         self.down.pop(name, None)
         self.events.setdefault(name, [])
         if join:
+            self.seeds[name] = list(join)
             node.join(join, self.now)
         self.flush(name)
         return node
@@ -135,6 +140,17 @@ class Cluster:
         self.run_until(self.now + duration)
 
     def run_until(self, t_end: float) -> None:
+        while self._next_retry <= t_end:
+            self._run_until(self._next_retry)
+            self._next_retry += self.join_retry
+            for name, seeds in self.seeds.items():
+                node = self.nodes[name]
+                if not node.joined and name not in self.down:
+                    node.join(seeds, self.now)
+                    self.flush(name)
+        self._run_until(t_end)
+
+    def _run_until(self, t_end: float) -> None:
         while True:
             t_msg = self._heap[0][0] if self._heap else float("inf")
             best, who = t_msg, None

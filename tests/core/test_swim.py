@@ -251,6 +251,10 @@ def _member(a: Swim, name: str) -> tuple[str, int]:
         ([Dead("b", 1, "c")], Alive("b", 1, "b", {}), ("dead", 1)),
         ([Dead("b", 1, "c")], Suspect("b", 1, "d"), ("dead", 1)),
         ([Dead("b", 1, "c")], Suspect("b", 5, "d"), ("dead", 1)),
+        # its own leave beats a failure verdict; a failure verdict never beats a leave
+        ([Dead("b", 1, "c")], Dead("b", 1, "b"), ("left", 1)),
+        ([Dead("b", 1, "b")], Dead("b", 1, "c"), ("left", 1)),
+        ([Dead("b", 1, "b")], Dead("b", 4, "c"), ("left", 1)),
         # a dead (or left) member coming back with a higher incarnation is alive again
         ([Dead("b", 1, "c")], Alive("b", 2, "b", {}), ("alive", 2)),
         ([Dead("b", 1, "b")], Alive("b", 2, "b", {}), ("alive", 2)),
@@ -593,3 +597,13 @@ def test_same_seed_same_run() -> None:
         return [(n, c.nodes[n].counters.packets_sent) for n in names]
 
     assert run() == run()
+
+
+def test_probe_round_trip_times_are_kept_per_member() -> None:
+    cluster = Cluster(seed=5, latency=0.002)
+    names = cluster.start(3)
+    cluster.run(10.0)
+    rtts = cluster.nodes[names[0]].rtts()
+    assert rtts, "probes measured something"
+    assert set(rtts) <= set(names[1:])
+    assert all(0.004 <= r < 0.1 for r in rtts.values()), rtts  # two 2 ms hops
