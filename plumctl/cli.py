@@ -84,6 +84,7 @@ def _register() -> None:
         node,
         peers,
         sim,
+        top,
         version,
     )
 
@@ -96,6 +97,7 @@ def _register() -> None:
         health,
         metrics,
         monitor,
+        top,
         sim,
         monitoring,
         completion,

@@ -13,7 +13,8 @@ parser reports) plus the label set.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -155,33 +156,190 @@ def parse(text: str, at: float) -> Scrape:
         raise ExpositionError(f"exposition must be text, not {type(text).__name__}")
     if "\x00" in text:
         raise ExpositionError("exposition contains a NUL byte")
-    from prometheus_client.parser import text_string_to_metric_families
-
     samples: dict[SeriesKey, float] = {}
     families: dict[str, str] = {}
     sample_type: dict[str, str] = {}
     try:
-        for family in text_string_to_metric_families(text):
-            if _is_created(family.name):
+        for family_name, family_type, family_samples in _families(text):
+            if _is_created(family_name):
                 continue
-            families[family.name] = family.type
-            for sample in family.samples:
-                if _is_created(sample.name):
+            families[family_name] = family_type
+            for sample_name, sample_labels, sample_value in family_samples:
+                if _is_created(sample_name):
                     continue
-                labels = frozenset((str(k), str(v)) for k, v in sample.labels.items())
-                key = (sample.name, labels)
+                labels = frozenset((str(k), str(v)) for k, v in sample_labels.items())
+                key = (sample_name, labels)
                 if key in samples:
                     raise ExpositionError(f"duplicate series {_show(key)}")
-                bucket = family.type == "histogram" and sample.name.endswith("_bucket")
+                bucket = family_type == "histogram" and sample_name.endswith("_bucket")
                 if bucket and _le_of(labels) is None:
                     raise ExpositionError(f"histogram bucket without a numeric le: {_show(key)}")
-                samples[key] = float(sample.value)
-                sample_type[sample.name] = family.type
+                samples[key] = float(sample_value)
+                sample_type[sample_name] = family_type
     except ExpositionError:
         raise
     except Exception as exc:  # the parser raises ValueError, IndexError, KeyError, ...
         raise ExpositionError(f"cannot parse metrics exposition: {_one_line(exc)}") from exc
     return Scrape.from_samples(samples, at, families, sample_type)
+
+
+#: One sample as the parser reports it: (sample name, labels, value).
+_Sample = tuple[str, dict[str, str], float]
+#: One family as the parser reports it: (name, type, samples).
+_Family = tuple[str, str, list[_Sample]]
+_METRIC_TYPES = frozenset(
+    {"counter", "gauge", "summary", "histogram", "gaugehistogram", "unknown", "info", "stateset"}
+)
+
+
+def _families(text: str) -> Iterable[_Family]:
+    """The families of ``text``: :func:`_fast_families` when it can, else prometheus_client."""
+    fast = _fast_families(text)
+    if fast is not None:
+        return fast
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return (
+        (f.name, f.type, [(s.name, s.labels, s.value) for s in f.samples])
+        for f in text_string_to_metric_families(text)
+    )
+
+
+# -- fast path ---------------------------------------------------------------------------
+# prometheus_client's text parser reads labels character by character; for the plain
+# exposition nodes write (what generate_latest produces) it was most of the CPU of
+# `plumctl top` per poll. _fast_families() replays the very same state machine
+# (prometheus_client/parser.py, text_fd_to_metric_families) with regular expressions,
+# and gives up (None) on anything it does not handle exactly like it: non-ASCII text,
+# quotes in comments, escapes, spaces inside label sets, timestamps, exemplars, odd
+# whitespace, any error. Then the full parser runs, so results and errors are its own.
+# tests/cli/test_promtext_fastpath.py checks both paths agree on generated expositions.
+
+_ODD_WHITESPACE = re.compile(r"[\x0b\x0c\x1c-\x1f]")
+_LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_SAMPLE_LINE = re.compile(
+    r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[^{}"\\]|"[^"\\]*")*)\})?[ \t]+([^ \t]+)\Z'
+)
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+_LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*)"(?:,|\Z)')
+_ALLOWED_SUFFIXES = {
+    "counter": ("",),
+    "gauge": ("",),
+    "summary": ("_count", "_sum", ""),
+    "histogram": ("_count", "_sum", "_bucket"),
+}
+
+
+def _fast_labels(text: str) -> dict[str, str] | None:
+    labels: dict[str, str] = {}
+    pos = 0
+    end = len(text)
+    while pos < end:
+        m = _LABEL_PAIR.match(text, pos)
+        if m is None:
+            return None
+        name, value = m.group(1), m.group(2)
+        if name in labels or name.startswith("__"):
+            return None  # an error or __name__: the full parser decides
+        labels[name] = value
+        pos = m.end()
+    return labels
+
+
+def _fast_value(text: str) -> float | None:
+    if "_" in text:
+        return None
+    if _INTEGER.match(text):
+        return float(int(text))  # as prometheus_client: int first ("-0" is 0), then float
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _fast_families(text: str) -> list[_Family] | None:
+    if not text.isascii() or _ODD_WHITESPACE.search(text):
+        return None
+    out: list[_Family] = []
+
+    def build(name: str, typ: str, samples: list[_Sample]) -> None:
+        # prometheus_client's build_metric() and Metric(): counters lose "_total" (or their
+        # samples gain it), "untyped" is "unknown", other types and empty names are errors
+        if typ == "counter":
+            if name.endswith("_total"):
+                name = name[:-6]
+            else:
+                samples = [(s[0] + "_total", s[1], s[2]) for s in samples]
+        typ = "unknown" if typ == "untyped" else typ
+        if not name or typ not in _METRIC_TYPES:
+            raise _GiveUp
+        out.append((name, typ, samples))
+
+    try:
+        _replay(text.split("\n"), build)
+    except _GiveUp:
+        return None
+    return out
+
+
+class _GiveUp(Exception):
+    """The fast path cannot vouch for this text: the full parser must read it."""
+
+
+def _replay(lines: list[str], build: Callable[[str, str, list[_Sample]], None]) -> None:
+    """prometheus_client's text_fd_to_metric_families, line by line (see above)."""
+    name = ""
+    typ = "untyped"
+    samples: list[_Sample] = []
+    allowed: tuple[str, ...] = ()
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith("#"):
+            if '"' in line:
+                raise _GiveUp
+            parts = line.split(None, 3)
+            if len(parts) < 2:
+                continue
+            candidate = ""
+            if len(parts) > 2:
+                if parts[1] != "TYPE" and parts[1] != "HELP":
+                    continue
+                candidate = parts[2]
+                if not _LEGACY_NAME.match(candidate):
+                    raise _GiveUp
+            if parts[1] == "HELP":
+                if candidate != name:
+                    if name != "":
+                        build(name, typ, samples)
+                    name, typ, samples, allowed = candidate, "untyped", [], (candidate,)
+            elif parts[1] == "TYPE":
+                if len(parts) < 4:
+                    raise _GiveUp
+                if candidate != name:
+                    if name != "":
+                        build(name, typ, samples)
+                    name, samples = candidate, []
+                typ = parts[3]
+                allowed = tuple(name + suffix for suffix in _ALLOWED_SUFFIXES.get(typ, ("",)))
+        elif line:
+            m = _SAMPLE_LINE.match(line)
+            if m is None:
+                raise _GiveUp
+            sample_name, label_text, value_text = m.groups()
+            labels = _fast_labels(label_text) if label_text else {}
+            value = _fast_value(value_text)
+            if labels is None or value is None:
+                raise _GiveUp
+            sample = (sample_name, labels, value)
+            if sample_name in allowed:
+                samples.append(sample)
+            else:
+                if name != "":
+                    build(name, typ, samples)
+                name, typ, samples, allowed = "", "untyped", [], ()
+                build(sample_name, "untyped", [sample])
+    if name != "":
+        build(name, typ, samples)
 
 
 def _show(key: SeriesKey) -> str:

@@ -295,32 +295,60 @@ def _rules(t: Thresholds) -> dict[str, tuple[str, float | None, float | None]]:
     }
 
 
+#: Lazy peers that make a node with fewer than 2 eager peers redundant enough (structural,
+#: not a tunable threshold: the ``plumtree_lazy_peers < 1`` of ``PlumtreeReducedRedundancy``).
+REDUNDANT_LAZY_PEERS = 1
+
 #: The ``NodeRates`` fields that have alert thresholds (the others are never coloured).
 CLASSIFIED: frozenset[str] = frozenset(_rules(SEED_THRESHOLDS))
 
 
-def classify(metric: str, value: float | None, t: Thresholds = SEED_THRESHOLDS) -> Level:
+def classify(
+    metric: str,
+    value: float | None,
+    t: Thresholds = SEED_THRESHOLDS,
+    *,
+    lazy: float | None = None,
+) -> Level:
     """Level of ``value`` for ``metric`` (a :class:`NodeRates` field in :data:`CLASSIFIED`).
 
     Comparisons are the seed's: eager peers < 1 critical, < 2 warning; Graft failures
     > 20/min critical, > 5/min warning; cache > 95% critical, > 80% warning; duplicates
     > 50% critical, > 30% warning; pending Grafts > 100 warning; total peers < 2 warning.
     ``None`` or NaN is :attr:`Level.UNKNOWN`. An unknown metric name is a ``KeyError``.
+
+    Eager peers are read as the project reads the seed's "eager peers < 2 (warning)"
+    row (see :mod:`plumtree.core.health` and the ``PlumtreeReducedRedundancy`` rule): a
+    pruned tree leaves most nodes with one eager peer whose redundancy is their lazy
+    peers, so with ``lazy`` given the warning needs ``eager < 2 and lazy < 1``. Without
+    ``lazy`` (unknown) the seed's row applies literally. ``eager < 1`` is always critical.
     """
     direction, critical, warning = _rules(t)[metric]
     if value is None or math.isnan(value):
         return Level.UNKNOWN
-    return (_below if direction == "below" else _above)(value, critical, warning)
+    level = (_below if direction == "below" else _above)(value, critical, warning)
+    if (
+        metric == "eager_peers"
+        and level is Level.WARNING
+        and lazy is not None
+        and not math.isnan(lazy)
+        and lazy >= REDUNDANT_LAZY_PEERS
+    ):
+        return Level.OK
+    return level
 
 
 def classify_rates(rates: NodeRates, t: Thresholds = SEED_THRESHOLDS) -> dict[str, Level]:
     """Level of every classified field of ``rates``.
+
+    Eager peers are judged together with ``rates.lazy_peers`` (see :func:`classify`).
 
     The duplicate rate is only judged once ``t.duplicate_ratio_min_delivered`` messages
     were delivered in the window (as the node's own health check does); below that it is
     :attr:`Level.OK`, so one duplicate of one delivery does not paint the cell red.
     """
     levels = {name: classify(name, getattr(rates, name), t) for name in sorted(CLASSIFIED)}
+    levels["eager_peers"] = classify("eager_peers", rates.eager_peers, t, lazy=rates.lazy_peers)
     delivered = rates.delivered_in_window
     if (
         levels["duplicate_pct"] is not Level.UNKNOWN

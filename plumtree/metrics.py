@@ -20,6 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from plumtree.core.health import Status
 from plumtree.core.stats import SEED_COUNTERS, Histogram
 
 if TYPE_CHECKING:
@@ -125,9 +126,26 @@ class NodeCollector(Collector):
             yield GaugeMetricFamily(f"plumtree_{name}", doc, value=getattr(gauges, name))
         for name, hist in tree.histograms.items():
             yield histogram_family(f"plumtree_{name}", _HISTOGRAM_HELP[name], hist)
+        yield self._health(node)
         yield from self._transport(node)
         yield from self._swim(node)
         yield from self._runtime(node)
+
+    def _health(self, node: Node) -> Metric:
+        """The node's /v1/health verdict as a state set: 1 for its status, 0 for the others.
+
+        Lets a dashboard (``plumctl top``) or Prometheus read every node's status from the
+        one scrape it makes anyway, instead of a second request per node.
+        """
+        status = node.health().status
+        family = GaugeMetricFamily(
+            "plumtree_health_status",
+            "Node health status as /v1/health reports it (1 for the current status)",
+            labels=["status"],
+        )
+        for candidate in Status:
+            family.add_metric([candidate.value], 1.0 if candidate is status else 0.0)
+        return family
 
     def _transport(self, node: Node) -> Iterator[Metric]:
         stats = node.transport.stats
@@ -200,14 +218,20 @@ class NodeCollector(Collector):
 
 
 def make_registry(node: Node) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
+    # collectors_without_names: NodeCollector has no describe(), and restricted scrapes
+    # (?name[]=...) must still reach it
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
     registry.register(NodeCollector(node))
     return registry
 
 
-def render(registry: CollectorRegistry) -> bytes:
+def render(registry: CollectorRegistry, names: list[str] | None = None) -> bytes:
+    """The text exposition; with ``names`` only those samples (``?name[]=`` as in
+    prometheus_client's own handlers: sample names, e.g. ``x_total`` or ``x_bucket``)."""
     from prometheus_client.exposition import generate_latest
 
+    if names:
+        return generate_latest(registry.restricted_registry(names))
     return generate_latest(registry)
 
 

@@ -125,9 +125,28 @@ async def message(request: web.Request) -> web.Response:
         return error(400, "bad message id", "expected 32 hex characters")
 
 
+#: Most events ``GET /v1/events?recent=N`` returns (the ring buffer keeps 1000).
+RECENT_EVENTS_MAX = 1000
+
+
 async def events(request: web.Request) -> web.StreamResponse:
+    """The event stream (NDJSON), or with ``?recent=N`` the last N events as one JSON list.
+
+    ``?recent=N`` answers at once from the node's ring buffer (newest last, filtered by
+    ``level``) and does not stream: for dashboards that poll (``plumctl top``).
+    """
     node = _node(request)
     level = request.query.get("level", "debug")
+    recent_text = request.query.get("recent")
+    if recent_text is not None:
+        try:
+            recent = int(recent_text)
+        except ValueError:
+            recent = -1
+        if not 0 <= recent <= RECENT_EVENTS_MAX:
+            return error(400, "bad 'recent'", f"expected a count from 0 to {RECENT_EVENTS_MAX}")
+        items = node.events.recent(recent, level) if recent else []
+        return _json({"kind": "EventList", "node": node.name, "items": items})
     since_text = request.query.get("since")
     try:
         since = int(since_text) if since_text is not None else None
@@ -175,7 +194,7 @@ async def metrics(request: web.Request) -> web.Response:
     from plumtree.metrics import CONTENT_TYPE, render
 
     server: AdminServer = request.app[SERVER_KEY]  # type: ignore[assignment]
-    body = render(server.registry)
+    body = render(server.registry, request.query.getall("name[]", []))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

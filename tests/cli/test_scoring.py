@@ -344,3 +344,40 @@ def test_classify_rates_does_not_judge_duplicates_on_few_deliveries() -> None:
     many = dataclasses.replace(base, duplicate_pct=100.0, delivered_in_window=1000.0)
     assert classify_rates(few)["duplicate_pct"] is Level.OK
     assert classify_rates(many)["duplicate_pct"] is Level.CRITICAL
+
+
+@pytest.mark.parametrize(
+    ("eager", "lazy", "level"),
+    [
+        (0, 5, Level.CRITICAL),  # isolated, whatever the lazy peers
+        (0, None, Level.CRITICAL),
+        (1, 0, Level.WARNING),  # eager < 2 and lazy < 1: reduced redundancy
+        (1, 1, Level.OK),  # a tree leaf with a lazy backup is healthy
+        (1, 4, Level.OK),
+        (1, None, Level.WARNING),  # lazy unknown: the seed's row as written
+        (1, math.nan, Level.WARNING),
+        (2, 0, Level.OK),
+        (None, 3, Level.UNKNOWN),
+    ],
+)
+def test_classify_eager_peers_with_lazy(
+    eager: float | None, lazy: float | None, level: Level
+) -> None:
+    assert classify("eager_peers", eager, lazy=lazy) is level
+
+
+def test_classify_rates_judges_eager_with_lazy_like_the_health_model() -> None:
+    from plumtree.core.health import HealthInputs, evaluate
+
+    def rates(eager: int, lazy: int) -> dict[str, Level]:
+        return classify_rates(
+            key_queries(None, node(1, plumtree_eager_peers=eager, plumtree_lazy_peers=lazy))
+        )
+
+    for eager, lazy in [(0, 0), (0, 3), (1, 0), (1, 1), (1, 5), (2, 0), (3, 3)]:
+        level = rates(eager, lazy)["eager_peers"]
+        inputs = HealthInputs(eager, lazy, cache_size=0, cache_capacity=10, pending_grafts=0)
+        report = evaluate(inputs)
+        peers = {c.name: c.status for c in report.checks}
+        node_status = max(peers["connectivity"], peers["redundancy"], key=lambda s: s.rank)
+        assert level.status is node_status, (eager, lazy)
