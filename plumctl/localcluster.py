@@ -194,6 +194,20 @@ def stop_nodes(nodes: list[NodeProcess], grace: float) -> dict[str, str]:
     return outcome
 
 
+def terminate(procs: list[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
+    """Stop child processes we spawned (SIGTERM, then SIGKILL after ``grace``)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

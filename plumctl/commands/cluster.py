@@ -78,6 +78,7 @@ def up(
         NodeProcess,
         spawn_node,
         stop_nodes,
+        terminate,
         wait_ready,
     )
     from plumctl.output import emit_json, fail, stderr
@@ -114,8 +115,10 @@ def up(
             extra += [flag, str(path.resolve())]
     console = stderr()
     started: list[NodeProcess] = []
+    spawned: list[Any] = []  # every process we started, ready or not: ours to clean up
     try:
         proc, ready, log_path = spawn_node(where, names[0], profile, [], extra)
+        spawned.append(proc)
         info = wait_ready(proc, ready, log_path, READY_TIMEOUT)
         started.append(
             NodeProcess(names[0], proc.pid, info["gossip_addr"], info["admin_url"], str(log_path))
@@ -123,16 +126,23 @@ def up(
         state.nodes = started
         state.save()
         seed = info["gossip_addr"]
-        pending = [(name, *spawn_node(where, name, profile, [seed], extra)) for name in names[1:]]
+        pending = []
+        for name in names[1:]:
+            proc, ready, log_path = spawn_node(where, name, profile, [seed], extra)
+            spawned.append(proc)
+            pending.append((name, proc, ready, log_path))
         for name, proc, ready, log_path in pending:
             info = wait_ready(proc, ready, log_path, READY_TIMEOUT)
             started.append(
                 NodeProcess(name, proc.pid, info["gossip_addr"], info["admin_url"], str(log_path))
             )
             state.save()
-    except ClusterError as exc:
+    except (ClusterError, KeyboardInterrupt) as exc:
         stop_nodes(started, grace=5.0)
+        terminate(spawned)
         (where / "cluster.json").unlink(missing_ok=True)
+        if isinstance(exc, KeyboardInterrupt):
+            fail("interrupted: stopped the nodes started so far", exitcodes.FAILED)
         fail(str(exc), exitcodes.FAILED)
     converged, seen = _wait_converged(started, nodes, wait, quiet=opts.json, timeout=opts.timeout)
     if opts.json:

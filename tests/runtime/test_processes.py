@@ -294,3 +294,14 @@ def test_json_logs_are_one_object_per_line_and_message_lines_carry_id_and_hops(
     assert any("started" in r["msg"] for r in records) and any(
         "stopped" in r["msg"] for r in records
     )
+
+
+def test_a_failed_up_leaves_no_node_behind(tmp_path: Path) -> None:
+    # a config every node refuses: the seed exits during start, and so does everything
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[swim]\nprobe_interval = 0.1\nprobe_timeout = 0.5\n")
+    result = run("cluster", "up", "-n", "3", "--dir", str(tmp_path / "c"), "--config", str(bad))
+    assert result.returncode == 1
+    assert "exited with code 2 during start" in result.stderr
+    assert "probe_timeout" in result.stderr
+    assert not (tmp_path / "c" / "cluster.json").exists()
