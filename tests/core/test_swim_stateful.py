@@ -75,7 +75,8 @@ class SwimCluster(RuleBasedStateMachine):
             return
         name = data.draw(st.sampled_from(down))
         self.cluster.add(name, join=[n for n in self.names if n != name])
-        self.left.pop(name, None)
+        # a node that left and restarts stays in ``left``: if it crashes again before
+        # anyone heard of the restart, "left" is still the newest news they have
         # a new process: its own views start over; others' views of it must not go down
         for key in [k for k in self.max_inc if k[0] == name]:
             del self.max_inc[key]
