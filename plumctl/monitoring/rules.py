@@ -32,6 +32,11 @@ _GRAFT_FAILED_RATE = f"rate(plumtree_graft_failed_total[{WINDOW}])"
 _CACHE_RATIO = "plumtree_cache_size / plumtree_cache_capacity"
 
 
+def _enough_deliveries(t: Thresholds) -> str:
+    """The health model's floor: a ratio over a handful of messages is noise, not topology."""
+    return f"increase(plumtree_messages_delivered_total[{WINDOW}]) >= {t.duplicate_ratio_min_delivered}"
+
+
 @dataclass(frozen=True, slots=True)
 class AlertRule:
     alert: str
@@ -186,21 +191,22 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
         ),
         AlertRule(
             alert="PlumtreeElevatedDuplicateRate",
-            expr=f"{_DUP_RATE} / {_DELIVERED_RATE} > {dup_warn}\nand {_DELIVERED_RATE} > 0",
+            expr=f"{_DUP_RATE} / {_DELIVERED_RATE} > {dup_warn}\nand {_enough_deliveries(t)}",
             for_="5m",
             severity="warning",
             summary="Elevated duplicate message rate on {{ $labels.instance }}",
             description=(
                 "Duplicates are {{ $value | humanizePercentage }} of deliveries "
-                f"(warning above {pct(t.duplicate_ratio_warning)}). Judged only while the "
-                "node delivers messages."
+                f"(warning above {pct(t.duplicate_ratio_warning)}). Judged only once "
+                f"the node delivered {t.duplicate_ratio_min_delivered} messages in the window, "
+                "like its own health check."
             ),
             runbook="Review fanout settings",
             origin="alert table: duplicate rate > 30%, Warning",
         ),
         AlertRule(
             alert="PlumtreeSevereDuplicateRate",
-            expr=f"{_DUP_RATE} / {_DELIVERED_RATE} > {dup_crit}\nand {_DELIVERED_RATE} > 0",
+            expr=f"{_DUP_RATE} / {_DELIVERED_RATE} > {dup_crit}\nand {_enough_deliveries(t)}",
             for_="5m",
             severity="critical",
             summary="Severe duplicate message rate on {{ $labels.instance }}",
@@ -208,8 +214,9 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
                 "Duplicates are {{ $value | humanizePercentage }} of deliveries "
                 f"(critical above {pct(t.duplicate_ratio_critical)}, the seed's alert "
                 "table; the seed's YAML rule PlumtreeHighDuplicateRate fires on the same "
-                "condition at severity warning). Judged only while the node delivers "
-                "messages."
+                "condition at severity warning). Judged only once the node "
+                f"delivered {t.duplicate_ratio_min_delivered} messages in the window, like its "
+                "own health check."
             ),
             runbook="Severe topology issues: review fanout settings and peer churn",
             origin="alert table: duplicate rate > 50%, Critical",
