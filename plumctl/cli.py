@@ -13,7 +13,7 @@ from plumctl.options import DEFAULT_NODE, GlobalOptions, Output
 HELP = """Operate plumtree clusters: start nodes and local clusters, broadcast, inspect
 members and peers, score health from live metrics, watch it all with `top`.
 
-**Examples**
+Examples:
 
   plumctl cluster up -n 5            # a local 5-node cluster
 
@@ -31,7 +31,7 @@ app = typer.Typer(
     help=HELP,
     epilog=exitcodes.EPILOG,
     no_args_is_help=True,
-    rich_markup_mode="markdown",
+    rich_markup_mode="rich",
     add_completion=False,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -10,6 +10,6 @@ DEGRADED = 4  # the cluster is degraded
 TIMEOUT = 124  # a --wait ran out of time (like coreutils timeout)
 
 EPILOG = (
-    "**Exit codes**: 0 ok/healthy · 1 failed/unhealthy · 2 usage error · "
+    "Exit codes: 0 ok/healthy · 1 failed/unhealthy · 2 usage error · "
     "3 no node reachable · 4 degraded · 124 wait timed out"
 )

@@ -7,6 +7,7 @@ import os
 os.environ["TERMINAL_WIDTH"] = "200"
 os.environ["COLUMNS"] = "200"
 os.environ["_TYPER_FORCE_DISABLE_TERMINAL"] = "1"
+os.environ.setdefault("TYPER_USE_RICH", "0")  # what plumctl does outside tests too
 os.environ.pop("FORCE_COLOR", None)
 os.environ.pop("GITHUB_ACTIONS", None)
 

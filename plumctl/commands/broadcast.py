@@ -11,7 +11,7 @@ import typer
 from plumctl import exitcodes
 from plumctl.options import GlobalOptions, with_global_options
 
-EXAMPLES = """**Examples**
+EXAMPLES = """Examples:
 
   plumctl broadcast 'deploy 42 done'          # prints the message id
 
@@ -19,7 +19,7 @@ EXAMPLES = """**Examples**
 
   echo hello | plumctl broadcast - -o json
 
-**--wait** follows delivery on every live member (progress on stderr; per-node delivery
+--wait follows delivery on every live member (progress on stderr; per-node delivery
 times with -o json) and exits 0 once all delivered, 124 if --timeout passes first.
 """
 

@@ -22,7 +22,7 @@ DirOption = Annotated[
     typer.Option("--dir", help="State directory of the cluster [default: per-user state dir]."),
 ]
 
-UP_EXAMPLES = """**Examples**
+UP_EXAMPLES = """Examples:
 
   plumctl cluster up -n 5
 

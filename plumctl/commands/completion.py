@@ -17,7 +17,7 @@ import typer
 from plumctl import exitcodes
 from plumctl.options import with_global_options
 
-EXAMPLES = """**Install**
+EXAMPLES = """Install:
 
   bash:  plumctl completion bash > /etc/bash_completion.d/plumctl   # or: source <(plumctl completion bash)
 

@@ -9,7 +9,7 @@ import typer
 from plumctl import exitcodes
 from plumctl.options import GlobalOptions, with_global_options
 
-EXAMPLES = """**Examples**
+EXAMPLES = """Examples:
 
   plumctl health                     # the --node only
 
@@ -19,7 +19,7 @@ EXAMPLES = """**Examples**
 
   plumctl health --all --prometheus http://127.0.0.1:9090   # the same, through PromQL
 
-**--prometheus URL**: no node is asked; Prometheus (scraping the nodes, see `plumctl
+--prometheus URL: no node is asked; Prometheus (scraping the nodes, see `plumctl
 monitoring scrape-config`) is queried instead. Each target's status comes from the
 nodes' own health model fed with PromQL: gauges as last scraped, counters as
 increase(...[--window]) (default 5m, the node's own health window); the score is the
@@ -27,7 +27,7 @@ seed's PromQL as written (rates over [5m]). Nodes are named by their `node` targ
 label, else their instance; without --all only the target whose instance is the
 --node's host:port. A target with up == 0 is unreachable. --interval only paces --watch.
 
-**Verdict**: Healthy when every node is; Unhealthy when a majority of the nodes asked
+Verdict: Healthy when every node is; Unhealthy when a majority of the nodes asked
 (or the only one) is; Degraded otherwise (a minority unhealthy or degraded, a member
 failed or not answering). The score is the monitoring guide's Cluster Health Score,
 min over nodes: clamp((eager_peers/3) x (1 - graft_failed_rate/(graft_sent_rate+0.001))).

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 HELP = """Generate monitoring artefacts: Prometheus alert rules, a Grafana dashboard and a
 Prometheus scrape configuration for the cluster's nodes.
 
-**Examples**
+Examples:
 
   plumctl monitoring rules --out /etc/prometheus/rules/plumtree.yml
 
@@ -37,9 +37,9 @@ Prometheus scrape configuration for the cluster's nodes.
 RULES_HELP = """Print the Prometheus alerting rules (YAML; -o json: the same rules as JSON).
 
 The seed guide's five rules as written, plus one rule per row of its alert tables that
-they leave out. Check them with **promtool check rules FILE**.
+they leave out. Check them with `promtool check rules FILE`.
 
-**Examples**
+Examples:
 
   plumctl monitoring rules > plumtree-rules.yml
 
@@ -52,7 +52,7 @@ DASHBOARD_HELP = """Print the Grafana dashboard (JSON, importable as-is; same wi
 
 Pick the Prometheus data source and the node from the dashboard's variables.
 
-**Examples**
+Examples:
 
   plumctl monitoring dashboard --out plumtree-dashboard.json
 
@@ -63,13 +63,13 @@ Pick the Prometheus data source and the node from the dashboard's variables.
 
 SCRAPE_HELP = """Print a Prometheus configuration that scrapes every node's /metrics.
 
-Nodes are found through a file_sd targets file. With **--targets-file FILE** the
-targets are taken from the live member table of the node given by **--node** (alive
+Nodes are found through a file_sd targets file. With --targets-file FILE the
+targets are taken from the live member table of the node given by --node (alive
 and suspect members with an admin URL, labelled node=NAME) and written to FILE; run it
 again when membership changes, Prometheus re-reads the file by itself. Without it, no node
 is contacted and the configuration expects targets in plumtree-targets.json.
 
-**Examples**
+Examples:
 
   plumctl monitoring scrape-config --targets-file targets.json --out prometheus.yml
 
@@ -79,8 +79,8 @@ is contacted and the configuration expects targets in plumtree-targets.json.
 
   plumctl monitoring scrape-config --targets-file targets.json --watch   # follow membership
 
-With **--watch** the command keeps running: it re-reads the member table every
-**--refresh** seconds and rewrites the targets file (atomically) whenever the set of
+With --watch the command keeps running: it re-reads the member table every
+--refresh seconds and rewrites the targets file (atomically) whenever the set of
 targets changes, one stderr line per change. When --node stops answering, the other
 members it listed are asked; if none answers, the file is left as it is. Ctrl-C stops.
 """
@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
         name="monitoring",
         help=HELP,
         no_args_is_help=True,
-        rich_markup_mode="markdown",
+        rich_markup_mode="rich",
         epilog=exitcodes.EPILOG,
     )
     sub.command("rules", help=RULES_HELP, epilog=exitcodes.EPILOG)(with_global_options(rules))

@@ -11,7 +11,7 @@ from plumctl import exitcodes
 
 node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
 
-EXAMPLES = """**Examples**
+EXAMPLES = """Examples:
 
   plumctl node start --name n1 --bind 127.0.0.1:7946 --api 127.0.0.1:7947
 

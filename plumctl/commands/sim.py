@@ -9,7 +9,7 @@ import typer
 from plumctl import exitcodes
 from plumctl.options import GlobalOptions, with_global_options
 
-EXAMPLES = """**Examples**
+EXAMPLES = """Examples:
 
   plumctl sim --nodes 1000 --broadcasts 200
 

@@ -26,7 +26,7 @@ With -o json no dashboard opens: the cluster is polled twice, --interval apart (
 A crash writes a redacted report under the user log directory and prints its path (exit 1).
 """
 
-EXAMPLES = """**Examples**
+EXAMPLES = """Examples:
 
   plumctl top
 
