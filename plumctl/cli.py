@@ -21,7 +21,7 @@ Examples:
 
   plumctl members -o json             # machine-readable member table
 
-  plumctl health --all                # exit 0 healthy, 4 degraded, 1 unhealthy
+  plumctl health --all                # exit 0 healthy, 4 degraded
 
   plumctl sim --nodes 1000            # simulate 1,000 nodes in-process
 """
