@@ -63,3 +63,9 @@ class FloodNode:
     def take_events(self) -> list[ev.Event]:
         out, self._events = self._events, []
         return out
+
+    def take_all(self) -> tuple[list[tuple[str, Gossip]], list[ev.Event], None]:
+        """``take_outgoing()``, ``take_events()``, ``next_deadline()`` in one call."""
+        out, self._out = self._out, []
+        events, self._events = self._events, []
+        return out, events, None

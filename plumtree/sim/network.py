@@ -44,6 +44,7 @@ class Network:
         self.profile = profile
         self.loss = loss
         self.rng = random.Random(seed ^ 0x5EED)
+        self._random = self.rng.random
         self._salt = _mix64(seed)
         self._log_lo = math.log(profile.base_lo)
         self._log_span = math.log(profile.base_hi) - self._log_lo
@@ -53,7 +54,8 @@ class Network:
         #: partition group per node; messages only flow within a group (None: no partition)
         self.group: list[int] | None = None
         self._links: dict[int, list[float]] = {}
-        self._jitter = profile.jitter_mean
+        #: mean of the exponential per-message jitter
+        self.jitter = profile.jitter_mean
         self.sent = 0
         self.dropped = 0
 
@@ -63,8 +65,29 @@ class Network:
         u = (_mix64(self._salt ^ (lo * self.n + hi)) >> 11) * (1.0 / (1 << 53))
         return math.exp(self._log_lo + u * self._log_span)
 
+    def link(self, src: int, dst: int) -> list[float]:
+        """The state of the directed link src -> dst: ``[base latency, last arrival]``.
+
+        Shared with :meth:`delivery_time`; the engine's fast path reads and updates it.
+        """
+        key = src * self.n + dst
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = [self.base_latency(src, dst), 0.0]
+        return link
+
+    @property
+    def plain(self) -> bool:
+        """No partition and no slow node: only crashes and uniform loss apply (the case
+        the engine's fast path handles itself)."""
+        return self.group is None and not self.slow
+
     def delivery_time(self, src: int, dst: int, now: float) -> float | None:
-        """Arrival time of a message sent now from src to dst, or None if it is lost."""
+        """Arrival time of a message sent now from src to dst, or None if it is lost.
+
+        The engine repeats these steps inline when :attr:`plain` (same checks, same
+        random draws in the same order); change both together.
+        """
         self.sent += 1
         crashed = self.crashed
         if crashed and (dst in crashed or src in crashed):
@@ -74,15 +97,11 @@ class Network:
         if group is not None and group[src] != group[dst]:
             self.dropped += 1
             return None
-        rng = self.rng
-        if self.loss and rng.random() < self.loss:
+        if self.loss and self._random() < self.loss:
             self.dropped += 1
             return None
-        key = src * self.n + dst
-        link = self._links.get(key)
-        if link is None:
-            link = self._links[key] = [self.base_latency(src, dst), 0.0]
-        at = now + link[0] - self._jitter * _log(1.0 - rng.random())
+        link = self.link(src, dst)
+        at = now + link[0] - self.jitter * _log(1.0 - self._random())
         if self.slow:
             at += self.slow.get(dst, 0.0)
         # per-link FIFO, like the TCP connection the runtime uses between two peers

@@ -210,12 +210,16 @@ def run(params: SimParams) -> SimReport:
         report: SimReport = swim_stack.run_swim(params)
         return report
     plumtree = _run_protocol(params, "plumtree", params.warmup + params.broadcasts)
-    flood = None
-    if params.flood:
-        total = min(params.warmup + params.broadcasts, params.warmup + params.flood_broadcasts)
-        flood = _run_protocol(params, "flood", total)
+    flood = run_flood(params) if params.flood else None
     crashed = round(params.crash * params.nodes) if params.crash else 0
     return SimReport(asdict_params(params), plumtree, flood, crashed)
+
+
+def run_flood(params: SimParams) -> ProtocolResult:
+    """The eager-flood baseline of ``run(params)`` alone (its ``report.flood``), e.g. to
+    run it in another process; ``params.flood`` is not consulted."""
+    total = min(params.warmup + params.broadcasts, params.warmup + params.flood_broadcasts)
+    return _run_protocol(params, "flood", total)
 
 
 def asdict_params(params: SimParams) -> dict[str, Any]:
