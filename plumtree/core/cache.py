@@ -6,7 +6,7 @@ always first, so expiry and capacity eviction are amortised O(1) pops from the f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import Generic, TypeVar
 
@@ -44,12 +44,15 @@ _V = TypeVar("_V", SeenEntry, CachedMessage)
 class TimedStore(Generic[_V]):
     """Dict with a TTL and a hard capacity; entries carry their insertion time in ``.at``."""
 
-    __slots__ = ("_items", "capacity", "ttl")
+    __slots__ = ("_items", "capacity", "ttl", "view")
 
     def __init__(self, ttl: float, capacity: int) -> None:
         self.ttl = ttl
         self.capacity = capacity
         self._items: dict[MessageId, _V] = {}
+        #: the entries themselves, typed read-only, for hot paths (``in`` and ``.get`` run
+        #: in C; a MappingProxyType would cost one more object to reach on every lookup)
+        self.view: Mapping[MessageId, _V] = self._items
 
     def __len__(self) -> int:
         return len(self._items)
@@ -97,6 +100,17 @@ class TimedStore(Generic[_V]):
             for key in list(islice(items, n)):
                 del items[key]
         return n
+
+    def newest(self, since: float, limit: int) -> list[tuple[MessageId, int]]:
+        """``(key, hops)`` of up to ``limit`` entries inserted at or after ``since``, newest
+        first (stops at the first older one)."""
+        out: list[tuple[MessageId, int]] = []
+        append = out.append
+        for key, value in islice(reversed(self._items.items()), limit):
+            if value.at < since:
+                break
+            append((key, value.hops))
+        return out
 
     def oldest_at(self) -> float | None:
         for value in self._items.values():

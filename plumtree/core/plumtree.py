@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from plumtree.core import events as ev
 from plumtree.core.cache import CachedMessage, SeenEntry, TimedStore
@@ -79,6 +79,9 @@ class Plumtree:
         self.cache: TimedStore[CachedMessage] = TimedStore(
             cfg.message_cache_ttl, cfg.message_cache_max_size
         )
+        # read-only views for the per-message paths (lookups without a Python call)
+        self._seen = self.seen.view
+        self._cached = self.cache.view
         self._graft_limiter = RateLimiter(
             cfg.graft_rate_limit_per_second, cfg.graft_rate_limit_burst
         )
@@ -92,6 +95,9 @@ class Plumtree:
         self._events: list[ev.Event] = []
         self._health_window = CounterWindow(HEALTH_WINDOW)
         self._health_window.record(now, self._health_counters())
+        #: next_deadline(), kept up to date as timers are set (lowered on the spot) and
+        #: recomputed whenever one fires or is cleared, for take_all()
+        self._deadline = self.next_deadline()
 
     # ------------------------------------------------------------------ public API
 
@@ -138,14 +144,20 @@ class Plumtree:
             self._maintenance(now)
         if now >= self._next_sync:
             self._send_sync(now)
+        self._deadline = self.next_deadline()
 
     def next_deadline(self) -> float:
         """Earliest time ``handle_timer`` has work to do."""
-        deadline = min(self._next_maintenance, self._next_sync)
-        if self._ihave_due is not None and self._ihave_due < deadline:
-            deadline = self._ihave_due
-        if self._graft_timers and self._graft_timers[0][0] < deadline:
-            deadline = self._graft_timers[0][0]
+        # called after every message the node handles: plain comparisons, no min()
+        deadline = self._next_maintenance
+        if self._next_sync < deadline:
+            deadline = self._next_sync
+        due = self._ihave_due
+        if due is not None and due < deadline:
+            deadline = due
+        timers = self._graft_timers
+        if timers and timers[0][0] < deadline:
+            deadline = timers[0][0]
         return deadline
 
     def take_outgoing(self) -> list[tuple[str, PlumtreeMessage]]:
@@ -156,6 +168,26 @@ class Plumtree:
     def take_events(self) -> list[ev.Event]:
         out, self._events = self._events, []
         return out
+
+    def take_all(
+        self,
+    ) -> tuple[Sequence[tuple[str, PlumtreeMessage]], Sequence[ev.Event], float]:
+        """``take_outgoing()``, ``take_events()`` and ``next_deadline()`` in one call.
+
+        For drivers that collect all three after every input (the simulator does, millions
+        of times a run). Empty results are shared empty tuples, not new lists.
+        """
+        out: Sequence[tuple[str, PlumtreeMessage]] = self._outbox
+        if out:
+            self._outbox = []
+        else:
+            out = ()
+        events: Sequence[ev.Event] = self._events
+        if events:
+            self._events = []
+        else:
+            events = ()
+        return out, events, self._deadline
 
     # ------------------------------------------------------------------ membership
 
@@ -250,36 +282,38 @@ class Plumtree:
     def _on_gossip(self, sender: str, msg: Gossip, now: float) -> None:
         c = self.counters
         c.gossip_received += 1
+        # ``info`` is the sender's PeerInfo (None: not a peer); ``info.eager`` says which
+        # of the two sets it is in (PeerSets keeps them in step)
         info = self.peers.info.get(sender)
         if info is not None:
             info.gossip_received += 1
-        entry = self.seen.get(msg.id)
+        msg_id = msg.id
+        entry = self._seen.get(msg_id)
         if entry is not None:
             c.messages_duplicate += 1
             entry.duplicates += 1
-            if entry.duplicates > self.config.prune_threshold and sender in self.peers:
+            if entry.duplicates > self.config.prune_threshold and info is not None:
                 # Prune whoever pushes redundantly, even a peer we already hold as lazy:
                 # it still holds *us* as eager (an asymmetric link) and would otherwise
                 # keep sending every message twice.
                 self._demote(sender, now, "duplicate")
                 self._send_prune(sender, "duplicate")
             return
-        if msg.id in self.cache:
+        if msg_id in self._cached:
             c.messages_duplicate += 1  # seen entry evicted early, payload still cached
             return
         hops = min(msg.round + 1, MAX_ROUND)
-        pending = self._pending.pop(msg.id, None)
+        pending = self._pending.pop(msg_id, None)
         if pending is not None and pending.first_graft_at is not None:
             c.graft_success += 1
             self.histograms.graft_latency_seconds.observe(now - pending.first_graft_at)
-        if sender in self.peers:
-            if sender in self.peers.lazy:
-                self._promote(sender, now, "gossip")
-        else:
+        if info is None:
             self._insert_peer(sender, True, now)
-        self._accept(msg.id, msg.payload, msg.origin, sender, hops, now)
-        self._eager_push(Gossip(msg.id, hops, msg.origin, msg.payload), exclude=sender)
-        self._queue_ihave(msg.id, hops, now)
+        elif not info.eager:
+            self._promote(sender, now, "gossip")
+        self._accept(msg_id, msg.payload, msg.origin, sender, hops, now)
+        self._eager_push(Gossip(msg_id, hops, msg.origin, msg.payload), exclude=sender)
+        self._queue_ihave(msg_id, hops, now)
 
     def _on_ihave(self, sender: str, msg: IHave, now: float) -> None:
         self.counters.ihave_received += 1
@@ -289,27 +323,29 @@ class Plumtree:
                 return
             info = self.peers.info[sender]
         info.ihave_received += 1
-        seen = self.seen
+        seen = self._seen
+        threshold = self.config.optimization_threshold
         for msg_id, round_ in msg.entries:
             entry = seen.get(msg_id)
-            if entry is not None:
-                self._maybe_optimize(sender, entry, round_, now)
-            else:
+            if entry is None:
                 self._announced(sender, msg_id, now)
+            # cheap pre-checks of _maybe_optimize: most announcements are of known ids
+            # from a lazy peer on a path that is not shorter
+            elif threshold and not info.eager and entry.hops - (round_ + 1) >= threshold:
+                self._maybe_optimize(sender, entry, round_, now)
 
     def _on_sync(self, sender: str, msg: Sync, now: float) -> None:
         """Anti-entropy digest: graft what we miss; never reshapes the tree by itself."""
         self.counters.sync_received += 1
         if sender not in self.peers and not self._insert_peer(sender, False, now):
             return
-        seen = self.seen
-        for msg_id, _round in msg.entries:
-            if msg_id not in seen:
-                self._announced(sender, msg_id, now)
+        seen = self._seen
+        for msg_id in [msg_id for msg_id, _round in msg.entries if msg_id not in seen]:
+            self._announced(sender, msg_id, now)
 
     def _announced(self, sender: str, msg_id: MessageId, now: float) -> None:
         """``sender`` has a message we lack: wait for it, then Graft (once in flight)."""
-        if msg_id in self.cache:
+        if msg_id in self._cached:
             return
         pending = self._pending.get(msg_id)
         if pending is not None:
@@ -322,6 +358,8 @@ class Plumtree:
         deadline = now + self.config.ihave_timeout
         self._pending[msg_id] = _PendingGraft(sender, deadline)
         heapq.heappush(self._graft_timers, (deadline, msg_id))
+        if deadline < self._deadline:
+            self._deadline = deadline
 
     def _on_graft(self, sender: str, msg: Graft, now: float) -> None:
         c = self.counters
@@ -392,23 +430,32 @@ class Plumtree:
         if len(queue) >= self.config.ihave_batch_size:
             self._flush_ihave()
         elif self._ihave_due is None:
-            self._ihave_due = now + self.config.ihave_interval
+            self._ihave_due = due = now + self.config.ihave_interval
+            if due < self._deadline:
+                self._deadline = due
 
     def _flush_ihave(self) -> None:
         queue, self._ihave_queue = self._ihave_queue, []
         self._ihave_due = None
+        self._deadline = self.next_deadline()
         lazy = self.peers.lazy
         if not queue or not lazy:
             return
         batch = self.config.ihave_batch_size
         fanout = self.config.lazy_fanout
         info = self.peers.info
-        for start in range(0, len(queue), batch):
-            entries = queue[start : start + batch]
+        out = self._outbox
+        # one IHave per ``batch`` ids; the queue is ours now, so one batch is the queue
+        batches = (
+            [queue]
+            if len(queue) <= batch
+            else [queue[start : start + batch] for start in range(0, len(queue), batch)]
+        )
+        for entries in batches:
             message = IHave(entries)
             targets = lazy.sample(self.rng, fanout)
             for peer in targets:
-                self._outbox.append((peer, message))
+                out.append((peer, message))
                 info[peer].ihave_sent += 1
             self.counters.ihave_sent += len(targets)
             self.histograms.ihave_batch_size.observe(len(entries))
@@ -513,13 +560,7 @@ class Plumtree:
         self._next_sync = now + cfg.sync_interval * self.rng.uniform(0.75, 1.25)
         if not self.peers:
             return
-        horizon = now - cfg.sync_window
-        entries: list[tuple[MessageId, int]] = []
-        for msg_id in reversed(self.cache):
-            cached = self.cache.get(msg_id)
-            if cached is None or cached.at < horizon or len(entries) >= cfg.sync_max_ids:
-                break
-            entries.append((msg_id, cached.hops))
+        entries = self.cache.newest(now - cfg.sync_window, cfg.sync_max_ids)
         if not entries:
             return
         names = self.peers.names()
