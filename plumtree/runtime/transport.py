@@ -2,9 +2,15 @@
 
 * UDP (SWIM probes and piggybacked gossip): one envelope per datagram.
 * TCP (Plumtree and push-pull): one long-lived outbound connection per peer address,
-  frames of ``4-byte big-endian length + envelope``; a writer task per peer drains a
-  bounded queue (full: the message is dropped and counted), coalescing what is queued
-  into one envelope per frame, and reconnects with exponential backoff.
+  frames of ``4-byte big-endian length + envelope``. What is sent to a peer during one
+  turn of the event loop is coalesced into one envelope per frame and written at the end
+  of the turn; while the peer is not connected (or the kernel buffer is full) messages
+  wait in a bounded queue (full: the message is dropped and counted). Reconnects back off
+  exponentially.
+
+Both directions are asyncio *protocols*, not streams: a frame costs no task switch, no
+future and no timer on either side (with streams, the per-message cost on loopback was
+dominated by that machinery, ~0.2 ms of CPU per message).
 
 Everything received goes through: size bound, optional AES-GCM, the total decoder, the
 cluster-label check, and only then to the node. Each failure is counted, never raised.
@@ -84,7 +90,7 @@ class Transport:
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
         self._links: dict[str, _Link] = {}
-        self._inbound: set[asyncio.Task[None]] = set()
+        self._inbound: set[_Inbound] = set()
         self._aad = label.encode()
         self.bound: tuple[str, int] | None = None
 
@@ -97,8 +103,8 @@ class Transport:
         last: OSError | None = None
         for _ in range(attempts):
             try:
-                server = await asyncio.start_server(
-                    self._serve, host, port, reuse_address=True, limit=MAX_FRAME_BYTES + _LEN
+                server = await loop.create_server(
+                    lambda: _Inbound(self), host, port, reuse_address=True
                 )
             except OSError as exc:
                 raise BindError(
@@ -131,10 +137,8 @@ class Transport:
         self._links.clear()
         if self._server is not None:
             self._server.close()
-        for task in list(self._inbound):
-            task.cancel()
-        if self._inbound:
-            await asyncio.gather(*self._inbound, return_exceptions=True)
+        for inbound in list(self._inbound):
+            inbound.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
@@ -220,35 +224,6 @@ class Transport:
             return
         self._open(data, format_addr(addr[0], addr[1]), reliable=False)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._inbound.add(task)
-        peer = writer.get_extra_info("peername")
-        source = format_addr(peer[0], peer[1]) if peer else "?"
-        limit = MAX_FRAME_BYTES + (OVERHEAD if self.keyring else 0)
-        try:
-            while True:
-                header = await reader.readexactly(_LEN)
-                size = int.from_bytes(header, "big")
-                if size > limit:
-                    self.stats.oversize_dropped += 1
-                    self.stats.decode_errors += 1
-                    break  # cannot resync a stream after a bogus length: drop the connection
-                data = await reader.readexactly(size)
-                self.stats.frames_received += 1
-                self.stats.tcp_bytes_received += size + _LEN
-                self._open(data, source, reliable=True)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._inbound.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 0.5)
-
 
 def os_reason(exc: OSError) -> str:
     """``Address already in use``, not asyncio's wordy wrapper around it."""
@@ -266,100 +241,238 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.owner.stats.connection_errors += 1
 
 
-class _Link:
-    """One outbound TCP connection with its bounded queue and writer task."""
+class _Inbound(asyncio.Protocol):
+    """One accepted TCP connection: cut the byte stream into frames, open each one."""
+
+    def __init__(self, owner: Transport) -> None:
+        self.owner = owner
+        self.buffer = bytearray()
+        self.limit = MAX_FRAME_BYTES + (OVERHEAD if owner.keyring else 0)
+        self.transport: asyncio.Transport | None = None
+        self.source = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.source = format_addr(peer[0], peer[1]) if peer else "?"
+        self.owner._inbound.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        owner = self.owner
+        stats = owner.stats
+        start = 0
+        available = len(buffer)
+        while available - start >= _LEN:
+            size = int.from_bytes(buffer[start : start + _LEN], "big")
+            if size > self.limit:
+                stats.oversize_dropped += 1
+                stats.decode_errors += 1
+                self.close()  # cannot resync a stream after a bogus length: drop it
+                return
+            end = start + _LEN + size
+            if available < end:
+                break
+            frame = bytes(memoryview(buffer)[start + _LEN : end])
+            start = end
+            stats.frames_received += 1
+            stats.tcp_bytes_received += size + _LEN
+            owner._open(frame, self.source, reliable=True)
+            if self.transport is None:  # closed while handling the frame
+                return
+        if start:
+            del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.buffer.clear()
+        self.owner._inbound.discard(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self.buffer.clear()
+        self.owner._inbound.discard(self)
+
+
+class _Link(asyncio.Protocol):
+    """One outbound TCP connection with its bounded queue.
+
+    ``put`` queues and, once per turn of the event loop, ``_flush`` writes everything
+    queued straight to the socket's transport (coalesced into frames). The queue only
+    builds up while connecting, reconnecting, or while the transport is paused because the
+    peer does not read fast enough (asyncio's write buffer is above its high-water mark):
+    memory stays bounded by ``queue_limit`` messages plus that buffer.
+    """
 
     BACKOFF_MIN = 0.05
     BACKOFF_MAX = 2.0
-    #: give up (drop the queue, end the task) after failing to connect for this long
+    #: give up (drop the queue, forget the link) after failing to connect for this long
     GIVE_UP_AFTER = 30.0
+    #: close a connection nothing was sent on for this long; a new link is made on demand
+    IDLE_AFTER = 60.0
 
     def __init__(self, owner: Transport, addr: str) -> None:
         self.owner = owner
         self.addr = addr
         self.queue: deque[Any] = deque()
-        self.wake = asyncio.Event()
         self.closed = False
-        self.busy = False
-        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"link {addr}")
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        self.flush_scheduled = False
+        self.connecting: asyncio.Task[None] | None = None
+        self.last_used = self.loop.time()
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self._connect()
+
+    # ------------------------------------------------------------------ sending
 
     def put(self, messages: list[Any]) -> None:
         room = self.owner.queue_limit - len(self.queue)
         if len(messages) > room:
             self.owner.stats.frames_dropped += len(messages) - max(room, 0)
             messages = messages[: max(room, 0)]
+        if not messages:
+            return
         self.queue.extend(messages)
-        self.wake.set()
+        self.last_used = self.loop.time()
+        if self.transport is None:
+            self._connect()  # no-op while a connection attempt is under way
+        elif not self.paused and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        transport = self.transport
+        if transport is None or self.paused or self.closed:
+            return
+        stats = self.owner.stats
+        queue = self.queue
+        while queue and not self.paused:
+            batch = [queue.popleft() for _ in range(min(len(queue), FRAME_BATCH))]
+            for frame in self._frames(batch):
+                transport.write(len(frame).to_bytes(_LEN, "big") + frame)
+                stats.frames_sent += 1
+                stats.tcp_bytes_sent += len(frame) + _LEN
+            if self.transport is None:  # the write failed and closed the connection
+                break
 
     def idle(self) -> bool:
-        return not self.queue and not self.busy
+        """Nothing queued and nothing left in the socket's write buffer."""
+        if self.queue:
+            return False
+        transport = self.transport
+        return transport is None or transport.get_write_buffer_size() == 0
 
     def close(self) -> None:
         self.closed = True
-        self.task.cancel()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self._forget()
 
-    async def _run(self) -> None:
+    def _forget(self) -> None:
+        if self.owner._links.get(self.addr) is self:
+            del self.owner._links[self.addr]
+
+    # ------------------------------------------------------------------ protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = transport
+        self.paused = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if exc is not None:
+            self.owner.stats.connection_errors += 1
+        if not self.closed and self.queue:
+            self._connect()  # more to send: reconnect (with backoff on failure)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.queue and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # peers never answer on our outbound connection
+
+    # ------------------------------------------------------------------ connecting
+
+    def _connect(self) -> None:
+        if self.connecting is None and not self.closed:
+            self.connecting = self.loop.create_task(self._connect_loop(), name=f"link {self.addr}")
+
+    async def _connect_loop(self) -> None:
         stats = self.owner.stats
-        writer: asyncio.StreamWriter | None = None
         backoff = self.BACKOFF_MIN
-        loop = asyncio.get_running_loop()
         failing_since: float | None = None
         try:
-            while not self.closed:
-                if not self.queue:
-                    self.wake.clear()
-                    try:
-                        await asyncio.wait_for(self.wake.wait(), 60.0)
-                    except TimeoutError:
-                        break  # idle: close the connection; a new link is made on demand
-                    continue
-                if writer is None:
-                    try:
-                        host, port = parse_addr(self.addr)
-                        _, connected = await asyncio.wait_for(
-                            asyncio.open_connection(host, port), self.owner.connect_timeout
-                        )
-                        writer = connected
-                        sock = connected.get_extra_info("socket")
-                        if sock is not None:
-                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        backoff = self.BACKOFF_MIN
-                        failing_since = None
-                    except (OSError, TimeoutError, ValueError):
-                        stats.connection_errors += 1
-                        now = loop.time()
-                        failing_since = failing_since or now
-                        if now - failing_since > self.GIVE_UP_AFTER:
-                            stats.frames_dropped += len(self.queue)
-                            self.queue.clear()
-                            break
-                        await asyncio.sleep(backoff)
-                        backoff = min(backoff * 2, self.BACKOFF_MAX)
-                        continue
-                self.busy = True
-                batch = [self.queue.popleft() for _ in range(min(len(self.queue), FRAME_BATCH))]
-                out: asyncio.StreamWriter = writer
+            while not self.closed and self.transport is None:
                 try:
-                    for frame in self._frames(batch):
-                        out.write(len(frame).to_bytes(_LEN, "big") + frame)
-                        stats.frames_sent += 1
-                        stats.tcp_bytes_sent += len(frame) + _LEN
-                    await out.drain()
-                except (OSError, ConnectionError):
+                    host, port = parse_addr(self.addr)
+                    await asyncio.wait_for(
+                        self.loop.create_connection(lambda: self, host, port),
+                        self.owner.connect_timeout,
+                    )
+                except (OSError, TimeoutError, ValueError):
                     stats.connection_errors += 1
-                    stats.frames_dropped += len(batch)
-                    out.close()
-                    writer = None
-                finally:
-                    self.busy = False
+                    now = self.loop.time()
+                    failing_since = failing_since or now
+                    if now - failing_since > self.GIVE_UP_AFTER:
+                        stats.frames_dropped += len(self.queue)
+                        self.queue.clear()
+                        self.closed = True
+                        self._forget()
+                        return
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.BACKOFF_MAX)
         except asyncio.CancelledError:
-            pass
+            return
         finally:
-            self.closed = True
-            if self.owner._links.get(self.addr) is self:
-                del self.owner._links[self.addr]
-            if writer is not None:
-                writer.close()
+            self.connecting = None
+        if self.closed:
+            return
+        self._arm_idle()
+        if self.queue and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _arm_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.idle_timer = self.loop.call_later(self.IDLE_AFTER, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self.idle_timer = None
+        if self.closed:
+            return
+        idle_for = self.loop.time() - self.last_used
+        if idle_for >= self.IDLE_AFTER and not self.queue and self.idle():
+            self.close()  # a new link is made on demand
+        else:
+            self.idle_timer = self.loop.call_later(
+                max(0.0, self.IDLE_AFTER - idle_for), self._check_idle
+            )
 
     def _frames(self, batch: list[Any]) -> list[bytes]:
         owner = self.owner
