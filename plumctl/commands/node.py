@@ -188,10 +188,27 @@ def _settings(
     return cfg
 
 
+#: Profiling hook: with this variable set to a directory, the node runs under cProfile and
+#: writes DIR/<node name>.prof when it stops (``python -m pstats`` reads it).
+PROFILE_ENV = "PLUMTREE_CPROFILE_DIR"
+
+
 def _run(cfg: Any, ready_file: Path | None) -> int:
     import asyncio
+    import os
 
-    return asyncio.run(_main(cfg, ready_file))
+    profile_dir = os.environ.get(PROFILE_ENV)
+    if not profile_dir:
+        return asyncio.run(_main(cfg, ready_file))
+    import cProfile
+    import time
+
+    profiler = cProfile.Profile(time.process_time)  # CPU time: nodes share the CPUs
+    try:
+        code: int = profiler.runcall(asyncio.run, _main(cfg, ready_file))
+        return code
+    finally:
+        profiler.dump_stats(os.path.join(profile_dir, f"{cfg.name}.prof"))
 
 
 async def _main(cfg: Any, ready_file: Path | None) -> int:
