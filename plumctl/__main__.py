@@ -4,6 +4,14 @@ from __future__ import annotations
 
 
 def main() -> None:
+    import os
+
+    if os.environ.get("_PLUMCTL_COMPLETE") == "complete_bash":
+        # a TAB: command and option names come from a table, without importing typer
+        from plumctl.fastcomplete import complete
+
+        if complete():
+            return
     from plumctl.cli import app
 
     app(prog_name="plumctl")

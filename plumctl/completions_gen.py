@@ -34,11 +34,44 @@ def generate(shell: str) -> str:
     return out
 
 
+def generate_tree() -> str:
+    """``completions/tree.json`` for :mod:`plumctl.fastcomplete`: per command path, what
+    typer's bash completion offers for a subcommand name and for an option name."""
+    import json
+
+    from typer._completion_classes import BashComplete
+    from typer.main import get_command
+
+    from plumctl.cli import app
+
+    cli = get_command(app)
+    bash = BashComplete(cli, {}, "plumctl", "_PLUMCTL_COMPLETE")
+
+    def names(path: list[str], incomplete: str) -> list[str]:
+        return [item.value for item in bash.get_completions(list(path), incomplete)]
+
+    def walk(path: list[str], command: object) -> dict[str, object]:
+        node: dict[str, object] = {"options": names(path, "-")}
+        subcommands = getattr(command, "commands", None)
+        if subcommands is not None:
+            node["names"] = names(path, "")
+            node["commands"] = {
+                name: walk([*path, name], sub)
+                for name, sub in subcommands.items()
+                if not getattr(sub, "hidden", False)
+            }
+        return node
+
+    return json.dumps(walk([], cli), indent=1, sort_keys=True) + "\n"
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
     for shell in SHELLS:
         (HERE / f"plumctl.{shell}").write_text(generate(shell))
         print(f"wrote {HERE / f'plumctl.{shell}'}")
+    (HERE / "tree.json").write_text(generate_tree())
+    print(f"wrote {HERE / 'tree.json'}")
 
 
 if __name__ == "__main__":
