@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= .demo-cluster
 DEMO_NODES ?= 5
 
-.PHONY: venv test lint typecheck unit demo demo-down bench clean docs completions
+.PHONY: venv test lint typecheck unit demo demo-down bench bench-quick bench-loopback bench-cli clean docs completions
 
 venv: $(STAMP)
 
@@ -38,8 +38,18 @@ demo: $(STAMP)
 demo-down: $(STAMP)
 	$(BIN)/plumctl cluster down --dir $(DEMO_DIR)
 
+# Benchmarks print measured vs target (bench/*.py --help); they never fail the build.
 bench: $(STAMP)
 	$(BIN)/python bench/sim.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/sim.py --quick
+
+bench-loopback: $(STAMP)
+	$(BIN)/python bench/loopback.py
+
+bench-cli: $(STAMP)
+	$(BIN)/python bench/cli.py
 
 docs: $(STAMP)
 	$(BIN)/python -m plumctl.docs > docs/cli.md
