@@ -368,3 +368,17 @@ def test_a_tree_forms_and_later_broadcasts_use_no_redundant_gossip() -> None:
         assert len(net.delivered(n)) == len(names) + 1
     for n in net.nodes.values():
         assert not set(n.peers.eager) & set(n.peers.lazy)
+
+
+def test_take_all_is_the_three_takes_in_one_call() -> None:
+    a = Plumtree("a", config(), random.Random(1))
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)
+    a.broadcast(b"x", 0.5)
+    out, events, deadline = a.take_all()
+    assert [peer for peer, _ in out] == ["b", "c"]
+    assert any(isinstance(e, ev.Delivered) for e in events)
+    assert deadline == a.next_deadline() == pytest.approx(0.55)  # the IHave flush
+    assert a.take_all() == ((), (), deadline)
+    a.handle_timer(0.55)
+    assert a.take_all()[2] == a.next_deadline() > 0.55

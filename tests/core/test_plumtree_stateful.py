@@ -67,6 +67,14 @@ class PlumtreeCluster(RuleBasedStateMachine):
             assert not eager & lazy, f"{name}: eager and lazy overlap"
             assert name not in eager | lazy, f"{name}: has itself as a peer"
             assert eager | lazy == set(node.peers.info), f"{name}: info out of sync"
+            # the hot paths read PeerInfo.eager instead of set membership
+            assert all(info.eager == (peer in eager) for peer, info in node.peers.info.items())
+
+    @invariant()
+    def take_all_deadline_is_next_deadline(self) -> None:
+        # take_all() returns the cached deadline; next_deadline() recomputes it
+        for name, node in self.net.nodes.items():
+            assert node._deadline == node.next_deadline(), f"{name}: stale cached deadline"
 
     @invariant()
     def nothing_delivered_twice(self) -> None:
