@@ -51,7 +51,9 @@ def generate_tree() -> str:
         return [item.value for item in bash.get_completions(list(path), incomplete)]
 
     def walk(path: list[str], command: object) -> dict[str, object]:
-        node: dict[str, object] = {"options": names(path, "-")}
+        # sorted: click lists the help option's names from a set, in an order that
+        # changes from one process to the next (bash sorts what it shows anyway)
+        node: dict[str, object] = {"options": sorted(names(path, "-"))}
         subcommands = getattr(command, "commands", None)
         if subcommands is not None:
             node["names"] = names(path, "")

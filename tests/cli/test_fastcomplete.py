@@ -54,7 +54,12 @@ def test_same_answer_as_typer_or_none() -> None:
             fast = fastcomplete.answer(TREE, env)
             if fast is None:
                 continue
-            assert fast + "\n" == _typer(env), (path, incomplete)
+            # same names; the order may differ (click lists -h/--help from a set, and
+            # bash sorts what it shows anyway)
+            assert sorted(fast.split("\n")) == sorted(_typer(env)[:-1].split("\n")), (
+                path,
+                incomplete,
+            )
             checked += 1
     assert checked > 100
 
