@@ -16,7 +16,7 @@ from plumtree.core.ids import MessageId
 class SeenEntry:
     """What we know of a message we delivered: for dedup, the optimisation and the API."""
 
-    __slots__ = ("at", "duplicates", "hops", "origin", "parent")
+    __slots__ = ("at", "duplicates", "hops", "origin", "parent", "shortcut_from")
 
     def __init__(self, at: float, hops: int, parent: str, origin: str) -> None:
         self.at = at
@@ -24,6 +24,7 @@ class SeenEntry:
         self.parent = parent
         self.origin = origin
         self.duplicates = 0
+        self.shortcut_from: str | None = None
 
 
 class CachedMessage:

@@ -81,6 +81,7 @@ class PeerInfo:
         "name",
         "prunes_received",
         "prunes_sent",
+        "shortcut_streak",
         "since",
     )
 
@@ -96,6 +97,8 @@ class PeerInfo:
         self.grafts_received = 0
         self.prunes_sent = 0
         self.prunes_received = 0
+        #: announcements in a row whose path beat ours by the optimisation threshold
+        self.shortcut_streak = 0
 
     def as_dict(self) -> dict[str, object]:
         return {

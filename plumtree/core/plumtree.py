@@ -15,7 +15,8 @@ Protocol, as in the paper, with the operational extensions of memberlist-plumtre
   then retries back off exponentially across the other announcers, bounded, and finally
   the gap is counted as a Graft failure. Only one Graft per id is ever in flight.
 * The paper's optimisation: a lazy peer whose IHave shows a path shorter by at least
-  ``optimization_threshold`` hops replaces the eager parent.
+  ``optimization_threshold`` hops replaces the eager parent, once it has done so for
+  ``optimization_streak`` messages in a row (a single announcement made the tree flap).
 * Graft handling is rate limited per peer; caches and the seen set have TTLs and hard
   capacities, so memory is bounded whatever the load.
 """
@@ -329,10 +330,11 @@ class Plumtree:
             entry = seen.get(msg_id)
             if entry is None:
                 self._announced(sender, msg_id, now)
-            # cheap pre-checks of _maybe_optimize: most announcements are of known ids
-            # from a lazy peer on a path that is not shorter
-            elif threshold and not info.eager and entry.hops - (round_ + 1) >= threshold:
-                self._maybe_optimize(sender, entry, round_, now)
+            elif threshold and not info.eager:
+                if entry.hops - (round_ + 1) >= threshold:
+                    self._maybe_optimize(sender, info, entry, round_, now)
+                else:
+                    info.shortcut_streak = 0  # not shorter this time: no swap yet
 
     def _on_sync(self, sender: str, msg: Sync, now: float) -> None:
         """Anti-entropy digest: graft what we miss; never reshapes the tree by itself."""
@@ -507,8 +509,17 @@ class Plumtree:
         self.peers.info[peer].prunes_sent += 1
         self._events.append(ev.PruneSent(peer, reason))
 
-    def _maybe_optimize(self, sender: str, entry: SeenEntry, round_: int, now: float) -> None:
-        """The paper's optimisation: swap a lazy link in for a much longer eager path."""
+    def _maybe_optimize(
+        self, sender: str, info: PeerInfo, entry: SeenEntry, round_: int, now: float
+    ) -> None:
+        """The paper's optimisation: swap a lazy link in for a much longer eager path.
+
+        With many origins the tree cannot be shortest for all of them, and a swap made
+        for one origin lengthens paths for others; swapping on a single announcement
+        makes the tree flap (Graft/Prune churn and transient holes). So a lazy peer must
+        offer the shorter path for ``optimization_streak`` announcements in a row (of
+        different messages) before it replaces the eager parent.
+        """
         threshold = self.config.optimization_threshold
         if threshold == 0 or sender not in self.peers.lazy:
             return
@@ -517,6 +528,13 @@ class Plumtree:
             return
         if entry.hops - (round_ + 1) < threshold:
             return
+        if entry.shortcut_from == sender:
+            return  # the same message announced twice by the same peer counts once
+        entry.shortcut_from = sender
+        info.shortcut_streak += 1
+        if info.shortcut_streak < self.config.optimization_streak:
+            return
+        info.shortcut_streak = 0
         self.counters.optimizations += 1
         self._promote(sender, now, "optimization")
         self._send_graft(sender, [], 0)

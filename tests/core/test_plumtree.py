@@ -267,7 +267,7 @@ def test_seen_entries_expire_after_the_ttl_on_maintenance() -> None:
 
 
 def test_optimisation_swaps_in_a_lazy_link_that_offers_a_much_shorter_path() -> None:
-    a = node(eager_fanout=1, optimization_threshold=3)
+    a = node(eager_fanout=1, optimization_threshold=3, optimization_streak=1)
     a.add_peer("parent", 0.0)
     a.add_peer("short", 0.0)
     a.receive("parent", Gossip(ID, 6, "o", b"x"), 0.0)  # our level: 7
@@ -279,6 +279,48 @@ def test_optimisation_swaps_in_a_lazy_link_that_offers_a_much_shorter_path() -> 
     assert a.counters.optimizations == 1
     a.receive("short", IHave([(ID, 2)]), 0.02)
     assert sent(a) == [], "the swap is not repeated for the same message"
+
+
+def _two_parents(streak: int) -> Plumtree:
+    a = node(eager_fanout=1, optimization_threshold=3, optimization_streak=streak)
+    a.add_peer("parent", 0.0)
+    a.add_peer("short", 0.0)
+    return a
+
+
+def _far_then_announced(a: Plumtree, i: int, announced_round: int) -> list[tuple[str, object]]:
+    """Message i arrives from the parent at level 7, then 'short' announces it."""
+    mid = bytes([i]) * 16
+    a.receive("parent", Gossip(mid, 6, "o", b"x"), float(i))
+    sent(a)
+    a.receive("short", IHave([(mid, announced_round)]), i + 0.01)
+    return sent(a)
+
+
+def test_optimisation_waits_for_a_streak_of_shorter_announcements() -> None:
+    a = _two_parents(streak=3)
+    assert _far_then_announced(a, 1, 2) == []
+    assert _far_then_announced(a, 2, 2) == []
+    assert a.counters.optimizations == 0 and "parent" in a.peers.eager
+    out = _far_then_announced(a, 3, 2)
+    assert ("short", Graft([])) in out and ("parent", Prune()) in out
+    assert a.counters.optimizations == 1 and "short" in a.peers.eager
+
+
+def test_a_longer_announcement_breaks_the_streak() -> None:
+    a = _two_parents(streak=2)
+    assert _far_then_announced(a, 1, 2) == []
+    assert _far_then_announced(a, 2, 5) == [], "level 6 via short: no gain, streak reset"
+    assert _far_then_announced(a, 3, 2) == []
+    assert a.counters.optimizations == 0
+    assert ("short", Graft([])) in _far_then_announced(a, 4, 2)
+
+
+def test_the_same_message_announced_twice_counts_once_in_the_streak() -> None:
+    a = _two_parents(streak=2)
+    assert _far_then_announced(a, 1, 2) == []
+    a.receive("short", IHave([(bytes([1]) * 16, 2)]), 1.5)
+    assert sent(a) == [] and a.counters.optimizations == 0
 
 
 def test_no_swap_below_the_threshold() -> None:
