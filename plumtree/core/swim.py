@@ -19,8 +19,9 @@ Protocol, as memberlist does it:
   at SuspicionMaxTimeoutMult x the minimum and shrink toward SuspicionMult *
   max(1, log10 N) * ProbeInterval as independent confirmations arrive. A Ping to a
   suspect carries the Suspect (buddy system), so the accused hears it first.
-* **Incarnations.** Higher incarnation wins; at equal incarnation left > dead > suspect >
-  alive (left over dead is ours: a member's own leave beats a failure verdict).
+* **Incarnations.** Higher incarnation wins (also over a dead or left record: a later
+  life may end differently); at equal incarnation left > dead > suspect > alive (left
+  over dead is ours: a member's own leave beats a failure verdict).
   Our own row is authoritative: an accusation is refuted with a higher incarnation.
 * **Dissemination.** Alive/Suspect/Dead updates ride on every datagram (and on gossip
   rounds to ``gossip_nodes`` random members, the recently dead included), each sent
@@ -678,10 +679,17 @@ class Swim:
             return
         self._clear_suspicion(name)
         graceful = d.origin == name
-        if m.state == LEFT or (m.state == DEAD and not graceful):
+        gone = m.state == LEFT or m.state == DEAD
+        if gone and d.incarnation == m.incarnation and (m.state == LEFT or not graceful):
             return
         # (a member we declared failed may still tell us it left: its word wins, so both
-        # sides of a partition end up agreeing that it left)
+        # sides of a partition end up agreeing that it left; and a higher incarnation is
+        # a later life of the member, which may have ended differently than the one we
+        # recorded: it left, restarted and crashed before we heard it was back)
+        if gone and (LEFT if graceful else DEAD) == m.state:
+            m.incarnation = d.incarnation  # same ending, later life: just the number
+            self._queue_update(name, d)
+            return
         m.incarnation = d.incarnation
         self.table.set_state(m, LEFT if graceful else DEAD, now)
         self._queue_update(name, d)

@@ -254,7 +254,11 @@ def _member(a: Swim, name: str) -> tuple[str, int]:
         # its own leave beats a failure verdict; a failure verdict never beats a leave
         ([Dead("b", 1, "c")], Dead("b", 1, "b"), ("left", 1)),
         ([Dead("b", 1, "b")], Dead("b", 1, "c"), ("left", 1)),
-        ([Dead("b", 1, "b")], Dead("b", 4, "c"), ("left", 1)),
+        # ... of the same life; a higher incarnation is a later life, which can end
+        # otherwise (it left, came back unheard of, then crashed)
+        ([Dead("b", 1, "b")], Dead("b", 4, "c"), ("dead", 4)),
+        ([Dead("b", 1, "c")], Dead("b", 4, "b"), ("left", 4)),
+        ([Dead("b", 1, "c")], Dead("b", 4, "d"), ("dead", 4)),
         # a dead (or left) member coming back with a higher incarnation is alive again
         ([Dead("b", 1, "c")], Alive("b", 2, "b", {}), ("alive", 2)),
         ([Dead("b", 1, "b")], Alive("b", 2, "b", {}), ("alive", 2)),
