@@ -77,7 +77,21 @@ COUNTERS = {
     "cache_evictions": "plumtree_cache_evictions_total",
     "delivery_dropped": "plumtree_delivery_dropped_total",
     "events_dropped": "plumtree_events_dropped_total",
+    # what churns the tree when the CPUs saturate (shown in the progress lines)
+    "prune_sent": "plumtree_prune_sent_total",
+    "graft_premature": "plumtree_graft_premature_total",
+    "optimizations": "plumtree_optimizations_total",
+    "graft_retries": "plumtree_graft_retries_total",
 }
+#: shown per rate step: what a saturated CPU does to the tree
+CHURN_COUNTERS = (
+    "duplicates",
+    "prune_sent",
+    "graft_sent",
+    "graft_retries",
+    "graft_premature",
+    "optimizations",
+)
 DROP_COUNTERS = (
     "graft_failed",  # a gap: every Graft attempt for a missing message ran out
     "frames_dropped",
@@ -551,7 +565,8 @@ async def run_bench(args: argparse.Namespace, nodes: list[NodeInfo], out: Report
         steps.append(s)
         progress(
             f"  achieved {s.load.rate:.0f}/s, complete {s.complete:.4f}, "
-            f"{s.per_cpu:,.0f} deliveries/CPU-s, RMR {s.rmr:.3f}"
+            f"{s.per_cpu:,.0f} deliveries/CPU-s, RMR {s.rmr:.3f}; "
+            + ", ".join(f"{key} {total(s.d, key):,.0f}" for key in CHURN_COUNTERS)
         )
         if not s.ok:
             break

@@ -58,6 +58,7 @@ _EXTRA_COUNTER_HELP = {
     "seen_evictions": "Seen ids evicted before their TTL (dedup gap)",
     "optimizations": "Eager parents swapped for a shorter lazy path",
     "messages_too_large": "Broadcasts refused for exceeding max_message_size",
+    "graft_premature": "Grafted messages whose eager copy arrived after all (timer too short)",
     "sync_sent": "Anti-entropy digests sent",
     "sync_received": "Anti-entropy digests received",
 }
@@ -72,6 +73,7 @@ _GAUGE_HELP = {
     "ihave_queue_capacity": "Capacity of the IHave queue (plumtree_ihave_queue_size divisor)",
     "pending_grafts": "Pending Graft requests",
     "seen_size": "Message ids remembered for deduplication",
+    "ihave_timeout_seconds": "Current adaptive wait after an IHave before grafting",
 }
 
 _HISTOGRAM_HELP = {

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from itertools import islice
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from plumtree.core.ids import MessageId
+
+if TYPE_CHECKING:
+    from plumtree.core.plumtree import PendingGraft
 
 
 class SeenEntry:
     """What we know of a message we delivered: for dedup, the optimisation and the API."""
 
-    __slots__ = ("at", "duplicates", "hops", "origin", "parent", "shortcut_from")
+    __slots__ = ("at", "duplicates", "graft", "hops", "origin", "parent", "shortcut_from")
 
     def __init__(self, at: float, hops: int, parent: str, origin: str) -> None:
         self.at = at
@@ -25,6 +28,10 @@ class SeenEntry:
         self.origin = origin
         self.duplicates = 0
         self.shortcut_from: str | None = None
+        #: when we got it by Graft: the pending Graft (whom we asked, when it was first
+        #: announced), so later copies can be told apart: replies to our own retries,
+        #: or the late eager copy that measures how premature the Graft was
+        self.graft: PendingGraft | None = None
 
 
 class CachedMessage:

@@ -70,6 +70,10 @@ def positive_duration(name: str, value: Any) -> None:
         _fail(name, "must be > 0", value)
 
 
+#: a positive duration, or None for "derived from another field"
+optional_duration = optional(positive_duration)
+
+
 def non_negative(name: str, value: Any) -> None:
     at_least(0.0)(name, value)
 
@@ -104,6 +108,9 @@ class PlumtreeConfig:
     ihave_batch_size: int = _f(8, integer_at_least(1), "ids per IHave (flush when reached)")
     ihave_queue_max: int = _f(10_000, integer_at_least(1), "pending IHave ids; more dropped")
     ihave_timeout: float = _f(0.1, positive_duration, "wait after an IHave before grafting")
+    ihave_timeout_max: float | None = _f(
+        None, optional_duration, "adaptive IHave wait cap (default 10x ihave_timeout)"
+    )
     graft_timeout: float = _f(0.2, positive_duration, "base Graft retry timeout (backoff)")
     graft_max_retries: int = _f(3, integer_at_least(0), "Graft retries before giving up")
     graft_backoff_cap: float = _f(8.0, at_least(1.0), "max backoff multiple of graft_timeout")
@@ -115,8 +122,12 @@ class PlumtreeConfig:
     seen_ttl: float = _f(60.0, positive_duration, "ids remembered for deduplication")
     seen_max_size: int = _f(200_000, integer_at_least(1), "ids remembered at most")
     prune_threshold: int = _f(0, integer_at_least(0), "duplicates tolerated before Prune")
+    prune_streak: int = _f(
+        3, integer_at_least(1), "duplicates in a row before Prune of an eager peer"
+    )
     optimization_threshold: int = _f(2, integer_at_least(0), "hop gain to swap (0: off)")
     optimization_streak: int = _f(3, integer_at_least(1), "announcements in a row before a swap")
+    optimization_interval: float = _f(5.0, non_negative, "least time between two swaps")
     max_message_size: int = _f(64 * 1024, integer_at_least(1), "largest payload accepted")
     sync_interval: float = _f(2.0, non_negative, "anti-entropy digest period (0: off)")
     sync_window: float = _f(30.0, positive_duration, "age of ids a digest announces")
@@ -144,6 +155,13 @@ class PlumtreeConfig:
                 f"must be <= {limits.MAX_IHAVE_IDS} (wire limit)",
                 self.sync_max_ids,
             )
+        if self.ihave_timeout_max is not None and self.ihave_timeout_max < self.ihave_timeout:
+            _fail(
+                "plumtree.ihave_timeout_max",
+                f"must be >= ihave_timeout ({self.ihave_timeout:g}s); equal turns the"
+                " adaptive IHave timer off",
+                self.ihave_timeout_max,
+            )
         if self.seen_ttl < self.message_cache_ttl:
             _fail(
                 "plumtree.seen_ttl",
@@ -151,6 +169,13 @@ class PlumtreeConfig:
                 " Graft reply could be delivered twice",
                 self.seen_ttl,
             )
+
+    @property
+    def ihave_timeout_ceiling(self) -> float:
+        """How far the adaptive IHave timer may stretch (see core/lateness.py)."""
+        if self.ihave_timeout_max is None:
+            return 10 * self.ihave_timeout
+        return self.ihave_timeout_max
 
     @classmethod
     def preset(cls, profile: str) -> PlumtreeConfig:
@@ -331,10 +356,10 @@ def parse_duration(name: str, value: Any) -> float:
 
 
 def _is_duration_field(f: dataclasses.Field[Any]) -> bool:
-    return f.metadata.get("check") in (positive_duration, non_negative) and f.type in (
-        "float",
-        float,
-    )
+    check = f.metadata.get("check")
+    if check is optional_duration:
+        return True
+    return check in (positive_duration, non_negative) and f.type in ("float", float)
 
 
 def with_overrides(base: _C, section: str, values: Mapping[str, Any]) -> _C:

@@ -71,6 +71,7 @@ class PeerInfo:
     """One Plumtree peer as the admin API shows it."""
 
     __slots__ = (
+        "duplicate_streak",
         "eager",
         "gossip_received",
         "gossip_sent",
@@ -79,6 +80,7 @@ class PeerInfo:
         "ihave_received",
         "ihave_sent",
         "name",
+        "pruned_at",
         "prunes_received",
         "prunes_sent",
         "shortcut_streak",
@@ -99,6 +101,10 @@ class PeerInfo:
         self.prunes_received = 0
         #: announcements in a row whose path beat ours by the optimisation threshold
         self.shortcut_streak = 0
+        #: duplicates in a row this eager peer pushed (Prune at ``prune_streak``)
+        self.duplicate_streak = 0
+        #: when we last sent it a Prune (copies it pushes until then are in flight)
+        self.pruned_at = float("-inf")
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -32,6 +32,7 @@ from plumtree.core.cache import CachedMessage, SeenEntry, TimedStore
 from plumtree.core.config import PlumtreeConfig
 from plumtree.core.health import CounterWindow, HealthInputs, HealthReport, evaluate
 from plumtree.core.ids import MessageId, new_message_id
+from plumtree.core.lateness import LatenessEstimator
 from plumtree.core.limits import MAX_IHAVE_IDS, MAX_ROUND
 from plumtree.core.messages import Gossip, Graft, IHave, PlumtreeMessage, Prune, Sync
 from plumtree.core.peers import PeerInfo, PeerSets
@@ -48,16 +49,22 @@ class MessageTooLarge(ValueError):
     """The payload exceeds ``max_message_size``; nothing was sent."""
 
 
-class _PendingGraft:
+class PendingGraft:
     """A message we heard of (IHave) but have not received."""
 
-    __slots__ = ("announcers", "attempts", "deadline", "first_graft_at")
+    __slots__ = ("announced_at", "announcers", "attempts", "deadline", "first_graft_at")
 
-    def __init__(self, announcer: str, deadline: float) -> None:
+    def __init__(self, announcer: str, announced_at: float, deadline: float) -> None:
         self.announcers = [announcer]
+        self.announced_at = announced_at
         self.attempts = 0
         self.deadline = deadline
         self.first_graft_at: float | None = None
+
+    def asked(self, peer: str) -> bool:
+        """Did we send a Graft for this id to ``peer``?"""
+        announcers = self.announcers
+        return any(announcers[i % len(announcers)] == peer for i in range(self.attempts))
 
 
 class Plumtree:
@@ -86,11 +93,14 @@ class Plumtree:
         self._graft_limiter = RateLimiter(
             cfg.graft_rate_limit_per_second, cfg.graft_rate_limit_burst
         )
-        self._pending: dict[MessageId, _PendingGraft] = {}
+        self._pending: dict[MessageId, PendingGraft] = {}
+        #: the IHave timer adapts to how late eager copies really are
+        self.lateness = LatenessEstimator(cfg.ihave_timeout, cfg.ihave_timeout_ceiling)
         self._graft_timers: list[tuple[float, MessageId]] = []
         self._ihave_queue: list[tuple[MessageId, int]] = []
         self._ihave_due: float | None = None
         self._next_maintenance = now + cfg.maintenance_interval
+        self._next_optimization = now
         self._next_sync = now + cfg.sync_interval if cfg.sync_interval > 0 else float("inf")
         self._outbox: list[tuple[str, PlumtreeMessage]] = []
         self._events: list[ev.Event] = []
@@ -243,6 +253,7 @@ class Plumtree:
             ihave_queue_capacity=self.config.ihave_queue_max,
             pending_grafts=len(self._pending),
             seen_size=len(self.seen),
+            ihave_timeout_seconds=self.lateness.timeout,
         )
 
     def peer_infos(self) -> list[PeerInfo]:
@@ -293,11 +304,28 @@ class Plumtree:
         if entry is not None:
             c.messages_duplicate += 1
             entry.duplicates += 1
+            graft = entry.graft
+            if graft is not None:
+                if graft.asked(sender):
+                    return  # a second reply to our own Graft retries: not a cycle
+                if graft.first_graft_at is not None:
+                    # the eager copy we grafted for was only late: stretch the IHave timer
+                    c.graft_premature += 1
+                    self.lateness.observe(now - graft.announced_at)
+                    graft.first_graft_at = None  # one sample per message
             if entry.duplicates > self.config.prune_threshold and info is not None:
+                if info.eager:
+                    info.duplicate_streak += 1
+                    if info.duplicate_streak < self.config.prune_streak:
+                        return
+                    info.duplicate_streak = 0
+                    self._demote(sender, now, "duplicate")
+                elif now - info.pruned_at < self.lateness.ceiling:
+                    return  # our Prune is on its way: what it sent meanwhile is in flight
                 # Prune whoever pushes redundantly, even a peer we already hold as lazy:
                 # it still holds *us* as eager (an asymmetric link) and would otherwise
                 # keep sending every message twice.
-                self._demote(sender, now, "duplicate")
+                info.pruned_at = now
                 self._send_prune(sender, "duplicate")
             return
         if msg_id in self._cached:
@@ -305,14 +333,25 @@ class Plumtree:
             return
         hops = min(msg.round + 1, MAX_ROUND)
         pending = self._pending.pop(msg_id, None)
-        if pending is not None and pending.first_graft_at is not None:
-            c.graft_success += 1
-            self.histograms.graft_latency_seconds.observe(now - pending.first_graft_at)
+        graft = None
+        if pending is not None:
+            if pending.first_graft_at is None:
+                self.lateness.observe(now - pending.announced_at)  # in time, no Graft
+            else:
+                c.graft_success += 1  # the gap is filled, whichever copy filled it
+                self.histograms.graft_latency_seconds.observe(now - pending.first_graft_at)
+                if pending.asked(sender):
+                    graft = pending  # an eager copy may still come: keep what we asked
+                else:
+                    c.graft_premature += 1  # the eager copy, late: the Graft was early
+                    self.lateness.observe(now - pending.announced_at)
         if info is None:
             self._insert_peer(sender, True, now)
-        elif not info.eager:
-            self._promote(sender, now, "gossip")
-        self._accept(msg_id, msg.payload, msg.origin, sender, hops, now)
+        else:
+            info.duplicate_streak = 0  # first with a message: on someone's best path
+            if not info.eager:
+                self._promote(sender, now, "gossip")
+        self._accept(msg_id, msg.payload, msg.origin, sender, hops, now, graft)
         self._eager_push(Gossip(msg_id, hops, msg.origin, msg.payload), exclude=sender)
         self._queue_ihave(msg_id, hops, now)
 
@@ -357,8 +396,8 @@ class Plumtree:
         if len(self._pending) >= self.config.max_pending_grafts:
             self.counters.pending_grafts_dropped += 1
             return
-        deadline = now + self.config.ihave_timeout
-        self._pending[msg_id] = _PendingGraft(sender, deadline)
+        deadline = now + self.lateness.timeout
+        self._pending[msg_id] = PendingGraft(sender, now, deadline)
         heapq.heappush(self._graft_timers, (deadline, msg_id))
         if deadline < self._deadline:
             self._deadline = deadline
@@ -396,11 +435,20 @@ class Plumtree:
     # ------------------------------------------------------------------ internals
 
     def _accept(
-        self, msg_id: MessageId, payload: bytes, origin: str, parent: str, hops: int, now: float
+        self,
+        msg_id: MessageId,
+        payload: bytes,
+        origin: str,
+        parent: str,
+        hops: int,
+        now: float,
+        graft: PendingGraft | None = None,
     ) -> None:
         """Record, cache and deliver a message seen for the first time."""
         c = self.counters
-        c.seen_evictions += self.seen.put(msg_id, SeenEntry(now, hops, parent, origin))
+        entry = SeenEntry(now, hops, parent, origin)
+        entry.graft = graft
+        c.seen_evictions += self.seen.put(msg_id, entry)
         evicted = self.cache.put(msg_id, CachedMessage(now, hops, origin, payload))
         if evicted:
             c.cache_evictions += evicted
@@ -534,11 +582,15 @@ class Plumtree:
         info.shortcut_streak += 1
         if info.shortcut_streak < self.config.optimization_streak:
             return
+        if now < self._next_optimization:
+            return  # one swap per optimization_interval: each costs in-flight duplicates
+        self._next_optimization = now + self.config.optimization_interval
         info.shortcut_streak = 0
         self.counters.optimizations += 1
         self._promote(sender, now, "optimization")
         self._send_graft(sender, [], 0)
         self._demote(parent, now, "optimization")
+        self.peers.info[parent].pruned_at = now
         self._send_prune(parent, "optimization")
         entry.parent = sender
         entry.hops = round_ + 1

@@ -77,6 +77,7 @@ class PlumtreeCounters:
     sync_sent: int = 0
     sync_received: int = 0
     messages_too_large: int = 0
+    graft_premature: int = 0
 
     def items(self) -> Iterator[tuple[str, int]]:
         for f in fields(self):
@@ -131,3 +132,4 @@ class PlumtreeGauges:
     ihave_queue_capacity: int
     pending_grafts: int
     seen_size: int
+    ihave_timeout_seconds: float

@@ -94,7 +94,7 @@ def test_first_gossip_is_delivered_once_forwarded_with_one_more_hop_and_the_send
 
 
 def test_a_duplicate_from_an_eager_peer_prunes_it() -> None:
-    a = node()
+    a = node(prune_streak=1)
     a.add_peer("b", 0.0)
     a.add_peer("c", 0.0)
     a.receive("b", Gossip(ID, 0, "b", b"x"), 0.0)
@@ -136,7 +136,7 @@ def test_a_single_origin_stream_settles_to_no_duplicates_at_all() -> None:
 
 
 def test_prune_threshold_tolerates_that_many_duplicates_first() -> None:
-    a = node(prune_threshold=1)
+    a = node(prune_threshold=1, prune_streak=1)
     for p in ("b", "c", "d"):
         a.add_peer(p, 0.0)
     a.receive("b", Gossip(ID, 0, "b", b"x"), 0.0)
@@ -144,6 +144,117 @@ def test_prune_threshold_tolerates_that_many_duplicates_first() -> None:
     assert "c" in a.peers.eager, "first duplicate tolerated"
     a.receive("d", Gossip(ID, 0, "d", b"x"), 0.0)
     assert "d" in a.peers.lazy
+
+
+def _gossip(n: Plumtree, sender: str, i: int, at: float = 0.0) -> None:
+    n.receive(sender, Gossip(bytes([i]) * 16, 0, "o", b"x"), at)
+
+
+def test_an_eager_peer_is_pruned_after_a_streak_of_duplicates() -> None:
+    a = node(prune_streak=3)
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)
+    for i in range(1, 3):
+        _gossip(a, "b", i)
+        _gossip(a, "c", i)
+        assert "c" in a.peers.eager and a.counters.prune_sent == 0
+    _gossip(a, "b", 3)
+    _gossip(a, "c", 3)
+    assert ("c", Prune()) in sent(a) and "c" in a.peers.lazy
+
+
+def test_a_first_copy_resets_the_duplicate_streak() -> None:
+    """Concurrent broadcasts make one-off duplicates; a peer that is sometimes first is
+    on a best path and keeps its eager link (over-pruning split the tree under load)."""
+    a = node(prune_streak=2)
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)
+    _gossip(a, "b", 1)
+    _gossip(a, "c", 1)  # duplicate 1 of 2
+    _gossip(a, "c", 2)  # c first: streak reset
+    _gossip(a, "b", 2)  # b's first duplicate
+    _gossip(a, "b", 3)
+    _gossip(a, "c", 3)  # c: duplicate 1 of 2 again
+    assert a.counters.prune_sent == 0 and set(a.peers.eager) == {"b", "c"}
+
+
+def test_a_lazy_peer_that_pushes_is_pruned_at_once() -> None:
+    a = node(eager_fanout=1, prune_streak=3)
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)  # lazy here, but it holds us as eager
+    _gossip(a, "b", 1)
+    sent(a)
+    _gossip(a, "c", 1)
+    assert ("c", Prune()) in sent(a)
+
+
+def test_a_lazy_pusher_is_not_pruned_again_while_our_prune_is_in_flight() -> None:
+    a = node(eager_fanout=1, ihave_timeout=0.1, ihave_timeout_max=0.5)
+    a.add_peer("b", 0.0)
+    a.add_peer("c", 0.0)  # lazy here; it pushes anyway
+    for i in range(1, 4):
+        _gossip(a, "b", i, at=0.1 * i)
+        _gossip(a, "c", i, at=0.1 * i)
+    prunes = [p for p, m in sent(a) if isinstance(m, Prune)]
+    assert prunes == ["c"], "one Prune for the copies that were already on their way"
+    _gossip(a, "b", 9, at=1.0)
+    _gossip(a, "c", 9, at=1.0)  # past the adaptive timer's ceiling: still pushing
+    assert ("c", Prune()) in sent(a)
+
+
+def test_optimisation_swaps_at_most_once_per_interval() -> None:
+    a = Plumtree(
+        "a",
+        config(
+            eager_fanout=1,
+            optimization_threshold=2,
+            optimization_streak=1,
+            optimization_interval=5.0,
+        ),
+        random.Random(1),
+    )
+    for p in ("p", "s1", "s2"):
+        a.add_peer(p, 0.0)
+    a.receive("p", Gossip(ID, 6, "o", b"x"), 0.0)
+    a.receive("s1", IHave([(ID, 1)]), 0.1)
+    assert a.counters.optimizations == 1 and "s1" in a.peers.eager
+    a.receive("s1", Gossip(ID2, 6, "o", b"x"), 1.0)
+    a.receive("s2", IHave([(ID2, 1)]), 1.1)
+    assert a.counters.optimizations == 1, "within the interval: no second swap"
+    third = b"\x03" * 16
+    a.receive("s1", Gossip(third, 6, "o", b"x"), 6.0)
+    a.receive("s2", IHave([(third, 1)]), 6.1)
+    assert a.counters.optimizations == 2 and "s2" in a.peers.eager
+
+
+def test_replies_to_our_own_graft_retries_are_not_pruned() -> None:
+    a = node(eager_fanout=1, prune_streak=1, ihave_timeout=0.1, graft_timeout=0.1)
+    for p in ("e", "x", "y"):
+        a.add_peer(p, 0.0)
+    a.receive("x", IHave([(ID, 0)]), 0.0)
+    a.receive("y", IHave([(ID, 0)]), 0.0)
+    a.handle_timer(0.1)  # Graft to x
+    a.handle_timer(0.2)  # retry: Graft to y
+    grafts = [p for p, m in sent(a) if isinstance(m, Graft) and m.ids]
+    assert grafts == ["x", "y"]
+    a.receive("x", Gossip(ID, 0, "o", b"x"), 0.25)
+    a.receive("y", Gossip(ID, 0, "o", b"x"), 0.26)  # the retry's reply: a duplicate
+    assert ("y", Prune()) not in sent(a) and "y" in a.peers.eager
+
+
+def test_a_late_eager_copy_after_a_graft_stretches_the_ihave_timer() -> None:
+    a = node(eager_fanout=1, ihave_timeout=0.1, graft_timeout=0.5)
+    a.add_peer("parent", 0.0)
+    a.add_peer("x", 0.0)
+    a.receive("x", IHave([(ID, 0)]), 0.0)
+    a.handle_timer(0.1)  # Graft to x
+    a.receive("x", Gossip(ID, 0, "o", b"x"), 0.15)
+    assert a.lateness.timeout == pytest.approx(0.1)
+    a.receive("parent", Gossip(ID, 3, "o", b"x"), 0.4)  # the eager copy, 0.4 s late
+    assert a.counters.graft_premature == 1
+    assert a.lateness.timeout > 0.4
+    a.receive("z", IHave([(ID2, 0)]), 1.0)
+    assert a._pending[ID2].deadline == pytest.approx(1.0 + a.lateness.timeout)
 
 
 def test_prune_makes_the_sender_lazy() -> None:
