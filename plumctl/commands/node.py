@@ -21,6 +21,9 @@ EXAMPLES = """Examples:
 
 SIGTERM or Ctrl-C leaves the cluster gracefully (others see *left*, not *dead*),
 drains the send queues and exits 0; a second signal exits at once.
+
+The node runs on uvloop when it is installed (PLUMTREE_EVENT_LOOP=asyncio forces the
+standard loop); the first log line says which.
 """
 
 
@@ -88,7 +91,12 @@ def start(
             exitcodes.USAGE,
         )
     from plumtree.runtime import logs
+    from plumtree.runtime.eventloop import loop_factory
 
+    try:
+        loop_factory()  # a bad PLUMTREE_EVENT_LOOP is a usage error, before anything binds
+    except ValueError as exc:
+        fail(str(exc), exitcodes.USAGE)
     logs.setup(log_level, log_json)
     code = _run(settings, ready_file)
     raise typer.Exit(code)
@@ -194,18 +202,19 @@ PROFILE_ENV = "PLUMTREE_CPROFILE_DIR"
 
 
 def _run(cfg: Any, ready_file: Path | None) -> int:
-    import asyncio
     import os
+
+    from plumtree.runtime.eventloop import run
 
     profile_dir = os.environ.get(PROFILE_ENV)
     if not profile_dir:
-        return asyncio.run(_main(cfg, ready_file))
+        return run(_main(cfg, ready_file))
     import cProfile
     import time
 
     profiler = cProfile.Profile(time.process_time)  # CPU time: nodes share the CPUs
     try:
-        code: int = profiler.runcall(asyncio.run, _main(cfg, ready_file))
+        code: int = profiler.runcall(run, _main(cfg, ready_file))
         return code
     finally:
         profiler.dump_stats(os.path.join(profile_dir, f"{cfg.name}.prof"))

@@ -32,6 +32,7 @@ from plumtree.core.wire import Envelope
 from plumtree.runtime.addresses import format_addr, parse_addr
 from plumtree.runtime.crypto import OVERHEAD, Keyring
 from plumtree.runtime.eventhub import EventHub
+from plumtree.runtime.eventloop import loop_name
 from plumtree.runtime.transport import Transport
 
 log = logging.getLogger("plumtree.node")
@@ -165,11 +166,12 @@ class Node:
         )
         self._next_reconcile = now + RECONCILE_INTERVAL
         log.info(
-            "node %s started: gossip %s, admin %s, profile %s%s",
+            "node %s started: gossip %s, admin %s, profile %s, %s loop%s",
             self.name,
             self.gossip_addr,
             self.admin_url or "off",
             cfg.protocol.profile,
+            loop_name(loop),
             ", encrypted" if cfg.keyring else "",
             extra={"fields": {"node": self.name, "label": cfg.label, "join": cfg.join}},
         )

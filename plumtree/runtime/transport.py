@@ -26,7 +26,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 from plumtree.core import wire
 from plumtree.core.limits import MAX_FRAME_BYTES, MAX_MESSAGES_PER_ENVELOPE
@@ -252,7 +252,7 @@ class _Inbound(asyncio.Protocol):
         self.source = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.source = format_addr(peer[0], peer[1]) if peer else "?"
@@ -389,7 +389,7 @@ class _Link(asyncio.Protocol):
     # ------------------------------------------------------------------ protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
