@@ -62,10 +62,10 @@ def start_cluster(where: Path, n: int, batch: int = 8) -> str:
     state = ClusterState(str(where), "local", time.time())
     names = [f"node-{i}" for i in range(n)]
     seed: list[str] = []
-    for start in range(0, n, batch):
-        group = [
-            (name, *spawn_node(where, name, "local", seed)) for name in names[start : start + batch]
-        ]
+    # the first node alone: the others join through it (a batch spawned before it was
+    # ready would have had no seed, and stayed a cluster of its own)
+    for start, stop in [(0, 1), *((i, i + batch) for i in range(1, n, batch))]:
+        group = [(name, *spawn_node(where, name, "local", seed)) for name in names[start:stop]]
         for name, proc, ready, log in group:
             info = wait_ready(proc, ready, log, 120.0)
             state.nodes.append(
