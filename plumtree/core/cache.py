@@ -21,7 +21,9 @@ class SeenEntry:
 
     __slots__ = ("at", "duplicates", "graft", "hops", "origin", "parent", "shortcut_from")
 
-    def __init__(self, at: float, hops: int, parent: str, origin: str) -> None:
+    def __init__(
+        self, at: float, hops: int, parent: str, origin: str, graft: PendingGraft | None = None
+    ) -> None:
         self.at = at
         self.hops = hops
         self.parent = parent
@@ -31,7 +33,7 @@ class SeenEntry:
         #: when we got it by Graft: the pending Graft (whom we asked, when it was first
         #: announced), so later copies can be told apart: replies to our own retries,
         #: or the late eager copy that measures how premature the Graft was
-        self.graft: PendingGraft | None = None
+        self.graft = graft
 
 
 class CachedMessage:

@@ -325,8 +325,7 @@ class Plumtree:
                 # Prune whoever pushes redundantly, even a peer we already hold as lazy:
                 # it still holds *us* as eager (an asymmetric link) and would otherwise
                 # keep sending every message twice.
-                info.pruned_at = now
-                self._send_prune(sender, "duplicate")
+                self._send_prune(sender, "duplicate", now)
             return
         if msg_id in self._cached:
             c.messages_duplicate += 1  # seen entry evicted early, payload still cached
@@ -446,9 +445,7 @@ class Plumtree:
     ) -> None:
         """Record, cache and deliver a message seen for the first time."""
         c = self.counters
-        entry = SeenEntry(now, hops, parent, origin)
-        entry.graft = graft
-        c.seen_evictions += self.seen.put(msg_id, entry)
+        c.seen_evictions += self.seen.put(msg_id, SeenEntry(now, hops, parent, origin, graft))
         evicted = self.cache.put(msg_id, CachedMessage(now, hops, origin, payload))
         if evicted:
             c.cache_evictions += evicted
@@ -551,10 +548,12 @@ class Plumtree:
                 info.grafts_sent += 1
             self._events.append(ev.GraftSent(peer, chunk, attempt))
 
-    def _send_prune(self, peer: str, reason: str) -> None:
+    def _send_prune(self, peer: str, reason: str, now: float) -> None:
         self._send(peer, _PRUNE)
         self.counters.prune_sent += 1
-        self.peers.info[peer].prunes_sent += 1
+        info = self.peers.info[peer]
+        info.prunes_sent += 1
+        info.pruned_at = now
         self._events.append(ev.PruneSent(peer, reason))
 
     def _maybe_optimize(
@@ -567,14 +566,12 @@ class Plumtree:
         makes the tree flap (Graft/Prune churn and transient holes). So a lazy peer must
         offer the shorter path for ``optimization_streak`` announcements in a row (of
         different messages) before it replaces the eager parent.
+
+        The caller (``_on_ihave``) has checked the rest: the optimisation is on, the
+        sender is lazy and its path is shorter by at least the threshold.
         """
-        threshold = self.config.optimization_threshold
-        if threshold == 0 or sender not in self.peers.lazy:
-            return
         parent = entry.parent
         if parent == sender or parent not in self.peers.eager:
-            return
-        if entry.hops - (round_ + 1) < threshold:
             return
         if entry.shortcut_from == sender:
             return  # the same message announced twice by the same peer counts once
@@ -590,8 +587,7 @@ class Plumtree:
         self._promote(sender, now, "optimization")
         self._send_graft(sender, [], 0)
         self._demote(parent, now, "optimization")
-        self.peers.info[parent].pruned_at = now
-        self._send_prune(parent, "optimization")
+        self._send_prune(parent, "optimization", now)
         entry.parent = sender
         entry.hops = round_ + 1
 
