@@ -210,6 +210,25 @@ def _verify(urls: Iterable[str], verify: ssl.SSLContext | bool) -> ssl.SSLContex
     return _default_tls() if any(u.startswith("https://") for u in urls) else False
 
 
+def _http_settings(
+    urls: Iterable[str],
+    timeout: float,
+    verify: ssl.SSLContext | bool,
+    trust_env: bool,
+    transport: httpx.AsyncBaseTransport | httpx.BaseTransport | None,
+) -> dict[str, Any]:
+    """What every httpx client of plumctl is built with: one timeout for every phase,
+    redirects never followed, TLS only for https nodes, the environment's proxies only
+    when asked."""
+    return {
+        "timeout": httpx.Timeout(timeout),
+        "follow_redirects": False,
+        "verify": _verify(urls, verify),
+        "trust_env": trust_env,
+        "transport": transport,
+    }
+
+
 def _headers(token: str | None) -> dict[str, str]:
     from plumtree import __version__
 
@@ -366,11 +385,7 @@ class Client:
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=_headers(token),
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            verify=_verify([self.base_url], verify),
-            trust_env=trust_env,
-            transport=transport,
+            **_http_settings([self.base_url], timeout, verify, trust_env, transport),
         )
 
     def __enter__(self) -> Client:
@@ -507,11 +522,7 @@ class AsyncClient:
         self._headers = _headers(token)
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            verify=_verify([self.base_url], verify),
-            trust_env=trust_env,
-            transport=transport,
+            **_http_settings([self.base_url], timeout, verify, trust_env, transport)
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -674,11 +685,7 @@ class Prometheus:
         self.timeout = timeout
         self._http = httpx.AsyncClient(
             headers=_headers(None),
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            verify=_verify([self.base_url], verify),
-            trust_env=trust_env,
-            transport=transport,
+            **_http_settings([self.base_url], timeout, verify, trust_env, transport),
         )
 
     async def __aenter__(self) -> Prometheus:
@@ -826,12 +833,7 @@ async def fan_out(
     limits = httpx.Limits(max_connections=max(1, limit), max_keepalive_connections=max(1, limit))
     nodes = [t for t in targets.values() if isinstance(t, str)]
     async with httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        verify=_verify(nodes, verify),
-        trust_env=trust_env,
-        limits=limits,
-        transport=transport,
+        limits=limits, **_http_settings(nodes, timeout, verify, trust_env, transport)
     ) as http:
 
         async def one(url: str) -> T | ClientError:

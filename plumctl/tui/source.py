@@ -29,6 +29,7 @@ from plumctl.client import (
     AsyncClient,
     ClientError,
     Unreachable,
+    _http_settings,
     _parse_scrape,
     _verify,
     normalise_url,
@@ -223,12 +224,9 @@ class HttpSource:
             return
         _skip_sniffio_probe()
         verify = _verify([self.seed], True)
+        transport = self._transport or PerNodeTransport(verify=verify)
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout),
-            follow_redirects=False,
-            verify=verify,
-            trust_env=False,
-            transport=self._transport or PerNodeTransport(verify=verify),
+            **_http_settings([self.seed], self.timeout, verify, False, transport)
         )
         self._gate = asyncio.Semaphore(self.limit)
 
