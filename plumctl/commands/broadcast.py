@@ -53,30 +53,21 @@ def broadcast(
     with exit_on_error(), Client(opts.node, opts.token, opts.timeout) as client:
         sent = client.broadcast(data)
     msg_id = str(sent["id"])
+    doc = {
+        "kind": "Broadcast",
+        "id": msg_id,
+        "size": sent.get("size", len(data)),
+        "node": opts.node,
+    }
     if not wait:
         if opts.json:
-            emit_json(
-                {
-                    "kind": "Broadcast",
-                    "id": msg_id,
-                    "size": sent.get("size", len(data)),
-                    "node": opts.node,
-                }
-            )
+            emit_json(doc)
         else:
             typer.echo(msg_id)
         return
     result = _wait(opts, msg_id)
     if opts.json:
-        emit_json(
-            {
-                "kind": "Broadcast",
-                "id": msg_id,
-                "size": sent.get("size", len(data)),
-                "node": opts.node,
-                **result,
-            }
-        )
+        emit_json({**doc, **result})
     else:
         typer.echo(msg_id)
         _summary(result)
