@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from plumctl import exitcodes
+
+if TYPE_CHECKING:
+    from plumctl.localcluster import ClusterState
 from plumctl.options import GlobalOptions, with_global_options
 
 cluster_app = typer.Typer(
@@ -53,6 +56,27 @@ def _dir(directory: Path | None) -> Path:
     return (directory or default_dir()).expanduser().resolve()
 
 
+def _load(where: Path) -> ClusterState | None:
+    """The cluster state in ``where`` (None: none); an unreadable one ends the command."""
+    from plumctl.localcluster import ClusterError, ClusterState
+    from plumctl.output import fail
+
+    try:
+        return ClusterState.load(where)
+    except ClusterError as exc:
+        fail(str(exc), exitcodes.FAILED)
+
+
+def _require(where: Path, missing: str) -> ClusterState:
+    """The cluster state in ``where``; none at all ends the command with ``missing``."""
+    from plumctl.output import fail
+
+    state = _load(where)
+    if state is None:
+        fail(missing, exitcodes.FAILED)
+    return state
+
+
 def up(
     ctx: typer.Context,
     nodes: Annotated[
@@ -91,10 +115,7 @@ def up(
             exitcodes.USAGE,
         )
     where = _dir(directory)
-    try:
-        existing = ClusterState.load(where)
-    except ClusterError as exc:
-        fail(str(exc), exitcodes.FAILED)
+    existing = _load(where)
     if existing is not None:
         alive = [n for n in existing.nodes if n.running()]
         if alive:
@@ -251,17 +272,12 @@ def down(
 ) -> None:
     import shutil
 
-    from plumctl.localcluster import ClusterError, ClusterState, stop_nodes
-    from plumctl.output import emit_json, fail, stderr
+    from plumctl.localcluster import stop_nodes
+    from plumctl.output import emit_json, stderr
 
     opts: GlobalOptions = ctx.obj
     where = _dir(directory)
-    try:
-        state = ClusterState.load(where)
-    except ClusterError as exc:
-        fail(str(exc), exitcodes.FAILED)
-    if state is None:
-        fail(f"no local cluster in {where} (nothing to stop)", exitcodes.FAILED)
+    state = _require(where, f"no local cluster in {where} (nothing to stop)")
     outcome = stop_nodes(state.nodes, grace)
     (where / "cluster.json").unlink(missing_ok=True)
     shutil.rmtree(where / "run", ignore_errors=True)
@@ -284,20 +300,13 @@ def down(
 
 def status(ctx: typer.Context, directory: DirOption = None) -> None:
     from plumctl.client import AsyncClient, ClientError, fan_out_sync
-    from plumctl.localcluster import ClusterError, ClusterState
-    from plumctl.output import emit_json, fail, stdout, table
+    from plumctl.output import emit_json, stdout, table
 
     opts: GlobalOptions = ctx.obj
     where = _dir(directory)
-    try:
-        state = ClusterState.load(where)
-    except ClusterError as exc:
-        fail(str(exc), exitcodes.FAILED)
-    if state is None:
-        fail(
-            f"no local cluster in {where} (start one with: plumctl cluster up --dir {where})",
-            exitcodes.FAILED,
-        )
+    state = _require(
+        where, f"no local cluster in {where} (start one with: plumctl cluster up --dir {where})"
+    )
 
     async def health(client: AsyncClient) -> dict[str, Any]:
         body: dict[str, Any]
