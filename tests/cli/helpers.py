@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 from typer.testing import CliRunner, Result
@@ -29,3 +31,12 @@ def plain(text: str) -> str:
 def json_out(result: Result) -> Any:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, step: float = 0.1) -> None:
+    """Poll ``predicate`` (wall clock) until true; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(step)

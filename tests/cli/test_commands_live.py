@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,20 +17,12 @@ import pytest
 from plumctl.localcluster import is_our_node
 from plumtree.core.messages import Prune
 from plumtree.core.wire import Envelope, encode
-from tests.cli.helpers import invoke, json_out
+from tests.cli.helpers import invoke, json_out, wait_until
 
 PLUMCTL = [sys.executable, "-m", "plumctl"]
 # Maintenance repairs isolation within its interval; slow it down so that the test can
 # isolate a node on purpose (by spoofing Prunes) and observe the verdict.
 CONFIG = "[plumtree]\nmaintenance_interval = 600\nmaintenance_jitter = 0\n"
-
-
-def wait_until(predicate, timeout: float, step: float = 0.1) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(step)
 
 
 class Live:

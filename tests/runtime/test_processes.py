@@ -17,21 +17,13 @@ import httpx
 import pytest
 
 from plumctl.localcluster import is_our_node
-from tests.cli.helpers import invoke
+from tests.cli.helpers import invoke, wait_until
 
 PLUMCTL = [sys.executable, "-m", "plumctl"]
 
 
 def run(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PLUMCTL, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def wait_until(predicate, timeout: float, step: float = 0.1) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(step)
 
 
 class Cluster:
