@@ -232,14 +232,6 @@ def judge(out: Report, case: Case, o: Outcome, walls: list[float]) -> None:
             f"{d['ldh']:.2f} / {flood_ldh:.2f}" if flood_ldh else f"{d['ldh']:.2f} / -",
         )
         out.add(name, "  flood RMR", f"{d['flood_rmr']:.3f}" if flood_ldh else "-")
-        out.check(
-            name,
-            "duplicates delivered",
-            d["duplicates_delivered"],
-            "{}",
-            "= 0",
-            d["duplicates_delivered"] == 0,
-        )
     elif case.kind == "loss":
         out.check(
             name,
@@ -255,14 +247,6 @@ def judge(out: Report, case: Case, o: Outcome, walls: list[float]) -> None:
             "  Grafts sent / Graft failures",
             f"{d['graft_messages']:,} / {d['graft_failures']}",
         )
-        out.check(
-            name,
-            "duplicates delivered",
-            d["duplicates_delivered"],
-            "{}",
-            "= 0",
-            d["duplicates_delivered"] == 0,
-        )
     elif case.kind == "crash":
         after = d["reliability_after_heal"]
         out.check(
@@ -277,14 +261,14 @@ def judge(out: Report, case: Case, o: Outcome, walls: list[float]) -> None:
             d["broadcasts_to_heal"] is not None,
         )
         out.add(name, "  nodes crashed", str(d["crashed"]))
-        out.check(
-            name,
-            "duplicates delivered",
-            d["duplicates_delivered"],
-            "{}",
-            "= 0",
-            d["duplicates_delivered"] == 0,
-        )
+    out.check(  # every kind of case
+        name,
+        "duplicates delivered",
+        d["duplicates_delivered"],
+        "{}",
+        "= 0",
+        d["duplicates_delivered"] == 0,
+    )
     out.add(
         name,
         "latency p50 / p99 / last delivery p99",
