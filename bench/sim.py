@@ -258,7 +258,7 @@ def judge(out: Report, case: Case, o: Outcome, walls: list[float]) -> None:
             d["broadcasts_to_heal"],
             "{}",
             f"healed (< {p.broadcasts // 2})",
-            d["broadcasts_to_heal"] is not None,
+            d["broadcasts_to_heal"] is not None and d["broadcasts_to_heal"] < p.broadcasts // 2,
         )
         out.add(name, "  nodes crashed", str(d["crashed"]))
     out.check(  # every kind of case
