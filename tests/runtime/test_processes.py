@@ -167,21 +167,7 @@ def test_unreachable_seed_keeps_retrying_and_says_so(tmp_path: Path) -> None:
     log = tmp_path / "node.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [
-                *PLUMCTL,
-                "node",
-                "start",
-                "--name",
-                "lonely",
-                "--bind",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-                "--profile",
-                "local",
-                "--join",
-                f"127.0.0.1:{dead}",
-            ],
+            _node_argv("lonely", "--profile", "local", "--join", f"127.0.0.1:{dead}"),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -221,22 +207,18 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
             p.wait()
 
 
+def _node_argv(name: str, *extra: str) -> list[str]:
+    """``plumctl node start`` on free loopback ports (gossip and admin API)."""
+    return [
+        *PLUMCTL,
+        *("node", "start", "--name", name, "--bind", "127.0.0.1:0", "--api", "127.0.0.1:0"),
+        *extra,
+    ]
+
+
 def _start(name: str, ready: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            *PLUMCTL,
-            "node",
-            "start",
-            "--name",
-            name,
-            "--bind",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-            "--ready-file",
-            str(ready),
-            *extra,
-        ],
+        _node_argv(name, "--ready-file", str(ready), *extra),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -249,16 +231,8 @@ def test_json_logs_are_one_object_per_line_and_message_lines_carry_id_and_hops(
     ready = tmp_path / "ready.json"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [
-                *PLUMCTL,
-                "node",
-                "start",
-                "--name",
+            _node_argv(
                 "j",
-                "--bind",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
                 "--profile",
                 "local",
                 "--log-json",
@@ -266,7 +240,7 @@ def test_json_logs_are_one_object_per_line_and_message_lines_carry_id_and_hops(
                 "debug",
                 "--ready-file",
                 str(ready),
-            ],
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
