@@ -207,12 +207,9 @@ class KeepAlivePool:
             except BaseException:
                 self._discard(conn)
                 raise
-            if conn.reusable and not conn.closed:
-                idle = self._idle.setdefault(origin, [])
-                if len(idle) < _IDLE_PER_ORIGIN:
-                    idle.append(conn)
-                else:
-                    self._discard(conn)
+            idle = self._idle.setdefault(origin, [])
+            if conn.reusable and not conn.closed and len(idle) < _IDLE_PER_ORIGIN:
+                idle.append(conn)
             else:
                 self._discard(conn)
             return httpx.Response(
