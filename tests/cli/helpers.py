@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner, Result
@@ -40,3 +44,28 @@ def wait_until(predicate: Callable[[], object], timeout: float, step: float = 0.
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(step)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def plumctl_env() -> dict[str, str]:
+    """The environment of a real ``plumctl`` process of this checkout: no PLUMCTL_*
+    settings of the caller, no colours, wide lines."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUMCTL_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["NO_COLOR"] = "1"
+    env["COLUMNS"] = "250"
+    return env
+
+
+def plumctl(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+    """Run the real command line (``python -m plumctl``) of this checkout."""
+    return subprocess.run(
+        [sys.executable, "-m", "plumctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=plumctl_env(),
+        check=False,
+    )

@@ -44,6 +44,7 @@ from plumctl.monitoring.dashboard import (
     all_expressions,
 )
 from plumctl.output import reset_consoles
+from tests.cli.helpers import plumctl, plumctl_env
 
 pytestmark = pytest.mark.slow
 
@@ -54,26 +55,6 @@ T = TypeVar("T")
 
 
 # ---- helpers -------------------------------------------------------------------------------
-
-
-def plumctl_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUMCTL_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["NO_COLOR"] = "1"
-    env["COLUMNS"] = "250"
-    return env
-
-
-def plumctl(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
-    """Run the real command line (``python -m plumctl``) of this checkout."""
-    return subprocess.run(
-        [sys.executable, "-m", "plumctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=plumctl_env(),
-        check=False,
-    )
 
 
 def generate(*args: str) -> str:

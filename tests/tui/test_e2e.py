@@ -13,8 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,25 +22,12 @@ import httpx
 import pytest
 
 from plumctl.localcluster import is_our_node
-from tests.cli.helpers import invoke
+from tests.cli.helpers import invoke, plumctl
 
 pytestmark = pytest.mark.slow
 
 NODES = 4
-ROOT = Path(__file__).resolve().parents[2]
-PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 DEAD_WITHIN = 25.0
-
-
-def plumctl(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "plumctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *PYTHONPATH])},
-        check=False,
-    )
 
 
 @pytest.fixture
