@@ -73,28 +73,18 @@ def _env(home: Path) -> dict[str, str]:
     }
 
 
-def test_bash_completes_a_command_on_the_first_tab(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("typed", "completed"),
+    [(b"plumctl broa\t", b"broadcast"), (b"plumctl members --sta\t", b"--state")],
+    ids=["command", "option"],
+)
+def test_bash_completes_on_the_first_tab(tmp_path: Path, typed: bytes, completed: bytes) -> None:
     rc = tmp_path / ".bashrc"
     rc.write_text(f"PS1='$ '\nsource {ROOT / 'completions' / 'plumctl.bash'}\n")
     out = _interactive(
-        ["bash", "--noprofile", "--rcfile", str(rc), "-i"],
-        _env(tmp_path),
-        b"plumctl broa\t",
-        b"broadcast",
+        ["bash", "--noprofile", "--rcfile", str(rc), "-i"], _env(tmp_path), typed, completed
     )
-    assert b"broadcast" in out, out.decode(errors="replace")
-
-
-def test_bash_completes_an_option(tmp_path: Path) -> None:
-    rc = tmp_path / ".bashrc"
-    rc.write_text(f"PS1='$ '\nsource {ROOT / 'completions' / 'plumctl.bash'}\n")
-    out = _interactive(
-        ["bash", "--noprofile", "--rcfile", str(rc), "-i"],
-        _env(tmp_path),
-        b"plumctl members --sta\t",
-        b"--state",
-    )
-    assert b"--state" in out, out.decode(errors="replace")
+    assert completed in out, out.decode(errors="replace")
 
 
 def test_zsh_completes_on_the_first_tab_from_fpath(tmp_path: Path) -> None:
