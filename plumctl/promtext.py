@@ -26,6 +26,7 @@ SeriesKey = tuple[str, Labels]
 Buckets = list[tuple[float, float]]
 
 _NO_LABELS: Labels = frozenset()
+_EMPTY: Mapping[Labels, float] = MappingProxyType({})
 
 
 class ExpositionError(ValueError):
@@ -45,6 +46,11 @@ class Scrape:
     at: float
     _by_name: Mapping[str, Mapping[Labels, float]] = field(repr=False, compare=False)
     _sample_type: Mapping[str, str] = field(repr=False, compare=False)
+    #: histogram name -> its :meth:`histogram_series` without a filter, computed once
+    #: (``top`` reads each histogram of a scrape twice: as the current and the previous)
+    _histograms: dict[str, dict[Labels, Buckets]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def from_samples(
@@ -78,6 +84,8 @@ class Scrape:
 
     def series(self, name: str, /, **match: str) -> dict[Labels, float]:
         """Every series of ``name`` whose labels include ``match`` (a label subset)."""
+        if not match:
+            return dict(self._by_name.get(name, _EMPTY))
         wanted = set(match.items())
         return {
             labels: value
@@ -102,6 +110,14 @@ class Scrape:
 
     def histogram_series(self, name: str, /, **match: str) -> dict[Labels, Buckets]:
         """Cumulative buckets of each series of histogram ``name`` (labels without ``le``)."""
+        if not match:
+            memo = self._histograms.get(name)
+            if memo is None:
+                memo = self._histograms[name] = self._group_buckets(name)
+            return {labels: list(buckets) for labels, buckets in memo.items()}
+        return self._group_buckets(name, **match)
+
+    def _group_buckets(self, name: str, /, **match: str) -> dict[Labels, Buckets]:
         groups: dict[Labels, Buckets] = {}
         for labels, count in self.series(f"{name}_bucket", **match).items():
             le = _le_of(labels)

@@ -11,6 +11,7 @@ shown as "n/a", never a crash and never a made-up 0.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from plumctl.promql import histogram_deltas, histogram_quantile, rate, series_increase, window
-from plumctl.promtext import Scrape
+from plumctl.promtext import Buckets, Scrape
 from plumtree.core.health import SEED_THRESHOLDS, Status, Thresholds
 
 #: ``plumtree_eager_peers / 3`` in the seed's Cluster Health Score.
@@ -188,50 +189,73 @@ class NodeRates:
 
 def key_queries(prev: Scrape | None, cur: Scrape) -> NodeRates:
     """Evaluate the key queries for one node; gauges come from ``cur`` alone."""
-    delivered = series_increase(prev, cur, "plumtree_messages_delivered_total")
-    duplicates = series_increase(prev, cur, "plumtree_messages_duplicate_total")
-    success = series_increase(prev, cur, "plumtree_graft_success_total")
-    failed_inc = series_increase(prev, cur, GRAFT_FAILED)
-    failed_rate = rate(prev, cur, GRAFT_FAILED)
+    return _key_queries(prev, cur)[0]
+
+
+def rates_and_score(prev: Scrape | None, cur: Scrape) -> tuple[NodeRates, Score]:
+    """``(key_queries(prev, cur), health_score(prev, cur))``, each increase computed once.
+
+    What ``top`` folds in for every node on every poll; the numbers are exactly those of
+    the two functions (the same increases divided by the same window).
+    """
+    rates, failed_rate = _key_queries(prev, cur)
+    return rates, score_from(rates.eager_peers, rates.graft_sent_per_s, failed_rate, rates.window_s)
+
+
+def _key_queries(prev: Scrape | None, cur: Scrape) -> tuple[NodeRates, float | None]:
+    """The key queries, and the Graft failure rate per second the score needs."""
+    dt = window(prev, cur)
+
+    def increase(name: str) -> float | None:
+        return series_increase(prev, cur, name) if dt is not None else None
+
+    def per_s(inc: float | None) -> float | None:
+        return None if inc is None or dt is None else inc / dt
+
+    delivered = increase("plumtree_messages_delivered_total")
+    duplicates = increase("plumtree_messages_duplicate_total")
+    success = increase("plumtree_graft_success_total")
+    failed_inc = increase(GRAFT_FAILED)
+    failed_rate = per_s(failed_inc)
     size = cur.value("plumtree_cache_size")
     capacity = cur.value("plumtree_cache_capacity")
-    has_window = window(prev, cur) is not None
-    return NodeRates(
-        window_s=window(prev, cur),
-        delivered_per_s=rate(prev, cur, "plumtree_messages_delivered_total"),
-        broadcast_per_s=rate(prev, cur, "plumtree_messages_broadcast_total"),
-        duplicate_per_s=rate(prev, cur, "plumtree_messages_duplicate_total"),
+    hops = histogram_deltas(prev, cur, "plumtree_message_hops") if dt is not None else []
+    rates = NodeRates(
+        window_s=dt,
+        delivered_per_s=per_s(delivered),
+        broadcast_per_s=per_s(increase("plumtree_messages_broadcast_total")),
+        duplicate_per_s=per_s(duplicates),
         duplicate_pct=(
-            100.0 * duplicates / delivered
-            if has_window and delivered and duplicates is not None
-            else None
+            100.0 * duplicates / delivered if delivered and duplicates is not None else None
         ),
-        delivered_in_window=delivered if has_window else None,
-        graft_sent_per_s=rate(prev, cur, GRAFT_SENT),
+        delivered_in_window=delivered,
+        graft_sent_per_s=per_s(increase(GRAFT_SENT)),
         graft_failed_per_min=None if failed_rate is None else 60.0 * failed_rate,
         graft_success_pct=(
             100.0 * success / (success + failed_inc)
-            if has_window
-            and success is not None
-            and failed_inc is not None
-            and success + failed_inc > 0
+            if success is not None and failed_inc is not None and success + failed_inc > 0
             else None
         ),
-        graft_p99_s=_quantile(0.99, prev, cur, "plumtree_graft_latency_seconds"),
-        hops_p50=_quantile(0.50, prev, cur, "plumtree_message_hops"),
-        hops_p99=_quantile(0.99, prev, cur, "plumtree_message_hops"),
+        graft_p99_s=_quantile(
+            0.99,
+            histogram_deltas(prev, cur, "plumtree_graft_latency_seconds") if dt else [],
+            dt,
+        ),
+        hops_p50=_quantile(0.50, hops, dt),
+        hops_p99=_quantile(0.99, hops, dt),
         cache_utilisation=size / capacity if size is not None and capacity else None,
         eager_peers=cur.value(EAGER),
         lazy_peers=cur.value("plumtree_lazy_peers"),
         total_peers=cur.value("plumtree_total_peers"),
         pending_grafts=cur.value("plumtree_pending_grafts"),
     )
+    return rates, failed_rate
 
 
-def _quantile(q: float, prev: Scrape | None, cur: Scrape, name: str) -> float | None:
-    if window(prev, cur) is None:
+def _quantile(q: float, deltas: Buckets, dt: float | None) -> float | None:
+    if dt is None:
         return None
-    value = histogram_quantile(q, histogram_deltas(prev, cur, name))
+    value = histogram_quantile(q, deltas)
     return None if math.isnan(value) else value
 
 
@@ -275,8 +299,10 @@ def _above(value: float, critical: float | None, warning: float | None) -> Level
     return Level.OK
 
 
+@functools.cache
 def _rules(t: Thresholds) -> dict[str, tuple[str, float | None, float | None]]:
-    """``NodeRates`` field -> (direction, critical, warning), all from ``t``."""
+    """``NodeRates`` field -> (direction, critical, warning), all from ``t`` (built once
+    per thresholds: ``top`` classifies every cell of every row on every poll)."""
     return {
         "eager_peers": ("below", t.eager_critical_below, t.eager_warning_below),
         "total_peers": ("below", None, t.total_peers_warning_below),

@@ -2,9 +2,10 @@
 
 :class:`ClusterModel` folds each :class:`~plumctl.tui.source.ClusterSnapshot` into one
 :class:`NodeRow` per member ever seen. Rates, quantiles, scores and threshold levels all
-come from :mod:`plumctl.scoring` (``key_queries`` over the node's previous and current
-scrape, ``health_score``, ``cluster_score``, ``classify_rates``): the same numbers as
-``plumctl health`` and ``plumctl metrics``, no second implementation.
+come from :mod:`plumctl.scoring` (``rates_and_score``, i.e. ``key_queries`` and
+``health_score`` over the node's previous and current scrape, then ``cluster_score`` and
+``classify_rates``): the same numbers as ``plumctl health`` and ``plumctl metrics``, no
+second implementation.
 
 Rows are never dropped: a member that fails stays, marked dead (or "gone" when it left
 the member table without being declared dead); a node that does not answer keeps its
@@ -28,8 +29,7 @@ from plumctl.scoring import (
     Score,
     classify_rates,
     cluster_score,
-    health_score,
-    key_queries,
+    rates_and_score,
 )
 from plumctl.tui.source import ClusterSnapshot, NodeSample
 from plumtree.core.health import Status
@@ -208,9 +208,8 @@ class ClusterModel:
             return
         row.error = None
         row.prev, row.cur = row.cur, sample.scrape
-        row.rates = key_queries(row.prev, row.cur)
+        row.rates, row.score = rates_and_score(row.prev, row.cur)
         row.levels = classify_rates(row.rates)
-        row.score = health_score(row.prev, row.cur)
         row.health = sample.health
         row.last_ok = at
         rates = row.rates

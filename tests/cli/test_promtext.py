@@ -115,6 +115,18 @@ testhistogram_bucket{le="+Inf",start="negative"} 30
         frozenset({("start", "positive")}),
         frozenset({("start", "negative")}),
     }
+    # computed once and remembered: what a caller does to its copy changes nothing
+    first = s.histogram_series("testhistogram")
+    first[frozenset({("start", "positive")})].clear()
+    first.clear()
+    assert s.histogram_series("testhistogram") == s._group_buckets("testhistogram")
+    assert len(s.histogram_series("testhistogram")[frozenset({("start", "positive")})]) == 4
+    assert list(s.histogram_series("testhistogram", start="negative")) == [
+        frozenset({("start", "negative")})
+    ]
+    plain = s.series("testhistogram_bucket")
+    plain.clear()
+    assert len(s.series("testhistogram_bucket")) == 8
 
 
 def test_created_samples_inside_families_are_skipped() -> None:

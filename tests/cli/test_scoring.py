@@ -7,7 +7,10 @@ import math
 from collections.abc import Mapping, Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from plumctl.promql import histogram_deltas, histogram_quantile, rate
 from plumctl.promtext import Scrape, parse
 from plumctl.scoring import (
     CLASSIFIED,
@@ -19,6 +22,7 @@ from plumctl.scoring import (
     cluster_score,
     health_score,
     key_queries,
+    rates_and_score,
 )
 from plumtree.core.health import SEED_THRESHOLDS, Status
 
@@ -274,6 +278,43 @@ def test_key_queries_older_node_without_metrics() -> None:
     assert r.delivered_per_s is None and r.graft_p99_s is None
     zero_cap = node(5, plumtree_cache_size=5, plumtree_cache_capacity=0)
     assert key_queries(None, zero_cap).cache_utilisation is None
+
+
+_COUNTERS = {
+    "delivered_per_s": "plumtree_messages_delivered_total",
+    "broadcast_per_s": "plumtree_messages_broadcast_total",
+    "duplicate_per_s": "plumtree_messages_duplicate_total",
+    "graft_sent_per_s": "plumtree_graft_sent_total",
+}
+_COUNTER_VALUES = st.dictionaries(
+    st.sampled_from([*_COUNTERS.values(), "plumtree_graft_failed_total", "plumtree_eager_peers"]),
+    st.integers(0, 1000).map(float),
+)
+
+
+@given(_COUNTER_VALUES, _COUNTER_VALUES, st.sampled_from([-1.0, 0.0, 0.5, 6.0]))
+def test_key_queries_are_the_promql_functions(
+    before: dict[str, float], after: dict[str, float], dt: float
+) -> None:
+    """Every rate is promql.rate over the same two scrapes (resets, absences, empty and
+    negative windows included), and the score is health_score's, whichever way asked."""
+    prev, cur = node(10.0, **before), node(10.0 + dt, **after)
+    r = key_queries(prev, cur)
+    for field_name, counter in _COUNTERS.items():
+        assert getattr(r, field_name) == rate(prev, cur, counter)
+    failed = rate(prev, cur, "plumtree_graft_failed_total")
+    assert r.graft_failed_per_min == (None if failed is None else 60.0 * failed)
+    assert rates_and_score(prev, cur) == (r, health_score(prev, cur))
+    assert rates_and_score(None, cur) == (key_queries(None, cur), health_score(None, cur))
+
+
+def test_rates_and_score_match_on_the_worked_example() -> None:
+    prev, cur = full_pair()
+    rates, score = rates_and_score(prev, cur)
+    assert (rates, score) == (key_queries(prev, cur), health_score(prev, cur))
+    assert rates.hops_p99 == histogram_quantile(
+        0.99, histogram_deltas(prev, cur, "plumtree_message_hops")
+    )
 
 
 # -- classify -----------------------------------------------------------------------------
