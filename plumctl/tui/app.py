@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
@@ -25,13 +26,13 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import DataTable, Digits, Footer, Input, Sparkline, Static
+from textual.widgets import DataTable, Digits, Input, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
 from plumctl.client import ClientError
 from plumctl.scoring import SCORE_EAGER_TARGET, Level
+from plumctl.tui.keybar import KeyBar
 from plumctl.tui.model import (
-    COLUMN_KEYS,
     COLUMNS,
     SORTS,
     Cell,
@@ -43,6 +44,7 @@ from plumctl.tui.model import (
     sort_key,
     status_level,
 )
+from plumctl.tui.rowtable import RowTable
 from plumctl.tui.source import ClusterSnapshot, ClusterSource, NodeDetail
 from plumtree.core.health import SEED_THRESHOLDS
 
@@ -65,7 +67,6 @@ SPARK_STYLE = "cyan"
 
 _WORD_COLUMNS = frozenset({"state", "health"})
 _SPARK_COLUMNS = frozenset({"eager_hist", "lazy_hist", "graft_hist"})
-_NUMERIC = {c.key: c.numeric for c in COLUMNS}
 
 
 def cell_style(column: str, cell: Cell) -> str:
@@ -80,14 +81,48 @@ def cell_style(column: str, cell: Cell) -> str:
     return style
 
 
-def render_cell(column: str, cell: Cell) -> Text:
-    return Text(
-        cell.text,
-        style=cell_style(column, cell),
-        justify="right" if _NUMERIC.get(column) else "left",
-        no_wrap=True,
-        overflow="ellipsis",
-    )
+#: The node table shows each row as one line of text (see :mod:`plumctl.tui.rowtable`
+#: for why): every column in its width, with its level's style, columns :data:`GAP` apart.
+GAP = "  "
+
+
+def _line_spans() -> dict[str, tuple[int, int]]:
+    spans: dict[str, tuple[int, int]] = {}
+    at = 0
+    for column in COLUMNS:
+        spans[column.key] = (at, at + column.width)
+        at += column.width + len(GAP)
+    return spans
+
+
+#: Where each column sits in a row's line: ``key -> (start, end)`` in terminal cells.
+LINE_SPANS = _line_spans()
+
+
+def fit(text: str, width: int, right: bool) -> str:
+    """``text`` in exactly ``width`` terminal cells: cut with an ellipsis, then padded."""
+    size = cell_len(text)
+    if size > width:
+        text = set_cell_size(text, width - 1) + "…"
+        size = width
+    pad = " " * (width - size)
+    return pad + text if right else text + pad
+
+
+def render_line(row_cells: Mapping[str, Cell]) -> Text:
+    """One table row: every column in its width, with its level's style."""
+    parts: list[str | tuple[str, str]] = []
+    for column in COLUMNS:
+        if parts:
+            parts.append(GAP)
+        cell = row_cells[column.key]
+        parts.append((fit(cell.text, column.width, column.numeric), cell_style(column.key, cell)))
+    return Text.assemble(*parts, no_wrap=True, overflow="crop")
+
+
+def table_header() -> Text:
+    """The header line: each label placed like its column's values."""
+    return Text(GAP.join(fit(c.label, c.width, c.numeric) for c in COLUMNS), no_wrap=True)
 
 
 def next_interval(current: float, step: int) -> float:
@@ -111,12 +146,8 @@ class FilterInput(Input):
     ]
 
 
-class NodeTable(DataTable[Text]):
+class NodeTable(RowTable):
     """The node table; ``enter`` (select the row) is shown in the footer as "Detail"."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "select_cursor", "Detail", id="detail"),
-    ]
 
 
 class TopApp(App[None]):
@@ -185,7 +216,8 @@ class TopApp(App[None]):
         self._poll_worker: Worker[None] | None = None
         self._poll_again = False
         self._next_poll: Timer | None = None
-        self._shown: dict[str, dict[str, Cell]] = {}  # row key -> cells as displayed
+        #: row key -> (cells, their line) as displayed: an unchanged row keeps its line
+        self._shown: dict[str, tuple[dict[str, Cell], Text]] = {}
         self._statics: dict[str, str | Text] = {}  # selector -> content as displayed
         self._widgets: dict[str, Widget] = {}
         self._main: Screen[Any] | None = None  # the dashboard screen, set on mount
@@ -211,11 +243,11 @@ class TopApp(App[None]):
             with Vertical(classes="spark"):
                 yield Static("cluster duplicate %", id="duplicates-label")
                 yield Sparkline([], id="duplicates")
-        yield NodeTable(id="nodes", cursor_type="row", zebra_stripes=True)
+        yield NodeTable(id="nodes")
         yield FilterInput(
             placeholder="filter nodes: substring or regex, enter to apply", id="filter"
         )
-        yield Footer()
+        yield KeyBar()
 
     def _put(self, selector: str, content: str | Text, *, layout: bool = False) -> None:
         """Update a Static only when its content changed (a refresh costs a render)."""
@@ -235,14 +267,13 @@ class TopApp(App[None]):
         return found
 
     @property
-    def table(self) -> DataTable[Text]:
+    def table(self) -> NodeTable:
         return self._widget("#nodes", NodeTable)
 
     async def on_mount(self) -> None:
         self._main = self.screen
         table = self.table
-        for column in COLUMNS:
-            table.add_column(column.label, width=column.width, key=column.key)
+        table.set_header(table_header())
         table.focus()
         await self.source.open()
         if self._initial is not None:
@@ -313,39 +344,18 @@ class TopApp(App[None]):
         self._render_sparks()
 
     def _render_table(self) -> None:
-        table = self.table
         match = name_filter(self.filter_text)
         rows = self.model.rows
         wanted = [row for row in rows.values() if match(row.name)]
-        names = {row.name for row in wanted}
-        for key in [k for k in self._shown if k not in names]:
-            table.remove_row(key)
-            del self._shown[key]
+        index = self.sort_index
+        wanted.sort(key=lambda row: sort_key(index, row))
+        shown: dict[str, tuple[dict[str, Cell], Text]] = {}
         for row in wanted:
             new = cells(row)
             old = self._shown.get(row.name)
-            if old is None:
-                table.add_row(*(render_cell(k, new[k]) for k in COLUMN_KEYS), key=row.name)
-            else:
-                for key in COLUMN_KEYS:
-                    if old[key] != new[key]:
-                        table.update_cell(row.name, key, render_cell(key, new[key]))
-            self._shown[row.name] = new
-        self._sort_table()
-
-    def _sort_table(self) -> None:
-        table = self.table
-        if not table.row_count:
-            return
-        rows = self.model.rows
-        index = self.sort_index
-        wanted = sorted(self._shown, key=lambda name: sort_key(index, rows[name]))
-        if [str(r.key.value) for r in table.ordered_rows] == wanted:
-            return  # already in order: sorting would only cost a full repaint
-        selected = self.selected_node()
-        table.sort("name", key=lambda cell: sort_key(index, rows[cell.plain]))
-        if selected is not None and selected in self._shown:
-            table.move_cursor(row=table.get_row_index(selected), scroll=False)
+            shown[row.name] = old if old is not None and old[0] == new else (new, render_line(new))
+        self._shown = shown
+        self.table.set_rows([(name, line) for name, (_, line) in shown.items()])
 
     def _render_header(self) -> None:
         model = self.model
@@ -413,14 +423,7 @@ class TopApp(App[None]):
     # -- actions ------------------------------------------------------------------------
 
     def selected_node(self) -> str | None:
-        table = self.table
-        if not table.row_count:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
-            return None
-        return str(key.value) if key.value is not None else None
+        return self.table.cursor_key
 
     #: Actions on the node table: only offered (and shown in the footer) on the dashboard.
     TABLE_ACTIONS = frozenset({"filter", "sort", "detail", "clear_filter"})
@@ -454,7 +457,7 @@ class TopApp(App[None]):
 
     def action_sort(self) -> None:
         self.sort_index = (self.sort_index + 1) % len(SORTS)
-        self._sort_table()
+        self._render_table()
         self._render_header()
 
     def action_filter(self) -> None:
@@ -488,10 +491,9 @@ class TopApp(App[None]):
         if name is not None:
             self.push_screen(DetailScreen(name))
 
-    @on(DataTable.RowSelected, "#nodes")
-    def _row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value is not None:
-            self.push_screen(DetailScreen(str(event.row_key.value)))
+    @on(RowTable.Selected, "#nodes")
+    def _row_selected(self, event: RowTable.Selected) -> None:
+        self.push_screen(DetailScreen(event.key))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -571,7 +573,7 @@ class DetailScreen(Screen[None]):
             yield Static("recent events (newest first)", classes="d-section")
             yield Static("loading…", id="d-events")
             yield Static("", id="d-errors")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         peers = self.query_one("#d-peers", DataTable)

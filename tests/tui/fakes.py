@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.text import Text
+
 from plumctl.client import Unreachable
 from plumctl.promtext import Scrape
 from plumctl.tui.source import ClusterSnapshot, Member, NodeDetail, NodeSample
@@ -123,3 +125,22 @@ class FakeSource:
         return NodeDetail(
             name, f"http://{name}:7947", peers=n.peers, events=n.events, health=n.health_body()
         )
+
+
+def shown(app: Any, row: str, column: str) -> Text:
+    """What the node table shows for ``column`` of ``row``: its text (padding stripped)
+    and the one style it is drawn in ("" when plain). Fails if a column's cells were
+    drawn in more than one style, or if the text spills out of its column."""
+    from plumctl.tui.app import GAP, LINE_SPANS
+
+    line = app.table.line(row)
+    assert isinstance(line, Text)
+    start, end = LINE_SPANS[column]
+    if end < len(line.plain):
+        assert line.plain[end : end + len(GAP)] == GAP, f"{column} spills over its width"
+    piece = line[start:end]
+    styles = {str(span.style) for span in piece.spans}
+    assert len(styles) <= 1, f"{column} drawn in several styles: {styles}"
+    if styles:
+        assert all(s.start == 0 and s.end == len(piece.plain) for s in piece.spans)
+    return Text(piece.plain.strip(), style=styles.pop() if styles else "")

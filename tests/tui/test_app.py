@@ -16,14 +16,15 @@ from textual.widgets import Digits, Static
 from plumctl.scoring import Level
 from plumctl.tui.app import (
     LEVEL_STYLE,
+    LINE_SPANS,
     OK_WORD_STYLE,
     STALE_STYLE,
     DetailScreen,
     HelpScreen,
     TopApp,
 )
-from plumctl.tui.model import COLUMN_KEYS, SORTS
-from tests.tui.fakes import FakeSource
+from plumctl.tui.model import COLUMNS, SORTS
+from tests.tui.fakes import FakeSource, shown
 
 SIZE = (160, 50)
 HOUR = 3600.0
@@ -61,13 +62,11 @@ async def refresh(pilot: Pilot[None], app: TopApp) -> None:
 
 
 def cell(app: TopApp, row: str, column: str) -> Text:
-    value = app.table.get_cell(row, column)
-    assert isinstance(value, Text)
-    return value
+    return shown(app, row, column)
 
 
 def order(app: TopApp) -> list[str]:
-    return [str(r.key.value) for r in app.table.ordered_rows]
+    return app.table.ordered_keys
 
 
 def badge(app: TopApp) -> Static:
@@ -84,7 +83,10 @@ async def test_rows_appear_for_every_node() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await polled(pilot, app, 1)
         assert sorted(order(app)) == NAMES
-        assert [str(c.value) for c in app.table.columns] == list(COLUMN_KEYS)
+        header = app.table.header.plain
+        for column in COLUMNS:  # every label, above its column's values
+            start, end = LINE_SPANS[column.key]
+            assert header[start:end].strip() == column.label
         for name in NAMES:
             assert cell(app, name, "name").plain == name
             assert cell(app, name, "state").plain == "alive"
@@ -107,16 +109,11 @@ async def test_values_update_in_place_on_the_next_poll() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await polled(pilot, app, 1)
         table = app.table
-        keys_before = list(table.rows)
-        calls = {"add_row": 0, "clear": 0, "remove_row": 0}
-        for method in calls:
-            original = getattr(table, method)
-
-            def spy(*a: object, _m: str = method, _o: object = original, **k: object) -> object:
-                calls[_m] += 1
-                return _o(*a, **k)  # type: ignore[operator]
-
-            setattr(table, method, spy)
+        for _ in range(13):  # the sparklines fill up: then a quiet row stops changing
+            await refresh(pilot, app)
+        keys_before = table.ordered_keys
+        lines_before = {name: table.line(name) for name in NAMES}
+        built_before = table.strips_built
         src = fake(app)
         src.nodes["n2"].eager = 3
         src.bump("n2", "plumtree_messages_delivered_total", 50)  # 50 in 10 s
@@ -126,8 +123,11 @@ async def test_values_update_in_place_on_the_next_poll() -> None:
         assert cell(app, "n2", "delivered").plain == "5.0"
         assert cell(app, "n2", "grafts").plain == "0.50"
         assert cell(app, "n1", "delivered").plain == "0.0"
-        assert list(table.rows) == keys_before  # same row keys
-        assert calls == {"add_row": 0, "clear": 0, "remove_row": 0}  # update_cell only
+        assert table.ordered_keys == keys_before  # same rows, same order
+        for name in ("n1", "n3", "n4"):  # unchanged rows keep their line and strip
+            assert table.line(name) is lines_before[name]
+        assert table.line("n2") is not lines_before["n2"]
+        assert table.strips_built == built_before + 1  # only n2's row was drawn again
     assert app.crash is None
 
 
@@ -290,6 +290,52 @@ async def test_interval_keys_then_quit_exits_with_code_zero() -> None:
     assert app.return_code == 0
     assert app.crash is None
     assert fake(app).closed >= 1  # the source (its HTTP client) is closed on exit
+
+
+async def test_the_table_moves_its_cursor_by_keys_and_mouse_and_scrolls_under_its_header() -> None:
+    names = [f"n{i:02d}" for i in range(40)]  # more rows than fit: the table scrolls
+    app = make(names)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await polled(pilot, app, 1)
+        table = app.table
+        assert app.selected_node() == "n00"
+        await pilot.press("end")
+        assert app.selected_node() == "n39"
+        assert table.scroll_offset.y > 0  # the last row was scrolled into view
+        assert table.render_line(0).text.strip().startswith("NODE")  # header stays on top
+        await pilot.press("home", "down", "down")
+        assert app.selected_node() == "n02" and table.scroll_offset.y == 0
+        await pilot.press("pagedown")
+        assert app.selected_node() == f"n{2 + table.size.height - 1:02d}"
+        await pilot.press("home")
+        await pilot.click("#nodes", offset=(5, 4))  # header, then n00, n01, n02: n03
+        assert app.selected_node() == "n03" and not isinstance(app.screen, DetailScreen)
+        await pilot.click("#nodes", offset=(5, 4))  # a click on the selected row opens it
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        assert app.screen.node_name == "n03"  # type: ignore[attr-defined]
+    assert app.crash is None
+
+
+async def test_the_key_bar_shows_the_screen_keys_and_a_click_presses_one() -> None:
+    from plumctl.tui.keybar import KeyBar
+
+    app = make()
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(pilot, app, 1)
+        bar = app.screen.query_one(KeyBar)
+        text = static_text(bar)
+        for words in ("⏎ Detail", "q Quit", "? Help", "/ Filter", "s Sort"):
+            assert words in text
+        help_key = next(span for span in bar.spans if span.key == "question_mark")
+        await pilot.click(KeyBar, offset=(help_key.start + 1, 0))
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "help to close")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        detail_keys = static_text(app.screen.query_one(KeyBar))
+        assert "/ Filter" not in detail_keys and "s Sort" not in detail_keys  # check_action
+    assert app.crash is None
 
 
 async def test_detail_shows_peers_events_health_and_esc_returns() -> None:

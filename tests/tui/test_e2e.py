@@ -86,24 +86,21 @@ def test_top_on_a_live_cluster(cluster: list[dict[str, Any]]) -> None:
 async def drive_dashboard(
     seed: str, names: list[str], urls: dict[str, str], victim: dict[str, Any]
 ) -> None:
-    from rich.text import Text
-
     from plumctl.tui.app import TopApp
     from plumctl.tui.source import HttpSource
+    from tests.tui.fakes import shown as shown_cell
 
     app = TopApp(HttpSource(seed, timeout=1.0), interval=0.5)
 
     def text(row: str, column: str) -> str:
-        value = app.table.get_cell(row, column)
-        assert isinstance(value, Text)
-        return value.plain
+        return shown_cell(app, row, column).plain
 
     async with app.run_test(size=(160, 50)) as pilot:
         for _ in range(200):
             if app.table.row_count == len(names):
                 break
             await pilot.pause(0.05)
-        assert sorted(str(r.key.value) for r in app.table.ordered_rows) == names
+        assert sorted(app.table.ordered_keys) == names
 
         # eager/lazy counts match each node's /v1/peers (retry across a tree change)
         mismatches: list[str] = []
