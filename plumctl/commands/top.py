@@ -48,13 +48,14 @@ def make_source(opts: GlobalOptions, interval: float) -> ClusterSource:
     Each node gets at most ``min(--timeout, max(2 s, interval))`` per poll, so one silent
     node cannot hold the dashboard back for long (its row goes unreachable instead).
     """
-    from plumctl.tui.source import HttpSource
+    from plumctl.tui.source import DASHBOARD_NAMES, SCRAPE_NAMES, HttpSource
 
     return HttpSource(
         opts.node,
         opts.token,
         timeout=min(opts.timeout, max(2.0, interval)),
         health=opts.json,  # -o json: the health messages too (one more request per node)
+        names=SCRAPE_NAMES if opts.json else DASHBOARD_NAMES,  # -o json: the quantiles too
     )
 
 

@@ -198,6 +198,41 @@ async def test_health_true_asks_v1_health_for_the_message(cluster: Cluster) -> N
         assert snap.nodes["n2"].health == {"status": "Degraded", "message": "m", "components": {}}
 
 
+def test_dashboard_names_cover_every_cell_of_the_table_and_the_score() -> None:
+    """The dashboard's lighter scrape changes nothing it shows: only the quantiles that
+    ``-o json`` alone prints become unknown."""
+    import dataclasses
+
+    from plumctl.promtext import Scrape
+    from plumctl.scoring import rates_and_score
+    from plumctl.tui.model import COLUMNS, NodeRow, cells
+    from plumctl.tui.source import DASHBOARD_NAMES
+    from tests.cli.test_scoring import full_pair
+
+    def restricted(s: Scrape) -> Scrape:
+        kept = {k: v for k, v in s.samples.items() if k[0] in DASHBOARD_NAMES}
+        types = {k[0]: s.type_of(k[0]) or "" for k in kept}
+        return Scrape.from_samples(kept, s.at, s.families, types)
+
+    def row(prev: Scrape, cur: Scrape) -> NodeRow:
+        r = NodeRow("a", prev=prev, cur=cur)
+        r.rates, r.score = rates_and_score(prev, cur)
+        return r
+
+    prev, cur = full_pair()
+    full, light = row(prev, cur), row(restricted(prev), restricted(cur))
+    assert cells(light) == cells(full) and len(cells(full)) == len(COLUMNS)
+    assert light.score == full.score
+    quantiles = {"graft_p99_s", "hops_p50", "hops_p99"}
+    assert full.rates is not None and light.rates is not None
+    for field in dataclasses.fields(full.rates):
+        if field.name not in quantiles:
+            assert getattr(light.rates, field.name) == getattr(full.rates, field.name)
+        else:
+            assert getattr(light.rates, field.name) is None
+            assert getattr(full.rates, field.name) is not None
+
+
 def test_scrape_names_cover_what_the_scores_read() -> None:
     """Restricting the scrape to SCRAPE_NAMES changes no number of key_queries/health_score."""
     from plumctl.promtext import Scrape

@@ -99,3 +99,14 @@ async def test_a_bug_inside_the_dashboard_writes_a_report(
     (report,) = log_dir.glob("top-crash-*.log")
     text = report.read_text()
     assert "RuntimeError" in text and "tok-123456" not in text and "polls: 1" in text
+
+
+def test_the_dashboard_scrapes_less_and_json_asks_for_the_quantiles_too() -> None:
+    from plumctl.options import Output
+    from plumctl.tui.source import DASHBOARD_NAMES, SCRAPE_NAMES, HttpSource
+
+    dashboard = top_cmd.make_source(GlobalOptions(), 1.0)
+    as_json = top_cmd.make_source(GlobalOptions(output=Output.json), 1.0)
+    assert isinstance(dashboard, HttpSource) and isinstance(as_json, HttpSource)
+    assert dashboard.names == DASHBOARD_NAMES and as_json.names == SCRAPE_NAMES
+    assert not any(n.endswith("_bucket") for n in DASHBOARD_NAMES)
