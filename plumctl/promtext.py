@@ -177,18 +177,17 @@ def parse(text: str, at: float) -> Scrape:
     sample_type: dict[str, str] = {}
     try:
         for family_name, family_type, family_samples in _families(text):
-            if _is_created(family_name):
+            if family_name.endswith("_created"):
                 continue
             families[family_name] = family_type
-            for sample_name, sample_labels, sample_value in family_samples:
-                if _is_created(sample_name):
+            histogram = family_type == "histogram"
+            for sample_name, labels, sample_value in family_samples:
+                if sample_name.endswith("_created"):
                     continue
-                labels = frozenset((str(k), str(v)) for k, v in sample_labels.items())
                 key = (sample_name, labels)
                 if key in samples:
                     raise ExpositionError(f"duplicate series {_show(key)}")
-                bucket = family_type == "histogram" and sample_name.endswith("_bucket")
-                if bucket and _le_of(labels) is None:
+                if histogram and sample_name.endswith("_bucket") and _le_of(labels) is None:
                     raise ExpositionError(f"histogram bucket without a numeric le: {_show(key)}")
                 samples[key] = float(sample_value)
                 sample_type[sample_name] = family_type
@@ -199,8 +198,8 @@ def parse(text: str, at: float) -> Scrape:
     return Scrape.from_samples(samples, at, families, sample_type)
 
 
-#: One sample as the parser reports it: (sample name, labels, value).
-_Sample = tuple[str, dict[str, str], float]
+#: One sample as the parser reports it: (sample name, label set, value).
+_Sample = tuple[str, Labels, float]
 #: One family as the parser reports it: (name, type, samples).
 _Family = tuple[str, str, list[_Sample]]
 _METRIC_TYPES = frozenset(
@@ -216,7 +215,14 @@ def _families(text: str) -> Iterable[_Family]:
     from prometheus_client.parser import text_string_to_metric_families
 
     return (
-        (f.name, f.type, [(s.name, s.labels, s.value) for s in f.samples])
+        (
+            f.name,
+            f.type,
+            [
+                (s.name, frozenset((str(k), str(v)) for k, v in s.labels.items()), s.value)
+                for s in f.samples
+            ],
+        )
         for f in text_string_to_metric_families(text)
     )
 
@@ -246,7 +252,12 @@ _ALLOWED_SUFFIXES = {
 }
 
 
-def _fast_labels(text: str) -> dict[str, str] | None:
+def _fast_labels(text: str) -> Labels | None:
+    """The label set of ``{text}``, remembered: a node writes the same label sets on
+    every scrape, so after the first poll this is one dictionary lookup."""
+    cached = _LABEL_SETS.get(text)
+    if cached is not None:
+        return cached
     labels: dict[str, str] = {}
     pos = 0
     end = len(text)
@@ -259,7 +270,15 @@ def _fast_labels(text: str) -> dict[str, str] | None:
             return None  # an error or __name__: the full parser decides
         labels[name] = value
         pos = m.end()
-    return labels
+    found = frozenset(labels.items())
+    if len(_LABEL_SETS) >= _LABEL_SETS_MAX:
+        _LABEL_SETS.clear()  # bounded: a node with ever-new label values cannot grow it
+    _LABEL_SETS[text] = found
+    return found
+
+
+_LABEL_SETS: dict[str, Labels] = {}
+_LABEL_SETS_MAX = 4096
 
 
 def _fast_value(text: str) -> float | None:
@@ -298,6 +317,31 @@ def _fast_families(text: str) -> list[_Family] | None:
     return out
 
 
+#: A comment line, read: (HELP|TYPE|"" for one that is ignored, metric name, type,
+#: the sample names a TYPE allows). Nodes write the same comments on every scrape.
+_Comment = tuple[str, str, str, tuple[str, ...]]
+_COMMENTS: dict[str, _Comment] = {}
+
+
+def _comment(line: str) -> _Comment:
+    """What ``_replay`` does with a ``#`` line (already stripped); _GiveUp as it would."""
+    if '"' in line:
+        raise _GiveUp
+    parts = line.split(None, 3)
+    if len(parts) < 2 or (parts[1] != "TYPE" and parts[1] != "HELP"):
+        return ("", "", "", ())
+    candidate = parts[2] if len(parts) > 2 else ""
+    if len(parts) > 2 and not _LEGACY_NAME.match(candidate):
+        raise _GiveUp
+    if parts[1] == "HELP":
+        return ("HELP", candidate, "", ())
+    if len(parts) < 4:
+        raise _GiveUp
+    typ = parts[3]
+    allowed = tuple(candidate + suffix for suffix in _ALLOWED_SUFFIXES.get(typ, ("",)))
+    return ("TYPE", candidate, typ, allowed)
+
+
 class _GiveUp(Exception):
     """The fast path cannot vouch for this text: the full parser must read it."""
 
@@ -311,38 +355,31 @@ def _replay(lines: list[str], build: Callable[[str, str, list[_Sample]], None]) 
     for raw in lines:
         line = raw.strip()
         if line.startswith("#"):
-            if '"' in line:
-                raise _GiveUp
-            parts = line.split(None, 3)
-            if len(parts) < 2:
-                continue
-            candidate = ""
-            if len(parts) > 2:
-                if parts[1] != "TYPE" and parts[1] != "HELP":
-                    continue
-                candidate = parts[2]
-                if not _LEGACY_NAME.match(candidate):
-                    raise _GiveUp
-            if parts[1] == "HELP":
+            comment = _COMMENTS.get(line)
+            if comment is None:
+                comment = _comment(line)
+                if len(_COMMENTS) >= _LABEL_SETS_MAX:
+                    _COMMENTS.clear()
+                _COMMENTS[line] = comment
+            kind, candidate, comment_type, comment_allowed = comment
+            if kind == "HELP":
                 if candidate != name:
                     if name != "":
                         build(name, typ, samples)
                     name, typ, samples, allowed = candidate, "untyped", [], (candidate,)
-            elif parts[1] == "TYPE":
-                if len(parts) < 4:
-                    raise _GiveUp
+            elif kind == "TYPE":
                 if candidate != name:
                     if name != "":
                         build(name, typ, samples)
                     name, samples = candidate, []
-                typ = parts[3]
-                allowed = tuple(name + suffix for suffix in _ALLOWED_SUFFIXES.get(typ, ("",)))
+                typ = comment_type
+                allowed = comment_allowed
         elif line:
             m = _SAMPLE_LINE.match(line)
             if m is None:
                 raise _GiveUp
             sample_name, label_text, value_text = m.groups()
-            labels = _fast_labels(label_text) if label_text else {}
+            labels = _fast_labels(label_text) if label_text else _NO_LABELS
             value = _fast_value(value_text)
             if labels is None or value is None:
                 raise _GiveUp

@@ -219,3 +219,17 @@ def test_a_node_exposition_takes_the_fast_path() -> None:
     assert kind == "ok"
     assert samples[("plumtree_graft_sent_total", frozenset())] == "12.0"
     assert families_["plumtree_graft_sent"] == "counter"
+
+
+def test_remembered_label_sets_and_comments_stay_bounded() -> None:
+    """Nodes repeat their label sets and comments, so the fast path remembers them; a
+    node with ever-new label values must not grow that memory without bound."""
+    from plumctl import promtext
+
+    lines = [f'# HELP m{i} x\n# TYPE m{i} gauge\nm{i}{{id="{i}"}} 1' for i in range(9000)]
+    scrape = promtext.parse("\n".join(lines) + "\n", 0.0)
+    assert scrape.value("m8999", id="8999") == 1.0
+    assert len(promtext._LABEL_SETS) <= promtext._LABEL_SETS_MAX
+    assert len(promtext._COMMENTS) <= promtext._LABEL_SETS_MAX
+    again = promtext.parse('# TYPE m1 gauge\nm1{id="1"} 2\n', 1.0)
+    assert again.value("m1", id="1") == 2.0
