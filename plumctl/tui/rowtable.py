@@ -198,8 +198,12 @@ class RowTable(ScrollView, can_focus=True):
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # the widget's style is computed from the CSS of every ancestor: once per frame,
-        # not once per line
-        self._base = self.rich_style
+        # not once per line; when it changes (a new theme), every strip is drawn anew
+        base = self.rich_style
+        if base != self._base:
+            self._strips.clear()
+            self._header_strip = None
+        self._base = base
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:

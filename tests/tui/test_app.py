@@ -471,3 +471,21 @@ async def test_a_bug_exits_with_code_one_and_no_traceback_on_screen() -> None:
         getattr(app.crash, "error", None)
     )
     assert app._exit_renderables == []  # nothing queued for the terminal
+
+
+async def test_a_new_theme_redraws_every_row_in_its_colours() -> None:
+    app = make()
+    async with app.run_test(size=SIZE) as pilot:
+        await polled(pilot, app, 1)
+        await pilot.pause()
+        table = app.table
+        before = table.render_line(1)
+        built = table.strips_built
+        app.theme = "textual-light" if app.theme != "textual-light" else "textual-dark"
+        await pilot.pause()
+        await pilot.pause()
+        assert table.strips_built >= built + len(NAMES)  # every visible row again
+        after = table.render_line(1)
+        assert after.text == before.text  # same row ...
+        assert [s.style for s in after] != [s.style for s in before]  # ... new colours
+    assert app.crash is None
