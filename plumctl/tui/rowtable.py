@@ -7,7 +7,7 @@ lays a row out once (:func:`plumctl.tui.app.render_line`); a row is turned into 
 only when its text, its stripe or the cursor on it changes, and drawing is cropping.
 
 Keys: up/down, page up/down, home/end move the cursor (it stays on its row when rows
-are reordered); enter, or a click on the row under the cursor, posts :class:`Selected`.
+are reordered); left/right scroll a table wider than the terminal; enter, or a click on the row under the cursor, posts :class:`Selected`.
 The header stays on the first line while rows scroll under it.
 """
 
@@ -65,6 +65,8 @@ class RowTable(ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home", "cursor(-1000000000)", "First", show=False),
         Binding("end", "cursor(1000000000)", "Last", show=False),
+        Binding("left", "scroll_left", "Scroll left", show=False),
+        Binding("right", "scroll_right", "Scroll right", show=False),
     ]
 
     class Selected(Message):

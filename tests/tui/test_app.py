@@ -307,7 +307,10 @@ async def test_the_table_moves_its_cursor_by_keys_and_mouse_and_scrolls_under_it
         assert app.selected_node() == "n02" and table.scroll_offset.y == 0
         await pilot.press("pagedown")
         assert app.selected_node() == f"n{2 + table.size.height - 1:02d}"
-        await pilot.press("home")
+        await pilot.press("home", "right", "right")
+        assert table.scroll_offset.x > 0  # wider than 160 columns: it scrolls sideways
+        await pilot.press("left", "left")
+        assert table.scroll_offset.x == 0
         await pilot.click("#nodes", offset=(5, 4))  # header, then n00, n01, n02: n03
         assert app.selected_node() == "n03" and not isinstance(app.screen, DetailScreen)
         await pilot.click("#nodes", offset=(5, 4))  # a click on the selected row opens it
