@@ -777,6 +777,8 @@ def help_text(model: ClusterModel | None) -> Text:
         ("+ / -", "longer / shorter refresh interval"),
         ("/", "filter nodes by name (substring or regex; enter applies, empty clears)"),
         ("s", "cycle the sort: " + ", ".join(label for label, _ in SORTS)),
+        ("↑ ↓", "select a node (page up, page down, home, end: by pages, to the ends)"),
+        ("← →", "scroll a table wider than the terminal"),
         ("enter", "detail of the selected node: peers, recent events, health report"),
         ("esc", "back (or clear the filter)"),
     ):

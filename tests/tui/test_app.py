@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import Digits, Static
 
@@ -400,6 +401,10 @@ async def test_help_explains_the_score_and_esc_closes_it() -> None:
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))
         text = static_text(app.screen.query_one(Static))
         assert "0.33" in text and "eager peers 2 of 3" in text
+        for binding in app.table.BINDINGS:  # every key of the table is explained
+            key = binding.key if isinstance(binding, Binding) else binding[0]
+            shown = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
+            assert shown.get(key, key.replace("page", "page ")) in text, key
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen))
 
