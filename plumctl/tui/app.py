@@ -3,8 +3,9 @@
 Polling is one worker per poll; the next poll is scheduled (``set_timer``) only when the
 previous one has finished, so a slow cluster can never pile polls up, and nothing that
 waits on the network runs in a message handler, so the screen never freezes. The table
-is updated in place: rows are keyed by node name, only changed cells are rewritten, and
-sorting reorders rows without rebuilding them.
+(:class:`~plumctl.tui.rowtable.RowTable`) is updated in place: rows are keyed by node
+name, a row whose cells did not change keeps its line, only changed lines are redrawn,
+and sorting reorders rows without laying them out again.
 
 Unhandled errors never reach the terminal as a Textual traceback (which shows locals):
 :meth:`TopApp._handle_exception` records the error and exits with code 1, and the
