@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 #: A label set, hashable: ``frozenset({("proto", "udp")})``.
 Labels = frozenset[tuple[str, str]]
@@ -157,10 +158,6 @@ def _sum_by_le(groups: Iterable[Buckets]) -> Buckets:
     return sorted(totals.items(), key=lambda b: b[0])
 
 
-def _is_created(name: str) -> bool:
-    return name.endswith("_created")
-
-
 def parse(text: str, at: float) -> Scrape:
     """Parse text exposition format 0.0.4 taken at monotonic time ``at``.
 
@@ -270,15 +267,23 @@ def _fast_labels(text: str) -> Labels | None:
             return None  # an error or __name__: the full parser decides
         labels[name] = value
         pos = m.end()
-    found = frozenset(labels.items())
-    if len(_LABEL_SETS) >= _LABEL_SETS_MAX:
-        _LABEL_SETS.clear()  # bounded: a node with ever-new label values cannot grow it
-    _LABEL_SETS[text] = found
-    return found
+    return _remember(_LABEL_SETS, text, frozenset(labels.items()))
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+#: Entries each memo of the fast path keeps at most (label sets, comment lines).
+_MEMO_MAX = 4096
 _LABEL_SETS: dict[str, Labels] = {}
-_LABEL_SETS_MAX = 4096
+
+
+def _remember(memo: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Store ``value`` in a memo of at most :data:`_MEMO_MAX` entries (emptied when
+    full: a node with ever-new label values or comments cannot grow it)."""
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def _fast_value(text: str) -> float | None:
@@ -357,10 +362,7 @@ def _replay(lines: list[str], build: Callable[[str, str, list[_Sample]], None]) 
         if line.startswith("#"):
             comment = _COMMENTS.get(line)
             if comment is None:
-                comment = _comment(line)
-                if len(_COMMENTS) >= _LABEL_SETS_MAX:
-                    _COMMENTS.clear()
-                _COMMENTS[line] = comment
+                comment = _remember(_COMMENTS, line, _comment(line))
             kind, candidate, comment_type, comment_allowed = comment
             if kind == "HELP":
                 if candidate != name:

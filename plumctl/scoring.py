@@ -212,6 +212,9 @@ def _key_queries(prev: Scrape | None, cur: Scrape) -> tuple[NodeRates, float | N
     def per_s(inc: float | None) -> float | None:
         return None if inc is None or dt is None else inc / dt
 
+    def deltas(histogram: str) -> Buckets:
+        return histogram_deltas(prev, cur, histogram) if dt is not None else []
+
     delivered = increase("plumtree_messages_delivered_total")
     duplicates = increase("plumtree_messages_duplicate_total")
     success = increase("plumtree_graft_success_total")
@@ -219,7 +222,7 @@ def _key_queries(prev: Scrape | None, cur: Scrape) -> tuple[NodeRates, float | N
     failed_rate = per_s(failed_inc)
     size = cur.value("plumtree_cache_size")
     capacity = cur.value("plumtree_cache_capacity")
-    hops = histogram_deltas(prev, cur, "plumtree_message_hops") if dt is not None else []
+    hops = deltas("plumtree_message_hops")
     rates = NodeRates(
         window_s=dt,
         delivered_per_s=per_s(delivered),
@@ -236,11 +239,7 @@ def _key_queries(prev: Scrape | None, cur: Scrape) -> tuple[NodeRates, float | N
             if success is not None and failed_inc is not None and success + failed_inc > 0
             else None
         ),
-        graft_p99_s=_quantile(
-            0.99,
-            histogram_deltas(prev, cur, "plumtree_graft_latency_seconds") if dt else [],
-            dt,
-        ),
+        graft_p99_s=_quantile(0.99, deltas("plumtree_graft_latency_seconds"), dt),
         hops_p50=_quantile(0.50, hops, dt),
         hops_p99=_quantile(0.99, hops, dt),
         cache_utilisation=size / capacity if size is not None and capacity else None,

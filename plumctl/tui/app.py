@@ -148,7 +148,7 @@ class FilterInput(Input):
 
 
 class NodeTable(RowTable):
-    """The node table; ``enter`` (select the row) is shown in the footer as "Detail"."""
+    """The node table (``#nodes``); its ``enter`` is shown in the key bar as "Detail"."""
 
 
 class TopApp(App[None]):

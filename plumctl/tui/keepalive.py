@@ -19,7 +19,7 @@ import contextlib
 
 import httpx
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "KeepAlivePool", "handles", "request_head"]
+__all__ = ["MAX_BODY", "MAX_HEAD", "KeepAlivePool", "handles", "origin_of", "request_head"]
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
@@ -199,7 +199,7 @@ class KeepAlivePool:
         timeouts = request.extensions.get("timeout", {})
         try:
             status, headers, body = await self.get(
-                (url.host, url.port or 80),
+                origin_of(url),
                 request_head(request),
                 timeouts.get("connect"),
                 timeouts.get("read"),
@@ -281,6 +281,11 @@ class KeepAlivePool:
             for conn in idle:
                 with contextlib.suppress(Exception):
                     self._discard(conn)
+
+
+def origin_of(url: httpx.URL) -> tuple[str, int]:
+    """The ``(host, port)`` a plain-http URL connects to: the key of the idle pool."""
+    return (url.host, url.port or 80)
 
 
 def request_head(request: httpx.Request) -> bytes:

@@ -55,9 +55,8 @@ def render_keys(
         shown_key = f" {key_display(binding)} "
         text.append(shown_key, style=KEY_STYLE if enabled else DISABLED_STYLE)
         text.append(f"{binding.description} ", style="" if enabled else DISABLED_STYLE)
-        spans.append(
-            KeySpan(start, start + cell_len(shown_key) + len(binding.description), key, enabled)
-        )
+        end = start + cell_len(shown_key + binding.description)
+        spans.append(KeySpan(start, end, key, enabled))
     return text, spans
 
 

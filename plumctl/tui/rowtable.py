@@ -153,10 +153,6 @@ class RowTable(ScrollView, can_focus=True):
     # -- cursor ---------------------------------------------------------------------------
 
     @property
-    def cursor_row(self) -> int:
-        return self._cursor
-
-    @property
     def cursor_key(self) -> str | None:
         return self._keys[self._cursor] if self._keys else None
 
@@ -167,8 +163,13 @@ class RowTable(ScrollView, can_focus=True):
         self._scroll_to_cursor()
         self.refresh()
 
+    @property
+    def _page(self) -> int:
+        """Rows in view: the header takes a line."""
+        return max(1, self.size.height - 1)
+
     def _scroll_to_cursor(self) -> None:
-        visible = max(1, self.size.height - 1)  # the header takes a line
+        visible = self._page
         top = round(self.scroll_offset.y)
         if self._cursor < top:
             self.scroll_to(y=self._cursor, animate=False)
@@ -179,7 +180,7 @@ class RowTable(ScrollView, can_focus=True):
         self.move_cursor(self._cursor + step)
 
     def action_page(self, direction: int) -> None:
-        self.move_cursor(self._cursor + direction * max(1, self.size.height - 1))
+        self.move_cursor(self._cursor + direction * self._page)
 
     def action_select(self) -> None:
         key = self.cursor_key

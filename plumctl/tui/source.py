@@ -37,7 +37,7 @@ from plumctl.client import (
     normalise_url,
 )
 from plumctl.promtext import Scrape
-from plumctl.tui.keepalive import KeepAlivePool, handles, request_head
+from plumctl.tui.keepalive import KeepAlivePool, handles, origin_of, request_head
 
 __all__ = [
     "DASHBOARD_NAMES",
@@ -417,7 +417,7 @@ class PerNodeTransport(httpx.AsyncBaseTransport):
         self._verify = verify
         self._limits = httpx.Limits(max_connections=per_node, max_keepalive_connections=per_node)
         self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
-        #: plain-http /metrics GETs; ``top``'s per-poll scrapes use it directly
+        #: the plain-http GETs (see :func:`handles`); ``top``'s scrapes use it directly
         self.plain = KeepAlivePool()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -492,8 +492,7 @@ class _NodeClient(AsyncClient):
             request = self._http.build_request(
                 "GET", self._url(path), headers={**self._headers, "Accept": METRICS_ACCEPT}
             )
-            url = request.url
-            prebuilt = (request, request_head(request), (url.host, url.port or 80))
+            prebuilt = (request, request_head(request), origin_of(request.url))
             self._prebuilt[path] = prebuilt
         request, head, origin = prebuilt
         try:

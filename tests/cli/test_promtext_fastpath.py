@@ -229,7 +229,7 @@ def test_remembered_label_sets_and_comments_stay_bounded() -> None:
     lines = [f'# HELP m{i} x\n# TYPE m{i} gauge\nm{i}{{id="{i}"}} 1' for i in range(9000)]
     scrape = promtext.parse("\n".join(lines) + "\n", 0.0)
     assert scrape.value("m8999", id="8999") == 1.0
-    assert len(promtext._LABEL_SETS) <= promtext._LABEL_SETS_MAX
-    assert len(promtext._COMMENTS) <= promtext._LABEL_SETS_MAX
+    assert len(promtext._LABEL_SETS) <= promtext._MEMO_MAX
+    assert len(promtext._COMMENTS) <= promtext._MEMO_MAX
     again = promtext.parse('# TYPE m1 gauge\nm1{id="1"} 2\n', 1.0)
     assert again.value("m1", id="1") == 2.0
