@@ -7,16 +7,17 @@
 Every case is ``plumtree.sim.scenario.run(SimParams(...))``, the code ``plumctl sim``
 runs: oracle membership, lan profile, random origins, after a warm-up. The protocol
 numbers are deterministic (same seed, same report); the time numbers are not, so they
-come with the CPU time behind them and the machine's load meanwhile. At 10k nodes the
-flood baseline (fewer broadcasts, ``flood_broadcasts``) runs in a forked process on the
-other core while this one runs Plumtree; the wall time is that of both.
+come with the CPU time behind them and the machine's load meanwhile. From 2,000 nodes
+on, each run is split across two processes (``SimParams.workers``; same report as one
+process, see ``plumtree.sim.parallel``), Plumtree first, then the flood baseline (fewer
+broadcasts, ``flood_broadcasts``); the wall time is that of both.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -44,10 +45,7 @@ from bench.common import (  # noqa: E402
 from plumtree.sim.scenario import (  # noqa: E402
     ProtocolResult,
     SimParams,
-    SimReport,
-    asdict_params,
     run,
-    run_flood,
 )
 
 TIME_LIMIT_S = 120.0  # issue 2: the 10k-node run finishes in under 2 minutes
@@ -104,7 +102,7 @@ class Case:
     params: SimParams
     kind: str  # nofault | loss | crash
     timed: bool = False  # the 2-minute target applies
-    parallel_flood: bool = False
+    big: bool = False
 
 
 def cases(quick: bool, seed: int) -> list[Case]:
@@ -133,7 +131,7 @@ def cases(quick: bool, seed: int) -> list[Case]:
             ),
             "nofault",
             timed=not quick,
-            parallel_flood=True,
+            big=True,
         ),
     ]
 
@@ -141,56 +139,28 @@ def cases(quick: bool, seed: int) -> list[Case]:
 # ---------------------------------------------------------------- running
 
 
-def _flood_child(params: SimParams, conn: Any) -> None:
-    """Runs in the forked process: the flood baseline, then its own CPU and peak RSS."""
-    t0 = time.process_time()
-    result = run_flood(params)
-    conn.send((result, time.process_time() - t0, peak_rss_mb()))
-    conn.close()
-
-
 @dataclass
 class Outcome:
     report: dict[str, Any]
     plumtree: ProtocolResult
     meter: Meter
-    plumtree_cpu: float
-    flood_cpu: float
-    flood_rss_mb: float
-    flood_parallel: bool
+    cpu: float  # this process and the parts it forked, Plumtree and flood
 
 
-def run_case(case: Case, parallel: bool) -> Outcome:
-    params = case.params
-    flood_parallel = parallel and case.parallel_flood and params.flood
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_case(case: Case, workers: int) -> Outcome:
+    params = replace(case.params, workers=workers)
+    children = _children_cpu()
     with Meter() as meter:
-        if flood_parallel:
-            ctx = multiprocessing.get_context("fork")
-            parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_flood_child, args=(params, child), daemon=True)
-            proc.start()
-            child.close()
-            try:
-                c0 = time.process_time()
-                plumtree = run(replace(params, flood=False)).plumtree
-                plumtree_cpu = time.process_time() - c0
-                flood, flood_cpu, flood_rss = parent.recv()
-            finally:
-                proc.join(timeout=5)
-                if proc.is_alive():
-                    proc.kill()
-            meter_extra = flood_cpu
-            report = SimReport(asdict_params(params), plumtree, flood, 0)
-        else:
-            c0 = time.process_time()
-            report = run(params)
-            plumtree_cpu = time.process_time() - c0
-            plumtree = report.plumtree
-            flood_cpu, flood_rss, meter_extra = 0.0, 0.0, 0.0
-    meter.extra_cpu = meter_extra
-    return Outcome(
-        report.as_dict(), plumtree, meter, plumtree_cpu, flood_cpu, flood_rss, flood_parallel
-    )
+        c0 = time.process_time()
+        report = run(params)
+        cpu = time.process_time() - c0
+    meter.extra_cpu = _children_cpu() - children  # the forked parts, once joined
+    return Outcome(report.as_dict(), report.plumtree, meter, cpu + meter.extra_cpu)
 
 
 # ---------------------------------------------------------------- checking
@@ -297,17 +267,13 @@ def judge(out: Report, case: Case, o: Outcome, walls: list[float]) -> None:
         name,
         "Plumtree events / s",
         f"{d['events_per_second']:,.0f} wall (event loop), "
-        f"{events / o.plumtree_cpu:,.0f} per CPU-s (incl. setup)",
+        f"{events / o.plumtree.wall_seconds / d['workers']:,.0f} per process",
     )
     out.add(
-        name, "Plumtree run CPU / wall", f"{o.plumtree_cpu:.1f} s / {o.plumtree.wall_seconds:.1f} s"
+        name,
+        "processes / CPU, whole case",
+        f"{d['workers']} / {o.cpu:.1f} CPU-s (Plumtree and flood, every part)",
     )
-    if o.flood_parallel:
-        out.add(
-            name,
-            "flood baseline",
-            f"forked process, {o.flood_cpu:.1f} CPU-s, peak RSS {o.flood_rss_mb:.0f} MB",
-        )
     out.add(name, "machine during case", m.describe())
 
 
@@ -325,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--only", choices=["small", "big"], help="run only the small or the big cases")
     ap.add_argument(
-        "--sequential",
-        action="store_true",
-        help="run the big case's flood baseline in this process, after Plumtree",
+        "--workers",
+        type=int,
+        default=0,
+        help="processes per run (0: as plumctl sim picks: 2 from 2,000 nodes on 2+ cores)",
     )
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
@@ -346,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     out.note(f"start: {load_line()}")
     for case in cases(args.quick, args.seed):
-        big = case.parallel_flood
+        big = case.big
         if args.only and (args.only == "big") != big:
             continue
         reps = 1 if big else max(1, args.repeat)
@@ -354,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         first: Outcome | None = None
         for r in range(reps):
             progress(f"{case.name}: run {r + 1}/{reps} ({load_line()})")
-            o = run_case(case, parallel=not args.sequential)
+            o = run_case(case, args.workers)
             walls.append(o.meter.wall)
             if first is None:
                 first = o
@@ -370,8 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         judge(out, case, first, walls)
         out.data[case.name] = first.report | {
             "wall_case_s": walls,
-            "plumtree_cpu_s": first.plumtree_cpu,
-            "flood_cpu_s": first.flood_cpu,
+            "cpu_s": first.cpu,
             "busy_cpus": first.meter.busy_cpus,
             "others_cpus": first.meter.others_cpus,
         }

@@ -67,6 +67,15 @@ def sim(
             min=0.0, help="Simulated seconds of steady state before the broadcasts (swim)."
         ),
     ] = 0.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Processes to split the run across (oracle membership; 0: 2 from 2,000 "
+            "nodes on 2+ cores). The report does not depend on it.",
+        ),
+    ] = 0,
 ) -> None:
     from plumctl import exitcodes
     from plumctl.output import emit_json, fail
@@ -95,6 +104,7 @@ def sim(
         flood=flood,
         slow=slow,
         duration=duration,
+        workers=workers,
     )
     try:
         report = _run_with_progress(run, params, quiet=opts.json)
@@ -173,7 +183,8 @@ def _print_report(d: dict[str, Any], wide: bool) -> None:
     t.add_row("simulated seconds", f(d["sim_seconds"], "{:.1f}"), "")
     t.add_row(
         "events / wall second",
-        f"{d['events_per_second']:,.0f} ({d['events']:,} in {d['wall_seconds']:.1f}s)",
+        f"{d['events_per_second']:,.0f} ({d['events']:,} in {d['wall_seconds']:.1f}s"
+        + (f", {d['workers']} processes)" if d.get("workers", 1) > 1 else ")"),
         "",
     )
     stdout().print(t)

@@ -5,13 +5,19 @@ Nodes are any objects with the core's sans-IO surface (``receive``, ``handle_tim
 A node may also offer ``take_all()`` (the last three in one call), which the engine
 prefers.
 
-Entries ``(time, seq, dst, src, obj)`` are processed in ``(time, seq)`` order (``seq``
-is the scheduling order, so ties go first-scheduled-first). They live in a calendar
-queue: one small heap per time slot of ``slot_width`` seconds, plus a heap of the numbers
-of the non-empty later slots. The order is exactly that of one big heap, but each push
-and pop works on a heap of a few hundred entries that stays in the CPU cache, where one
-heap of everything pending (a timer per node plus the messages in flight) grows to tens
-of thousands of entries at 10k nodes and every pop becomes a chain of cache misses.
+Entries ``(time, key, dst, src, obj)`` are processed in ``(time, key)`` order. The key
+says who scheduled the entry and when: ``key = k * span + i`` for the k-th entry node
+``i`` scheduled (``i == n`` for the driver's actions), so ties break by the scheduler's
+own history and never by how the run interleaves nodes. Together with the network's
+per-sender random streams this makes a run splittable: ``plumtree.sim.parallel`` runs
+the nodes in several processes and gets the very same entries in the very same order.
+
+Entries live in a calendar queue: one small heap per time slot of ``slot_width`` seconds,
+plus a heap of the numbers of the non-empty later slots. The order is exactly that of one
+big heap, but each push and pop works on a heap of a few hundred entries that stays in
+the CPU cache, where one heap of everything pending (a timer per node plus the messages
+in flight) grows to tens of thousands of entries at 10k nodes and every pop becomes a
+chain of cache misses.
 
 A 10k-node run is millions of events, so the hot path (``_run`` and the closures
 ``_make_emitters`` builds) keeps what it touches in locals and closure cells rather than
@@ -23,12 +29,11 @@ from __future__ import annotations
 
 import gc
 import heapq
-import itertools
 import math
 import sys
 from bisect import insort
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from plumtree.core.events import Event
@@ -42,7 +47,7 @@ _TIMER, _ACTION = -1, -2
 #: hundred entries at 10k nodes. Any width gives the same order; only speed changes.
 SLOT_WIDTH = 0.001
 
-#: ``(time, seq, dst, src, obj)``: a message from node ``src`` to node ``dst``, a timer
+#: ``(time, key, dst, src, obj)``: a message from node ``src`` to node ``dst``, a timer
 #: of node ``dst`` (``src == _TIMER``), or an action (``src == _ACTION``, ``obj()``)
 Entry = tuple[float, int, int, int, Any]
 
@@ -71,6 +76,11 @@ def _taker(node: SimNode) -> Callable[[], Output]:
         return node.take_outgoing(), node.take_events(), node.next_deadline()
 
     return take
+
+
+def _idle() -> Output:
+    """The taker of a node another part runs (never called: it gets no entries here)."""
+    return (), (), None
 
 
 class _Calendar:
@@ -117,41 +127,82 @@ class _Calendar:
     def __len__(self) -> int:
         return len(self.cur) + sum(len(b) for b in self.future.values())
 
+    def entries(self) -> list[Entry]:
+        """Every pending entry, in no particular order."""
+        out = list(self.cur)
+        for bucket in self.future.values():
+            out.extend(bucket)
+        return out
+
+    def next_time(self) -> float:
+        """Time of the earliest pending entry (inf: none)."""
+        if self.cur:
+            return self.cur[0][0]
+        if self.slots:
+            return self.future[self.slots[0]][0][0]
+        return math.inf
+
 
 class Simulator:
-    """Runs nodes over a :class:`Network`; ``on_event(node_index, event)`` sees everything."""
+    """Runs nodes over a :class:`Network`; ``on_event(node_index, event)`` sees everything.
+
+    ``owner``/``part`` make it one part of a run split across processes (see
+    ``plumtree.sim.parallel``): it then runs only the nodes with ``owner[i] == part`` and
+    collects each message for another part's node in ``outbound[owner[dst]]`` instead of
+    its calendar. Without them it runs every node.
+    """
 
     def __init__(
         self,
-        nodes: list[SimNode],
+        nodes: Sequence[SimNode | None],
         network: Network,
         on_event: EventSink,
         slot_width: float = SLOT_WIDTH,
+        owner: Sequence[int] | None = None,
+        part: int = 0,
+        names: Sequence[str] | None = None,
     ) -> None:
         self.nodes = nodes
         self.network = network
         self.on_event = on_event
-        self.index = {node.name: i for i, node in enumerate(nodes)}
+        n = len(nodes)
+        self.names = (
+            list(names) if names is not None else [node.name for node in nodes]  # type: ignore[union-attr]
+        )
+        self.index = {name: i for i, name in enumerate(self.names)}
         self.now = 0.0
         self._calendar = _Calendar(slot_width)
-        self._seq = itertools.count()
+        #: key of the next entry each node (and, at index n, the driver) schedules
+        self._span = n + 1
+        self._keys = list(range(n + 1))
+        self.owner = list(owner) if owner is not None else [part] * n
+        self.part = part
+        self.local = [self.owner[i] == part and nodes[i] is not None for i in range(n)]
+        #: per part: entries for its nodes, sent at the end of each window
+        self.outbound: list[list[Entry]] = [[] for _ in range(max(self.owner, default=0) + 1)]
         #: times of every timer entry still pending per node (a few at most), sorted:
         #: entries leave the calendar in time order, so a node's next one is always [0]
         self._timers: list[list[float]] = [[] for _ in nodes]
         self._sent_by_class: defaultdict[type, int] = defaultdict(int)
         self.gossip_by_id: dict[bytes, int] = {}
-        self._takers = [_taker(node) for node in nodes]
+        self._takers = [_taker(node) if node is not None else _idle for node in nodes]
+        #: None where another part runs the node (it never gets an entry here)
+        self._receivers: list[Any] = [node.receive if node is not None else None for node in nodes]
+        self._tickers: list[Any] = [
+            node.handle_timer if node is not None else None for node in nodes
+        ]
         self._emit, self._arm = self._make_emitters()
 
     # ---------------------------------------------------------------- scheduling
 
     def at(self, when: float, action: Callable[[], None]) -> None:
         """Run ``action`` at simulated time ``when``."""
-        self._calendar.push((when, next(self._seq), -1, _ACTION, action))
+        self._calendar.push((when, self._next_key(len(self.nodes)), -1, _ACTION, action))
 
     def call(self, i: int, fn: Callable[[Any], None]) -> None:
-        """Call ``fn(node)`` now (if the node is up), then collect what it produced."""
-        if i in self.network.crashed:
+        """Call ``fn(node)`` now (if the node is up and runs here), then collect what it
+        produced."""
+        if i in self.network.crashed or not self.local[i]:
             return
         fn(self.nodes[i])
         self.flush(i)
@@ -168,12 +219,32 @@ class Simulator:
 
     def arm_all(self) -> None:
         for i in range(len(self.nodes)):
-            self.flush(i)
+            if self.local[i]:
+                self.flush(i)
+
+    def _next_key(self, i: int) -> int:
+        key = self._keys[i]
+        self._keys[i] = key + self._span
+        return key
+
+    def counts(self) -> tuple[int, int]:
+        """Entries processed so far: ``(by nodes, actions)``. Summed over the parts of a
+        split run (actions once: every part runs them all) they are the whole run's."""
+        span = self._span
+        n = len(self.nodes)
+        scheduled = sum((key - i) // span for i, key in enumerate(self._keys[:n]) if self.local[i])
+        actions = (self._keys[n] - n) // span
+        entries = [e for e in self._calendar.entries()]
+        pending_actions = sum(1 for e in entries if e[3] == _ACTION)
+        sent_away = sum(len(bucket) for bucket in self.outbound)
+        processed = scheduled - (len(entries) - pending_actions) - sent_away
+        return processed, actions - pending_actions
 
     @property
     def processed(self) -> int:
         """Entries processed so far (including messages dropped at a crashed node)."""
-        return next(self._seq) - len(self._calendar)  # every entry took a seq number
+        by_nodes, actions = self.counts()
+        return by_nodes + actions
 
     @property
     def pending(self) -> int:
@@ -184,6 +255,16 @@ class Simulator:
     def sent_by_type(self) -> dict[str, int]:
         """Messages handed to the network so far, by message type name."""
         return {cls.__name__: n for cls, n in self._sent_by_class.items()}
+
+    def next_time(self) -> float:
+        """Time of the next pending entry (inf: none)."""
+        return self._calendar.next_time()
+
+    def insert(self, entries: Iterable[Entry]) -> None:
+        """Add entries another part sent (messages for this part's nodes)."""
+        push = self._calendar.push
+        for entry in entries:
+            push(entry)
 
     def _make_emitters(
         self,
@@ -197,8 +278,8 @@ class Simulator:
         net = self.network
         delivery_time = net.delivery_time
         link_of = net.link
+        stream = net.stream
         jitter = net.jitter
-        random_ = net.rng.random
         log = math.log
         index_get = self.index.get
         cal = self._calendar
@@ -206,13 +287,18 @@ class Simulator:
         future = cal.future
         future_get = future.get
         slots = cal.slots
-        seq = self._seq
+        keys = self._keys
+        span = self._span
         counts = self._sent_by_class
         gossip = self.gossip_by_id
         gossip_get = gossip.get
         timers = self._timers
-        #: per sender: destination name -> (index, link state), filled on first use
-        routes: list[dict[str, tuple[int, list[float]]]] = [{} for _ in self.nodes]
+        owner = self.owner
+        part = self.part
+        outbound = self.outbound
+        #: per sender: destination name -> (index, link state, part or -1 for this one),
+        #: filled on first use
+        routes: list[dict[str, tuple[int, list[float], int]]] = [{} for _ in self.nodes]
         sim = self
         push = heapq.heappush
 
@@ -223,9 +309,11 @@ class Simulator:
                 crashed = net.crashed
                 loss = net.loss
                 plain = net.plain
+                random_ = stream(i)
                 links = routes[i]
                 cur_slot = cal.cur_slot
                 cur = cal.cur
+                key = keys[i]
                 sent = dropped = 0
                 for dest, msg in out:
                     cls = type(msg)
@@ -237,8 +325,9 @@ class Simulator:
                         j = index_get(dest)
                         if j is None:
                             continue  # not a simulated node
-                        route = links[dest] = (j, link_of(i, j))
-                    j, link = route
+                        w = owner[j]
+                        route = links[dest] = (j, link_of(i, j), -1 if w == part else w)
+                    j, link, away = route
                     if plain:
                         # Network.delivery_time, inlined (same checks, same draws)
                         sent += 1
@@ -258,7 +347,11 @@ class Simulator:
                         if maybe is None:
                             continue
                         arrive = maybe
-                    entry = (arrive, next(seq), j, i, msg)
+                    entry = (arrive, key, j, i, msg)
+                    key += span
+                    if away >= 0:
+                        outbound[away].append(entry)
+                        continue
                     # _Calendar.push, inlined
                     slot = int(arrive * inv)
                     if slot <= cur_slot:
@@ -270,6 +363,7 @@ class Simulator:
                             push(slots, slot)
                         else:
                             push(bucket, entry)
+                keys[i] = key
                 if sent:
                     net.sent += sent
                     net.dropped += dropped
@@ -284,7 +378,9 @@ class Simulator:
             # handle_timer only runs what is due), so it saves an entry
             when = deadline if deadline > now else now
             insort(timers[i], when)
-            cal.push((when, next(seq), i, _TIMER, None))
+            key = keys[i]
+            keys[i] = key + span
+            cal.push((when, key, i, _TIMER, None))
 
         return emit, arm
 
@@ -306,15 +402,19 @@ class Simulator:
         if t_end > self.now:
             self.now = t_end
 
+    def run_window(self, t_end: float) -> None:
+        """Process every entry due at or before ``t_end`` (one window of a split run;
+        the caller manages the garbage collector)."""
+        self._run(t_end)
+
     def _run(self, t_end: float) -> None:
         cal = self._calendar
         advance = cal.advance
         pop = heapq.heappop
-        nodes = self.nodes
         crashed = self.network.crashed
-        names = [n.name for n in nodes]
-        receivers = [n.receive for n in nodes]
-        tickers = [n.handle_timer for n in nodes]
+        names = self.names
+        receivers = self._receivers
+        tickers = self._tickers
         takers = self._takers
         timers = self._timers
         emit = self._emit

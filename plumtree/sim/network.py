@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _MASK64 = (1 << 64) - 1
@@ -43,9 +44,12 @@ class Network:
         self.n = n
         self.profile = profile
         self.loss = loss
-        self.rng = random.Random(seed ^ 0x5EED)
-        self._random = self.rng.random
         self._salt = _mix64(seed)
+        self._stream_salt = _mix64(seed ^ 0x5EED)
+        #: one random stream per sender (loss and jitter draws), made on first use: what
+        #: a message meets depends only on its sender's history, not on the order in which
+        #: the engine interleaves senders, so a run split across processes draws the same
+        self._streams: list[Callable[[], float] | None] = [None] * n
         self._log_lo = math.log(profile.base_lo)
         self._log_span = math.log(profile.base_hi) - self._log_lo
         self.crashed: set[int] = set()
@@ -58,6 +62,19 @@ class Network:
         self.jitter = profile.jitter_mean
         self.sent = 0
         self.dropped = 0
+
+    def stream(self, src: int) -> Callable[[], float]:
+        """The ``random()`` of node ``src``'s stream (for its messages' loss and jitter)."""
+        draw = self._streams[src]
+        if draw is None:
+            draw = self._streams[src] = random.Random(_mix64(self._stream_salt ^ (src + 1))).random
+        return draw
+
+    @property
+    def lookahead(self) -> float:
+        """No message arrives sooner than this after it is sent (the lowest base
+        latency): how far ahead of each other parallel parts of a run may safely go."""
+        return self.profile.base_lo
 
     def base_latency(self, a: int, b: int) -> float:
         """Symmetric, fixed per link, derived from the seed (no N^2 table)."""
@@ -97,11 +114,12 @@ class Network:
         if group is not None and group[src] != group[dst]:
             self.dropped += 1
             return None
-        if self.loss and self._random() < self.loss:
+        draw = self.stream(src)
+        if self.loss and draw() < self.loss:
             self.dropped += 1
             return None
         link = self.link(src, dst)
-        at = now + link[0] - self.jitter * _log(1.0 - self._random())
+        at = now + link[0] - self.jitter * _log(1.0 - draw())
         if self.slow:
             at += self.slow.get(dst, 0.0)
         # per-link FIFO, like the TCP connection the runtime uses between two peers

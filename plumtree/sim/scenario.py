@@ -10,12 +10,13 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from plumtree.core import events as ev
 from plumtree.core.config import PlumtreeConfig, SwimConfig
 from plumtree.core.plumtree import Plumtree
+from plumtree.sim import parallel
 from plumtree.sim.engine import SimNode, Simulator
 from plumtree.sim.flood import FloodNode
 from plumtree.sim.network import LATENCY_PROFILES, Network
@@ -48,6 +49,9 @@ class SimParams:
     #: probe timeout, and simulated seconds of steady state before the broadcasts
     slow: float = 0.0
     duration: float = 0.0
+    #: processes to split an oracle-membership run across (0: as many as pay off here,
+    #: see ``parallel.default_parts``); the report is the same whatever the split
+    workers: int = 0
 
     def plumtree_config(self) -> PlumtreeConfig:
         return self.plumtree or PlumtreeConfig.preset(self.profile)
@@ -73,28 +77,56 @@ class _Broadcast:
     last_at: float = 0.0
     grafts: int = 0
     msg_id: bytes = b""
-    latencies: list[float] = field(default_factory=list)
+    #: when each relayed copy (hops > 0) was delivered, in the order seen
+    times: list[float] = field(default_factory=list)
+
+    def absorb(self, other: _Broadcast) -> None:
+        """Add what another part of a split run saw of the same message (other nodes)."""
+        for i, got in enumerate(other.delivered):
+            if got:
+                self.delivered[i] = 1
+        self.count += other.count
+        self.duplicates += other.duplicates
+        self.max_hops = max(self.max_hops, other.max_hops)
+        self.last_at = max(self.last_at, other.last_at)
+        self.grafts += other.grafts
+        self.times.extend(other.times)
 
 
 class _Recorder:
-    """Collects per-broadcast delivery facts from the event stream."""
+    """Collects per-broadcast delivery facts from the event stream.
 
-    def __init__(self, n: int) -> None:
+    With ``strays``, facts about a message nobody registered here (one another part of a
+    split run originated) go to a record of its own, to be merged with the original.
+    """
+
+    def __init__(self, n: int, strays: bool = False) -> None:
         self.n = n
         self.by_id: dict[bytes, _Broadcast] = {}
         self.ordered: list[_Broadcast] = []
+        self.strays: list[_Broadcast] | None = [] if strays else None
 
     def register(self, msg_id: bytes, b: _Broadcast) -> None:
         b.msg_id = msg_id
         self.by_id[msg_id] = b
         self.ordered.append(b)
 
+    def _record(self, msg_id: bytes) -> _Broadcast | None:
+        b = self.by_id.get(msg_id)
+        if b is None and self.strays is not None:
+            b = self.by_id[msg_id] = _Broadcast(-1, -1, math.nan, 0, bytearray(self.n))
+            b.msg_id = msg_id
+            self.strays.append(b)
+        return b
+
     def on_event(self, i: int, event: ev.Event) -> None:
         kind = type(event)
         if kind is ev.Delivered:
             b = self.by_id.get(event.id)  # type: ignore[attr-defined]
             if b is None:
-                return
+                b = self._record(event.id)  # type: ignore[attr-defined]
+                if b is None:
+                    return
             if b.delivered[i]:
                 b.duplicates += 1
                 return
@@ -105,14 +137,35 @@ class _Recorder:
                 b.last_at = at
             hops = event.hops  # type: ignore[attr-defined]
             if hops:
-                b.latencies.append(at - b.sent_at)
+                b.times.append(at)
                 if hops > b.max_hops:
                     b.max_hops = hops
         elif kind is ev.GraftSent:
             for msg_id in event.ids:  # type: ignore[attr-defined]
-                b = self.by_id.get(msg_id)
+                b = self._record(msg_id)
                 if b is not None:
                     b.grafts += 1
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Run-wide totals the summary needs besides the broadcasts."""
+
+    gossip_by_id: dict[bytes, int]
+    events: int
+    graft_failures: int
+
+
+def _tally(sim: Simulator, nodes: list[Any]) -> _Tally:
+    return _Tally(sim.gossip_by_id, sim.processed, _graft_failures(nodes))
+
+
+def _graft_failures(nodes: list[Any]) -> int:
+    return sum(
+        getattr(getattr(node, "counters", None), "graft_failed", 0)
+        for node in nodes
+        if node is not None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +190,8 @@ class ProtocolResult:
     events: int
     sim_seconds: float
     wall_seconds: float
+    #: processes the run was split across (the numbers above do not depend on it)
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +241,7 @@ class SimReport:
             "sim_seconds": p.sim_seconds,
             "wall_seconds": p.wall_seconds,
             "events_per_second": p.events / p.wall_seconds if p.wall_seconds > 0 else 0.0,
+            "workers": p.workers,
         }
         f = self.flood
         out.update(
@@ -228,14 +284,72 @@ def asdict_params(params: SimParams) -> dict[str, Any]:
     return d
 
 
+@dataclass(slots=True)
+class _Part:
+    """What one part of a run saw (unsplit: the whole run)."""
+
+    registered: list[_Broadcast]
+    strays: list[_Broadcast]
+    sent: dict[str, int]
+    gossip_by_id: dict[bytes, int]
+    processed: tuple[int, int]
+    graft_failures: int
+    crashed: set[int]
+    wall: float
+    end: float
+
+
 def _run_protocol(params: SimParams, protocol: str, total: int) -> ProtocolResult:
+    parts = params.workers if params.workers > 0 else parallel.default_parts(params.nodes)
+    results = parallel.run_split(
+        parts, lambda part, mesh: _run_part(params, protocol, total, parts, part, mesh)
+    )
+    by_id = {b.msg_id: b for r in results for b in r.registered}
+    for r in results:
+        for stray in r.strays:
+            origin = by_id.get(stray.msg_id)
+            if origin is not None:
+                origin.absorb(stray)
+    ordered = sorted(by_id.values(), key=lambda b: b.index)
+    measured = [b for b in ordered if b.index >= params.warmup]
+    gossip: dict[bytes, int] = {}
+    sent: dict[str, int] = {}
+    for r in results:
+        for msg_id, count in r.gossip_by_id.items():
+            gossip[msg_id] = gossip.get(msg_id, 0) + count
+        for kind, count in r.sent.items():
+            sent[kind] = sent.get(kind, 0) + count
+    # every part runs every action: count them once
+    events = sum(r.processed[0] for r in results) + results[0].processed[1]
+    tally = _Tally(gossip, events, sum(r.graft_failures for r in results))
+    crashed = results[0].crashed
+    survivors = [i for i in range(params.nodes) if i not in crashed]
+    crash_index = params.warmup + params.broadcasts // 2 if params.crash else -1
+    wall = max(r.wall for r in results)
+    result = _summarise(params, measured, tally, survivors, crash_index, wall, results[0].end, sent)
+    return replace(result, workers=parts)
+
+
+def _run_part(
+    params: SimParams,
+    protocol: str,
+    total: int,
+    parts: int,
+    part: int,
+    mesh: parallel.Mesh | None,
+) -> _Part:
+    """Run the nodes of one part (all of them unsplit) and every driver action."""
     n = params.nodes
     rng = random.Random(params.seed)
     names = [f"n{i:05d}" for i in range(n)]
+    owner = [parallel.owner_of(i, parts) for i in range(n)]
     adj = random_overlay(n, params.degree, random.Random(params.seed * 7919 + 1))
     cfg = params.plumtree_config()
     nodes: list[Any] = []
     for i, name in enumerate(names):
+        if owner[i] != part:
+            nodes.append(None)
+            continue
         node_rng = random.Random(params.seed * 1_000_003 + i)
         node: Any = (
             Plumtree(name, cfg, node_rng) if protocol == "plumtree" else FloodNode(name, node_rng)
@@ -248,18 +362,21 @@ def _run_protocol(params: SimParams, protocol: str, total: int) -> ProtocolResul
     network = Network(
         n, LATENCY_PROFILES.get(params.profile, LATENCY_PROFILES["lan"]), params.loss, params.seed
     )
-    recorder = _Recorder(n)
-    sim = Simulator(nodes, network, recorder.on_event)
+    recorder = _Recorder(n, strays=parts > 1)
+    sim = Simulator(nodes, network, recorder.on_event, owner=owner, part=part, names=names)
     sim.arm_all()
 
     payload = bytes(params.payload_size)
     crash_index = params.warmup + params.broadcasts // 2 if params.crash else -1
     live = list(range(n))
     start = 1.0
+    stateless = protocol == "flood"
 
     def broadcast(k: int) -> None:
         pool = live if params.origins <= 0 else [i for i in live if i < params.origins] or live
         origin = pool[rng.randrange(len(pool))]
+        if stateless and k < params.warmup:
+            return  # flooding keeps no state to warm up: only keep the origins in step
         b = _Broadcast(k, origin, sim.now, len(live), bytearray(n))
 
         def originate(node: SimNode) -> None:
@@ -317,20 +434,30 @@ def _run_protocol(params: SimParams, protocol: str, total: int) -> ProtocolResul
     )
     end = start + total * params.interval + max(2.0, cfg_drain + 1.0)
     t0 = time.perf_counter()
-    sim.run_until(end)
+    if mesh is None:
+        sim.run_until(end)
+    else:
+        parallel.run_windows(sim, mesh, end)
     wall = time.perf_counter() - t0
 
-    measured = [b for b in recorder.ordered if b.index >= params.warmup]
-    survivors = [i for i in range(n) if i not in network.crashed]
     sent = {k: v - baseline.get(k, 0) for k, v in sim.sent_by_type.items()}
-    return _summarise(params, measured, sim, nodes, survivors, crash_index, wall, end, sent)
+    return _Part(
+        registered=recorder.ordered,
+        strays=recorder.strays or [],
+        sent=sent,
+        gossip_by_id=sim.gossip_by_id,
+        processed=sim.counts(),
+        graft_failures=_graft_failures(nodes),
+        crashed=set(network.crashed),
+        wall=wall,
+        end=end,
+    )
 
 
 def _summarise(
     params: SimParams,
     measured: list[_Broadcast],
-    sim: Simulator,
-    nodes: list[Any],
+    tally: _Tally,
     survivors: list[int],
     crash_index: int,
     wall: float,
@@ -353,12 +480,13 @@ def _summarise(
         reliabilities.append(got / len(survivors) if survivors else 1.0)
         dups += b.duplicates
         ldhs.append(b.max_hops)
-        latencies.extend(b.latencies)
+        sent_at = b.sent_at
+        latencies.extend([at - sent_at for at in b.times])
         if b.count > 1:
             last.append(b.last_at - b.sent_at)
         clean.append(reliabilities[-1] == 1.0 and b.grafts == 0)
     for b in measured:
-        m = sim.gossip_by_id.get(b.msg_id, 0)
+        m = tally.gossip_by_id.get(b.msg_id, 0)
         gossip_total += m
         if b.count > 1:
             rmrs.append(m / (b.count - 1) - 1.0)
@@ -378,7 +506,6 @@ def _summarise(
     last.sort()
     gossip = sent.get("Gossip", 0)
     control = sent.get("IHave", 0) + sent.get("Graft", 0) + sent.get("Prune", 0)
-    failures = sum(getattr(getattr(node, "counters", None), "graft_failed", 0) for node in nodes)
     return ProtocolResult(
         reliability=mean(reliabilities),
         reliability_min=min(reliabilities, default=1.0),
@@ -396,8 +523,8 @@ def _summarise(
         control_overhead=control / gossip if gossip else 0.0,
         broadcasts_to_heal=heal,
         reliability_after_heal=after,
-        graft_failures=failures,
-        events=sim.processed,
+        graft_failures=tally.graft_failures,
+        events=tally.events,
         sim_seconds=end,
         wall_seconds=wall,
     )

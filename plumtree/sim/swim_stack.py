@@ -36,6 +36,7 @@ from plumtree.sim.scenario import (
     _Recorder,
     _run_protocol,
     _summarise,
+    _tally,
     asdict_params,
 )
 from plumtree.sim.stats import percentile
@@ -420,7 +421,9 @@ def run_swim(params: SimParams) -> SimReport:
 
     measured = [b for b in recorder.ordered if b.index >= params.warmup]
     sent = {k: v - baseline.get(k, 0) for k, v in sim.sent_by_type.items()}
-    result = _summarise(params, measured, sim, list(c.nodes), c.live, crash_index, wall, end, sent)
+    result = _summarise(
+        params, measured, _tally(sim, list(c.nodes)), c.live, crash_index, wall, end, sent
+    )
     flood = None
     if params.flood:
         ftotal = min(total, params.warmup + params.flood_broadcasts)

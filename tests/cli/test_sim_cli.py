@@ -26,6 +26,17 @@ def test_sim_json_has_the_stable_keys_and_nothing_else_on_stdout() -> None:
     assert 0.0 <= doc["reliability"] <= 1.0
 
 
+def test_sim_workers_splits_the_run_and_changes_no_number() -> None:
+    args = ("-o", "json", "sim", "-n", "60", "-b", "8", "--warmup", "3", "--loss", "0.02")
+    whole = json_out(invoke(*args, "--workers", "1"))
+    split = json_out(invoke(*args, "--workers", "2"))
+    assert (whole["workers"], split["workers"]) == (1, 2)
+    varies = {"wall_seconds", "events_per_second", "workers"}
+    assert {k: v for k, v in split.items() if k not in varies} == {
+        k: v for k, v in whole.items() if k not in varies
+    }
+
+
 def test_sim_table_shows_plumtree_beside_flooding() -> None:
     result = invoke("sim", "-n", "30", "-b", "5", "--warmup", "2")
     assert result.exit_code == 0, result.output

@@ -1,0 +1,296 @@
+"""One simulated run split across processes: the same run, on more cores.
+
+Each part (a process) runs the nodes ``i`` with ``owner(i) == part`` and every driver
+action (the actions only touch shared, deterministic state and the part's own nodes).
+The parts advance in lock-step windows, conservatively: no message arrives sooner than
+the network's lookahead after it was sent, so once every part knows the earliest pending
+time ``T`` of the whole run, each may process everything before ``T + lookahead`` without
+waiting for the others. At each window's end the parts swap the messages they produced
+for each other's nodes, with each part's next pending time, and all compute the same
+next ``T``. The engine's entry keys and the network's per-sender random streams make the
+outcome independent of the split: a run in two parts is the run in one, entry for entry.
+
+Parts talk over socket pairs, one per pair of parts, in msgpack (msgspec). Within a pair
+the lower part sends first and the higher receives first, so a window's exchange can
+never deadlock however large it is.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import multiprocessing
+import os
+import select
+import socket
+import struct
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+import msgspec
+
+from plumtree.core.messages import PlumtreeMessage
+from plumtree.sim.engine import Entry, Simulator
+
+R = TypeVar("R")
+
+#: One window's exchange: the sender's next pending time, the earliest arrival among
+#: everything it sends this window (to any part), and the entries for the receiver.
+_Batch = tuple[float, float, list[tuple[float, int, int, int, PlumtreeMessage]]]
+
+#: how long a part polls for its peers' frames before it sleeps in select()
+SPIN_SECONDS = 0.002
+_LEN = struct.Struct("<Q")
+_CHUNK = 1 << 20
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_Batch).decode
+
+
+def owner_of(i: int, parts: int) -> int:
+    """The part that runs node ``i`` (round robin: the overlay is random, so any even
+    split cuts the same share of links; this one is balanced at every size)."""
+    return i % parts
+
+
+class Mesh:
+    """A part's connections to the other parts (``conns[part]`` is None)."""
+
+    def __init__(self, part: int, conns: list[socket.socket | None]) -> None:
+        self.part = part
+        self.conns = conns
+        self.windows = 0
+        #: per peer: bytes received and not yet returned (the start of its next frame)
+        self._unread: dict[socket.socket, bytearray] = {}
+        for conn in conns:
+            if conn is not None:
+                conn.setblocking(False)
+                self._unread[conn] = bytearray()
+
+    def exchange(self, local_next: float, outbound: list[list[Entry]]) -> tuple[float, list[Entry]]:
+        """Swap this window's entries with every other part.
+
+        Returns the next pending time of the whole run (the same number in every part)
+        and the entries for this part's nodes. Empties ``outbound`` in place.
+        """
+        self.windows += 1
+        earliest = math.inf
+        for bucket in outbound:
+            for entry in bucket:
+                if entry[0] < earliest:
+                    earliest = entry[0]
+        t_next = min(local_next, earliest)
+        payloads: dict[int, bytes] = {}
+        for other, conn in enumerate(self.conns):
+            if conn is not None:
+                payloads[other] = _encode((local_next, earliest, outbound[other]))
+                outbound[other] = []
+        inbound: list[Entry] = []
+        for data in self._swap(payloads):
+            their_next, their_earliest, entries = _decode(data)
+            t_next = min(t_next, their_next, their_earliest)
+            inbound.extend(entries)
+        return t_next, inbound
+
+    def _swap(self, payloads: dict[int, bytes]) -> list[bytes]:
+        """Send each peer its payload and read each peer's frame, all at once.
+
+        Every part sends as soon as its window is done (no turn taking, so a window costs
+        one wake-up, not two), and reads while it writes, so two parts sending each other
+        more than a socket buffer holds cannot block each other. A peer may already be a
+        window ahead, so bytes past a frame are kept for the next call. Frames are an
+        8-byte length, then the bytes.
+        """
+        sending: dict[socket.socket, memoryview] = {}
+        order: list[socket.socket] = []
+        for other, payload in payloads.items():
+            conn = self.conns[other]
+            assert conn is not None
+            sending[conn] = memoryview(_LEN.pack(len(payload)) + payload)
+            order.append(conn)
+        done: dict[socket.socket, bytes] = {}
+        for conn in order:
+            _send_some(conn, sending)  # most windows fit the socket buffer whole
+            self._take_frame(conn, done)
+        # Spin a little before sleeping: the peer is usually busy on the other core and
+        # about to answer, and waking a sleeping process costs more (tens of us on a VM)
+        # than the wait itself.
+        spin_until = time.perf_counter() + SPIN_SECONDS
+        while not sending and len(done) < len(order):
+            for conn in order:
+                if conn not in done:
+                    self._receive(conn, done)
+            if time.perf_counter() > spin_until:
+                break
+        while sending or len(done) < len(order):
+            readable, writable, _ = select.select(
+                [c for c in order if c not in done], list(sending), []
+            )
+            for conn in writable:
+                _send_some(conn, sending)
+            for conn in readable:
+                self._receive(conn, done)
+        return [done[conn] for conn in order]
+
+    def _receive(self, conn: socket.socket, done: dict[socket.socket, bytes]) -> None:
+        """Read what ``conn`` has (without waiting); a completed frame goes to ``done``."""
+        try:
+            chunk = conn.recv(_CHUNK)
+        except BlockingIOError:
+            return
+        if not chunk:
+            raise EOFError("a simulation part closed its connection mid-run")
+        self._unread[conn] += chunk
+        self._take_frame(conn, done)
+
+    def _take_frame(self, conn: socket.socket, done: dict[socket.socket, bytes]) -> None:
+        """Move one whole frame, if ``conn``'s unread bytes hold one, into ``done``."""
+        buf = self._unread[conn]
+        if len(buf) < _LEN.size:
+            return
+        end = _LEN.unpack_from(buf)[0] + _LEN.size
+        if len(buf) >= end:
+            done[conn] = bytes(buf[_LEN.size : end])
+            del buf[:end]
+
+
+def _send_some(conn: socket.socket, sending: dict[socket.socket, memoryview]) -> None:
+    view = sending[conn]
+    try:
+        sent = conn.send(view)
+    except BlockingIOError:
+        return
+    if sent == len(view):
+        del sending[conn]
+    else:
+        sending[conn] = view[sent:]
+
+
+def run_windows(sim: Simulator, mesh: Mesh, t_end: float) -> None:
+    """``sim.run_until(t_end)`` for one part of a split run.
+
+    Every part runs the same windows, ``[T, T + lookahead)`` from the first pending time
+    ``T`` of the whole run, so that they do equal shares of work between two exchanges.
+    (Letting a part whose peers are idle run further ahead, as far as is safe, was
+    measured slower: the parts then wait for each other longer than the windows save.)
+    """
+    lookahead = sim.network.lookahead
+    paused = gc.isenabled()
+    gc.disable()  # as Simulator.run_until: the loop makes no reference cycles
+    try:
+        while True:
+            t_next, inbound = mesh.exchange(sim.next_time(), sim.outbound)
+            sim.insert(inbound)
+            if t_next > t_end:
+                break
+            # nothing another part sends from now on can arrive before t_next + lookahead
+            sim.run_window(min(math.nextafter(t_next + lookahead, -math.inf), t_end))
+    finally:
+        if paused:
+            gc.enable()
+    if t_end > sim.now:
+        sim.now = t_end
+
+
+def run_split(parts: int, job: Callable[[int, Mesh | None], R]) -> list[R]:
+    """Run ``job(part, mesh)`` in ``parts`` processes (this one is part 0); their results.
+
+    ``parts == 1`` runs ``job(0, None)`` here. The other parts are forked, so ``job``
+    needs no pickling; their results come back pickled. An exception in any part is
+    raised here (with the part's traceback); the others are then stopped.
+    """
+    if parts <= 1:
+        return [job(0, None)]
+    ctx = multiprocessing.get_context("fork")
+    links: dict[tuple[int, int], tuple[socket.socket, socket.socket]] = {
+        (a, b): socket.socketpair() for a in range(parts) for b in range(a + 1, parts)
+    }
+
+    def mesh_of(part: int) -> Mesh:
+        conns: list[socket.socket | None] = [None] * parts
+        for (a, b), (end_a, end_b) in links.items():
+            if a == part:
+                conns[b] = end_a
+            elif b == part:
+                conns[a] = end_b
+        return Mesh(part, conns)
+
+    every = [end for pair in links.values() for end in pair]
+    procs: list[Any] = []
+    results: list[Connection] = []  # each part's result, pickled
+    mesh = mesh_of(0)
+    try:
+        for part in range(1, parts):
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_child,
+                args=(job, part, mesh_of(part), sender, every + results),
+                daemon=True,
+            )
+            proc.start()
+            sender.close()
+            procs.append(proc)
+            results.append(receiver)
+        # every process keeps only its own ends, so a part that dies shows as EOF
+        for end in every:
+            if end not in mesh.conns:
+                end.close()
+        try:
+            first = job(0, mesh)
+        except (EOFError, ConnectionError):
+            first = None  # a part died mid-run: its own error is the one to report
+        out: list[Any] = [first]
+        for part, receiver in enumerate(results, start=1):
+            try:
+                ok, value = receiver.recv()
+            except EOFError:
+                raise RuntimeError(f"simulation part {part} died without a result") from None
+            if not ok:
+                raise RuntimeError(f"simulation part {part} failed:\n{value}")
+            out.append(value)
+        if first is None:
+            raise RuntimeError("simulation part 0 lost its peers mid-run")
+        return out
+    finally:
+        for conn in [*mesh.conns, *results]:
+            if conn is not None:
+                conn.close()  # a part still waiting for this one sees EOF and ends
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+def _child(
+    job: Callable[[int, Mesh | None], Any],
+    part: int,
+    mesh: Mesh,
+    out: Connection,
+    inherited: list[Any],
+) -> None:
+    for conn in inherited:
+        if conn is not out and conn not in mesh.conns:
+            conn.close()
+    try:
+        result = job(part, mesh)
+    except BaseException:  # reported to part 0, which raises it
+        out.send((False, traceback.format_exc()))
+    else:
+        out.send((True, result))
+    finally:
+        out.close()
+        for conn in mesh.conns:
+            if conn is not None:
+                conn.close()
+    os._exit(0)  # skip the parent's atexit hooks and buffers (a forked copy)
+
+
+def default_parts(nodes: int) -> int:
+    """Processes worth using for a run of ``nodes`` nodes: the split pays for its window
+    exchanges from a few thousand nodes on, and never beyond the cores there are."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, 2)) if nodes >= 2000 else 1

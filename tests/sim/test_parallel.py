@@ -1,0 +1,90 @@
+"""A run split across processes is the same run: same report, entry for entry."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from dataclasses import replace
+
+import pytest
+
+from plumtree.core.messages import Gossip
+from plumtree.sim import parallel
+from plumtree.sim.scenario import SimParams, run
+
+#: what may differ between a split run and a whole one: how long it took, and the split
+VARIES = {"wall_seconds", "events_per_second", "workers"}
+
+
+def report(params: SimParams) -> dict[str, object]:
+    return {k: v for k, v in run(params).as_dict().items() if k not in VARIES}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"loss": 0.05},
+        {"crash": 0.2, "broadcasts": 30},
+        {"origins": 1, "profile": "wan"},
+    ],
+    ids=["no-faults", "loss", "crash", "one-sender-wan"],
+)
+def test_two_parts_give_the_report_of_one(changes: dict[str, object]) -> None:
+    params = replace(
+        SimParams(nodes=120, broadcasts=20, warmup=5, flood_broadcasts=5, seed=4),
+        **changes,  # type: ignore[arg-type]
+    )
+    whole = report(replace(params, workers=1))
+    split = run(replace(params, workers=2)).as_dict()
+    assert split["workers"] == 2
+    assert {k: v for k, v in split.items() if k not in VARIES} == whole
+    assert whole["events"] > 10_000  # a real run, not an empty one that trivially agrees
+
+
+def test_three_parts_give_the_report_of_one() -> None:
+    params = SimParams(nodes=90, broadcasts=15, warmup=5, loss=0.02, flood_broadcasts=5, seed=9)
+    assert report(replace(params, workers=3)) == report(replace(params, workers=1))
+
+
+def test_default_split_follows_size_and_cores() -> None:
+    assert parallel.default_parts(200) == 1
+    cores = len(os.sched_getaffinity(0))
+    assert parallel.default_parts(10_000) == min(2, cores)
+
+
+def _gossip(k: int, size: int) -> Gossip:
+    return Gossip(k.to_bytes(16, "big"), k % 7, f"n{k}", bytes([k % 251]) * size)
+
+
+def _swap_big_batches(part: int, mesh: parallel.Mesh | None) -> list[int]:
+    """Both parts send each other ~3 MB at once (far beyond a socket buffer), twice."""
+    assert mesh is not None
+    seen: list[int] = []
+    for window in range(2):
+        batch = [(1.0 + k, k * 2 + part, k, part, _gossip(k + window, 100)) for k in range(25_000)]
+        t_next, inbound = mesh.exchange(5.0 + part, [batch, batch] if part == 0 else [batch, []])
+        assert t_next == 1.0  # the earliest arrival of all, which the peer sent
+        assert len(inbound) == 25_000
+        assert inbound[7][4] == _gossip(7 + window, 100)  # decoded back to the message
+        seen.append(inbound[0][3])
+    return seen
+
+
+def test_windows_far_larger_than_a_socket_buffer_do_not_deadlock() -> None:
+    results = parallel.run_split(2, _swap_big_batches)
+    assert results == [[1, 1], [0, 0]]  # each part got the other's entries, each window
+
+
+def _fails_in_part_one(part: int, mesh: parallel.Mesh | None) -> int:
+    assert mesh is not None
+    if part == 1:
+        raise ValueError("boom in part one")
+    mesh.exchange(1.0, [[], []])  # part 0 waits for part 1, which is gone
+    return part
+
+
+def test_a_failing_part_is_reported_with_its_error_and_nothing_is_left_running() -> None:
+    with pytest.raises(RuntimeError, match=r"(?s)part 1 failed.*boom in part one"):
+        parallel.run_split(2, _fails_in_part_one)
+    assert multiprocessing.active_children() == []
