@@ -78,6 +78,10 @@ def _taker(node: SimNode) -> Callable[[], Output]:
     return take
 
 
+class CausalityError(RuntimeError):
+    """A split run's parts would have to see a message before their window allows."""
+
+
 def _idle() -> Output:
     """The taker of a node another part runs (never called: it gets no entries here)."""
     return (), (), None
@@ -161,6 +165,7 @@ class Simulator:
         owner: Sequence[int] | None = None,
         part: int = 0,
         names: Sequence[str] | None = None,
+        lookahead: float = 0.0,
     ) -> None:
         self.nodes = nodes
         self.network = network
@@ -177,6 +182,8 @@ class Simulator:
         self._keys = list(range(n + 1))
         self.owner = list(owner) if owner is not None else [part] * n
         self.part = part
+        #: the least latency of any message between parts, which the split relies on
+        self.lookahead = lookahead
         self.local = [self.owner[i] == part and nodes[i] is not None for i in range(n)]
         #: per part: entries for its nodes, sent at the end of each window
         self.outbound: list[list[Entry]] = [[] for _ in range(max(self.owner, default=0) + 1)]
@@ -296,6 +303,7 @@ class Simulator:
         owner = self.owner
         part = self.part
         outbound = self.outbound
+        lookahead = self.lookahead
         #: per sender: destination name -> (index, link state, part or -1 for this one),
         #: filled on first use
         routes: list[dict[str, tuple[int, list[float], int]]] = [{} for _ in self.nodes]
@@ -350,6 +358,12 @@ class Simulator:
                     entry = (arrive, key, j, i, msg)
                     key += span
                     if away >= 0:
+                        if arrive < now + lookahead:  # rounds as the window's end does
+                            raise CausalityError(
+                                f"{msg!r} from node {i} to node {j} (another part) would "
+                                f"arrive {arrive - now:.6f}s after it was sent, sooner than "
+                                f"the split's lookahead of {lookahead:.6f}s"
+                            )
                         outbound[away].append(entry)
                         continue
                     # _Calendar.push, inlined

@@ -26,18 +26,6 @@ def random_overlay(n: int, degree: int, rng: random.Random) -> list[dict[int, No
                 adj[j][i] = None
                 chosen += 1
     return adj
-    half, odd = divmod(degree, 2)
-    for i in range(n):
-        picks = half + (1 if odd and rng.random() < 0.5 else 0)
-        picks = min(picks, n - 1)
-        while sum(1 for _ in adj[i]) < picks or len(adj[i]) < 1:
-            j = rng.randrange(n)
-            if j != i:
-                adj[i][j] = None
-                adj[j][i] = None
-            if len(adj[i]) >= n - 1:
-                break
-    return adj
 
 
 def repair(

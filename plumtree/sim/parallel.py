@@ -56,6 +56,53 @@ def owner_of(i: int, parts: int) -> int:
     return i % parts
 
 
+def latency_partition(
+    adj: list[dict[int, None]], latency: Callable[[int, int], float], parts: int
+) -> tuple[list[int], float]:
+    """Split the nodes so that only slow links cross parts: ``(owner, lookahead)``.
+
+    Links join nodes in order of latency (union-find) for as long as no group outgrows
+    a share a part can hold; the groups then go to parts largest first, each to the
+    lightest. Every link between parts is then at least ``lookahead`` slow, which is
+    how far the parts may run ahead of each other: the larger, the fewer windows.
+    """
+    n = len(adj)
+    edges = sorted((latency(i, j), i, j) for i in range(n) for j in adj[i] if i < j)
+    parent = list(range(n))
+    size = [1] * n
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    cap = max(1, int(0.9 * n / parts))
+    lookahead = math.inf
+    for lat, i, j in edges:
+        a, b = root(i), root(j)
+        if a == b:
+            continue
+        if size[a] + size[b] > cap:
+            lookahead = lat
+            break
+        if size[a] < size[b]:
+            a, b = b, a
+        parent[b] = a
+        size[a] += size[b]
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    load = [0] * parts
+    owner = [0] * n
+    for members in sorted(groups.values(), key=len, reverse=True):
+        part = load.index(min(load))
+        load[part] += len(members)
+        for i in members:
+            owner[i] = part
+    return owner, lookahead
+
+
 class Mesh:
     """A part's connections to the other parts (``conns[part]`` is None)."""
 
@@ -169,7 +216,7 @@ def _send_some(conn: socket.socket, sending: dict[socket.socket, memoryview]) ->
         sending[conn] = view[sent:]
 
 
-def run_windows(sim: Simulator, mesh: Mesh, t_end: float) -> None:
+def run_windows(sim: Simulator, mesh: Mesh, t_end: float, lookahead: float) -> None:
     """``sim.run_until(t_end)`` for one part of a split run.
 
     Every part runs the same windows, ``[T, T + lookahead)`` from the first pending time
@@ -177,7 +224,6 @@ def run_windows(sim: Simulator, mesh: Mesh, t_end: float) -> None:
     (Letting a part whose peers are idle run further ahead, as far as is safe, was
     measured slower: the parts then wait for each other longer than the windows save.)
     """
-    lookahead = sim.network.lookahead
     paused = gc.isenabled()
     gc.disable()  # as Simulator.run_until: the loop makes no reference cycles
     try:

@@ -342,8 +342,16 @@ def _run_part(
     n = params.nodes
     rng = random.Random(params.seed)
     names = [f"n{i:05d}" for i in range(n)]
-    owner = [parallel.owner_of(i, parts) for i in range(n)]
     adj = random_overlay(n, params.degree, random.Random(params.seed * 7919 + 1))
+    network = Network(
+        n, LATENCY_PROFILES.get(params.profile, LATENCY_PROFILES["lan"]), params.loss, params.seed
+    )
+    if parts > 1 and not params.crash:
+        owner, lookahead = parallel.latency_partition(adj, network.base_latency, parts)
+    else:
+        # a crash adds random links (repair), so no link is known to stay fast-free
+        owner = [parallel.owner_of(i, parts) for i in range(n)]
+        lookahead = network.lookahead
     cfg = params.plumtree_config()
     nodes: list[Any] = []
     for i, name in enumerate(names):
@@ -359,11 +367,10 @@ def _run_part(
         for j in order:
             node.add_peer(names[j], 0.0)
         nodes.append(node)
-    network = Network(
-        n, LATENCY_PROFILES.get(params.profile, LATENCY_PROFILES["lan"]), params.loss, params.seed
-    )
     recorder = _Recorder(n, strays=parts > 1)
-    sim = Simulator(nodes, network, recorder.on_event, owner=owner, part=part, names=names)
+    sim = Simulator(
+        nodes, network, recorder.on_event, owner=owner, part=part, names=names, lookahead=lookahead
+    )
     sim.arm_all()
 
     payload = bytes(params.payload_size)
@@ -437,7 +444,7 @@ def _run_part(
     if mesh is None:
         sim.run_until(end)
     else:
-        parallel.run_windows(sim, mesh, end)
+        parallel.run_windows(sim, mesh, end, lookahead)
     wall = time.perf_counter() - t0
 
     sent = {k: v - baseline.get(k, 0) for k, v in sim.sent_by_type.items()}

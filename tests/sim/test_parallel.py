@@ -88,3 +88,41 @@ def test_a_failing_part_is_reported_with_its_error_and_nothing_is_left_running()
     with pytest.raises(RuntimeError, match=r"(?s)part 1 failed.*boom in part one"):
         parallel.run_split(2, _fails_in_part_one)
     assert multiprocessing.active_children() == []
+
+
+def test_latency_partition_cuts_only_slow_links_and_balances_the_parts() -> None:
+    import random
+
+    from plumtree.sim.network import LATENCY_PROFILES, Network
+    from plumtree.sim.overlay import random_overlay
+
+    n = 3000
+    adj = random_overlay(n, 5, random.Random(5))
+    network = Network(n, LATENCY_PROFILES["lan"], 0.0, 5)
+    owner, lookahead = parallel.latency_partition(adj, network.base_latency, 2)
+    cut = [(i, j) for i in range(n) for j in adj[i] if i < j and owner[i] != owner[j]]
+    assert cut and all(network.base_latency(i, j) >= lookahead for i, j in cut)
+    # well above the fastest link of the profile (what a blind split must assume)
+    assert lookahead > 1.3 * network.lookahead
+    assert abs(owner.count(0) - owner.count(1)) <= n // 50
+
+
+def test_a_message_faster_than_the_lookahead_stops_a_split_run() -> None:
+    """The guard behind the windows: a part never hands on what another should have
+    seen already (here, by claiming a lookahead longer than the fastest link)."""
+    import random
+
+    from plumtree.core.config import PlumtreeConfig
+    from plumtree.core.plumtree import Plumtree
+    from plumtree.sim.engine import CausalityError, Simulator
+    from plumtree.sim.network import LATENCY_PROFILES, Network
+
+    names = ["a", "b"]
+    network = Network(2, LATENCY_PROFILES["lan"], 0.0, 1)
+    node = Plumtree("a", PlumtreeConfig.preset("lan"), random.Random(1))
+    node.add_peer("b", 0.0)
+    sim = Simulator(
+        [node, None], network, lambda i, e: None, owner=[0, 1], names=names, lookahead=0.01
+    )
+    with pytest.raises(CausalityError, match="sooner than the split's lookahead"):
+        sim.call(0, lambda n: n.broadcast(b"x", 0.0))
