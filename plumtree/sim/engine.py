@@ -307,7 +307,9 @@ class Simulator:
         #: per sender: destination name -> (index, link state, part or -1 for this one),
         #: filled on first use
         routes: list[dict[str, tuple[int, list[float], int]]] = [{} for _ in self.nodes]
-        sim = self
+        # not ``self``: the simulator holds these closures, and a cycle through them
+        # would keep every node alive until a full garbage collection
+        sink = self.on_event
         push = heapq.heappush
 
         def emit(
@@ -382,7 +384,6 @@ class Simulator:
                     net.sent += sent
                     net.dropped += dropped
             if events:
-                sink = sim.on_event
                 for event in events:
                     sink(i, event)
 

@@ -242,11 +242,13 @@ def run_windows(sim: Simulator, mesh: Mesh, t_end: float, lookahead: float) -> N
 
 
 def run_split(parts: int, job: Callable[[int, Mesh | None], R]) -> list[R]:
-    """Run ``job(part, mesh)`` in ``parts`` processes (this one is part 0); their results.
+    """Run ``job(part, mesh)`` in ``parts`` forked processes; their results, in order.
 
-    ``parts == 1`` runs ``job(0, None)`` here. The other parts are forked, so ``job``
-    needs no pickling; their results come back pickled. An exception in any part is
-    raised here (with the part's traceback); the others are then stopped.
+    ``parts == 1`` runs ``job(0, None)`` here. Otherwise every part is a child: ``job``
+    needs no pickling (only its result does), and the millions of objects a part builds
+    die with it at exit instead of costing this process a garbage collection and a
+    teardown. If a part fails, its error is raised here with its traceback (the parts
+    it leaves waiting see the connection close and end too).
     """
     if parts <= 1:
         return [job(0, None)]
@@ -264,12 +266,11 @@ def run_split(parts: int, job: Callable[[int, Mesh | None], R]) -> list[R]:
                 conns[a] = end_b
         return Mesh(part, conns)
 
-    every = [end for pair in links.values() for end in pair]
+    every: list[Any] = [end for pair in links.values() for end in pair]
     procs: list[Any] = []
     results: list[Connection] = []  # each part's result, pickled
-    mesh = mesh_of(0)
     try:
-        for part in range(1, parts):
+        for part in range(parts):
             receiver, sender = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_child,
@@ -280,35 +281,34 @@ def run_split(parts: int, job: Callable[[int, Mesh | None], R]) -> list[R]:
             sender.close()
             procs.append(proc)
             results.append(receiver)
-        # every process keeps only its own ends, so a part that dies shows as EOF
         for end in every:
-            if end not in mesh.conns:
-                end.close()
-        try:
-            first = job(0, mesh)
-        except (EOFError, ConnectionError):
-            first = None  # a part died mid-run: its own error is the one to report
-        out: list[Any] = [first]
-        for part, receiver in enumerate(results, start=1):
+            end.close()  # the parts hold the only ends, so one that dies shows as EOF
+        outcomes: list[tuple[bool, Any]] = []
+        for receiver in results:
             try:
-                ok, value = receiver.recv()
+                outcomes.append(receiver.recv())
             except EOFError:
-                raise RuntimeError(f"simulation part {part} died without a result") from None
-            if not ok:
-                raise RuntimeError(f"simulation part {part} failed:\n{value}")
-            out.append(value)
-        if first is None:
-            raise RuntimeError("simulation part 0 lost its peers mid-run")
-        return out
+                outcomes.append((False, "died without a result"))
+        failed = [(part, why) for part, (ok, why) in enumerate(outcomes) if not ok]
+        if failed:
+            # a part's own error, rather than the lost connection it left the others
+            part, why = next(((p, w) for p, w in failed if not _lost_peer(w)), failed[0])
+            raise RuntimeError(f"simulation part {part} failed:\n{why}")
+        return [value for _ok, value in outcomes]
     finally:
-        for conn in [*mesh.conns, *results]:
-            if conn is not None:
-                conn.close()  # a part still waiting for this one sees EOF and ends
+        for end in [*every, *results]:
+            end.close()
         for proc in procs:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+
+
+def _lost_peer(why: str) -> bool:
+    """Whether a part's traceback says only that another part went away."""
+    last = why.strip().splitlines()[-1] if why.strip() else ""
+    return last.startswith(("EOFError", "ConnectionResetError", "BrokenPipeError"))
 
 
 def _child(
@@ -323,7 +323,7 @@ def _child(
             conn.close()
     try:
         result = job(part, mesh)
-    except BaseException:  # reported to part 0, which raises it
+    except BaseException:  # reported to the parent, which raises it
         out.send((False, traceback.format_exc()))
     else:
         out.send((True, result))
