@@ -53,6 +53,7 @@ _EXTRA_COUNTER_HELP = {
     "graft_rate_limited": "Graft requests ignored by the per-peer rate limit",
     "graft_unknown": "Graft requests for ids no longer cached",
     "ihave_dropped": "IHave announcements dropped because the queue was full",
+    "ihave_skipped": "IHave announcements not sent: the lazy peer had announced the id to us",
     "pending_grafts_dropped": "Missing ids not tracked because too many were pending",
     "cache_evictions": "Payloads evicted from the cache before their TTL",
     "seen_evictions": "Seen ids evicted before their TTL (dedup gap)",

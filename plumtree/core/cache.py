@@ -19,12 +19,20 @@ if TYPE_CHECKING:
 class SeenEntry:
     """What we know of a message we delivered: for dedup, the optimisation and the API."""
 
-    __slots__ = ("at", "duplicates", "graft", "hops", "origin", "parent", "shortcut_from")
+    __slots__ = ("at", "duplicates", "graft", "hops", "origin", "parent", "seq", "shortcut_from")
 
     def __init__(
-        self, at: float, hops: int, parent: str, origin: str, graft: PendingGraft | None = None
+        self,
+        at: float,
+        hops: int,
+        parent: str,
+        origin: str,
+        graft: PendingGraft | None = None,
+        seq: int = 0,
     ) -> None:
         self.at = at
+        #: our delivery order: messages ``seq`` and ``seq + 1`` were delivered in a row
+        self.seq = seq
         self.hops = hops
         self.parent = parent
         self.origin = origin

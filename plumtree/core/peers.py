@@ -83,6 +83,7 @@ class PeerInfo:
         "pruned_at",
         "prunes_received",
         "prunes_sent",
+        "shortcut_seq",
         "shortcut_streak",
         "since",
     )
@@ -99,8 +100,10 @@ class PeerInfo:
         self.grafts_received = 0
         self.prunes_sent = 0
         self.prunes_received = 0
-        #: announcements in a row whose path beat ours by the optimisation threshold
+        #: messages in a row (our delivery order) for which its path beat ours by the
+        #: optimisation threshold, and the ``seq`` of the last one
         self.shortcut_streak = 0
+        self.shortcut_seq = -2
         #: duplicates in a row this eager peer pushed (Prune at ``prune_streak``)
         self.duplicate_streak = 0
         #: when we last sent it a Prune (copies it pushes until then are in flight)

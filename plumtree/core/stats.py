@@ -70,6 +70,7 @@ class PlumtreeCounters:
     graft_rate_limited: int = 0
     graft_unknown: int = 0
     ihave_dropped: int = 0
+    ihave_skipped: int = 0
     pending_grafts_dropped: int = 0
     cache_evictions: int = 0
     seen_evictions: int = 0

@@ -50,21 +50,40 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Batch).decode
 
 
-def owner_of(i: int, parts: int) -> int:
-    """The part that runs node ``i`` (round robin: the overlay is random, so any even
-    split cuts the same share of links; this one is balanced at every size)."""
-    return i % parts
+def weighted_owners(n: int, parts: int, shares: list[float] | None = None) -> list[int]:
+    """The part of each node, interleaved (the overlay is random, so any even split cuts
+    the same share of links), part p getting about ``shares[p]`` of the nodes."""
+    owner = [0] * n
+    _spread([[i] for i in range(n)], owner, parts, shares)
+    return owner
+
+
+def _spread(
+    groups: list[list[int]], owner: list[int], parts: int, shares: list[float] | None
+) -> None:
+    """Each group in turn to the part furthest below its share (ties: the lower part)."""
+    weights = shares or [1.0] * parts
+    load = [0] * parts
+    for members in groups:
+        part = min(range(parts), key=lambda p: (load[p] / weights[p], p))
+        load[part] += len(members)
+        for i in members:
+            owner[i] = part
 
 
 def latency_partition(
-    adj: list[dict[int, None]], latency: Callable[[int, int], float], parts: int
+    adj: list[dict[int, None]],
+    latency: Callable[[int, int], float],
+    parts: int,
+    shares: list[float] | None = None,
 ) -> tuple[list[int], float]:
     """Split the nodes so that only slow links cross parts: ``(owner, lookahead)``.
 
     Links join nodes in order of latency (union-find) for as long as no group outgrows
     a share a part can hold; the groups then go to parts largest first, each to the
-    lightest. Every link between parts is then at least ``lookahead`` slow, which is
-    how far the parts may run ahead of each other: the larger, the fewer windows.
+    one furthest below its share (``shares``: even by default). Every link between
+    parts is then at least ``lookahead`` slow, which is how far the parts may run ahead
+    of each other: the larger, the fewer windows.
     """
     n = len(adj)
     edges = sorted((latency(i, j), i, j) for i in range(n) for j in adj[i] if i < j)
@@ -77,7 +96,8 @@ def latency_partition(
             x = parent[x]
         return x
 
-    cap = max(1, int(0.9 * n / parts))
+    smallest = min(shares) / sum(shares) if shares else 1.0 / parts
+    cap = max(1, int(0.9 * n * smallest))
     lookahead = math.inf
     for lat, i, j in edges:
         a, b = root(i), root(j)
@@ -93,13 +113,8 @@ def latency_partition(
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(root(i), []).append(i)
-    load = [0] * parts
     owner = [0] * n
-    for members in sorted(groups.values(), key=len, reverse=True):
-        part = load.index(min(load))
-        load[part] += len(members)
-        for i in members:
-            owner[i] = part
+    _spread(sorted(groups.values(), key=len, reverse=True), owner, parts, shares)
     return owner, lookahead
 
 
@@ -110,6 +125,9 @@ class Mesh:
         self.part = part
         self.conns = conns
         self.windows = 0
+        #: called while this part waits for the others, until it returns False: other
+        #: work that fills the wait (one short step per call, so the wait ends on time)
+        self.idle: Callable[[], bool] | None = None
         #: per peer: bytes received and not yet returned (the start of its next frame)
         self._unread: dict[socket.socket, bytearray] = {}
         for conn in conns:
@@ -170,6 +188,12 @@ class Mesh:
             for conn in order:
                 if conn not in done:
                     self._receive(conn, done)
+            if len(done) == len(order):
+                break
+            if self.idle is not None:
+                if self.idle():
+                    continue
+                self.idle = None
             if time.perf_counter() > spin_until:
                 break
         while sending or len(done) < len(order):

@@ -434,6 +434,76 @@ def test_the_same_message_announced_twice_counts_once_in_the_streak() -> None:
     assert sent(a) == [] and a.counters.optimizations == 0
 
 
+def test_a_message_a_lazy_peer_stays_silent_about_breaks_the_streak() -> None:
+    """A peer skips IHaves for ids we announced to it first, so "in a row" is counted
+    in our delivery order: a message with no shortcut announcement ends the streak."""
+    a = _two_parents(streak=2)
+    assert _far_then_announced(a, 1, 2) == []
+    a.receive("parent", Gossip(bytes([2]) * 16, 6, "o", b"x"), 2.0)  # short says nothing
+    sent(a)
+    assert _far_then_announced(a, 3, 2) == [], "1 and 3 were not delivered in a row"
+    assert a.counters.optimizations == 0
+    assert ("short", Graft([])) in _far_then_announced(a, 4, 2)
+
+
+def _lazy_fan(**changes: object) -> Plumtree:
+    """a: eager parent 'p', lazy peers 'x' and 'y'; IHaves go to both lazy peers."""
+    a = node(eager_fanout=1, lazy_fanout=6, ihave_interval=0.05, **changes)
+    for peer in ("p", "x", "y"):
+        a.add_peer(peer, 0.0)
+    return a
+
+
+def test_no_ihave_to_a_lazy_peer_that_announced_the_id_to_us_first() -> None:
+    a = _lazy_fan(optimization_threshold=3)
+    a.receive("p", Gossip(ID, 2, "o", b"x"), 1.0)  # our level: 3
+    sent(a)
+    a.receive("x", IHave([(ID, 3)]), 1.01)  # x holds it, at level 3: no shortcut for x
+    a.handle_timer(1.05)
+    assert sorted(peer for peer, msg in sent(a) if isinstance(msg, IHave)) == ["y"]
+    assert a.counters.ihave_skipped == 1 and a.counters.ihave_sent == 1
+
+
+def test_an_ihave_still_goes_to_a_holder_for_which_our_path_is_a_shortcut() -> None:
+    a = _lazy_fan(optimization_threshold=3)
+    a.receive("p", Gossip(ID, 0, "o", b"x"), 1.0)  # our level: 1
+    sent(a)
+    a.receive("x", IHave([(ID, 6)]), 1.01)  # x at level 6: via us it would be 2
+    a.handle_timer(1.05)
+    assert sorted(peer for peer, msg in sent(a) if isinstance(msg, IHave)) == ["x", "y"]
+    assert a.counters.ihave_skipped == 0
+
+
+def test_no_ihave_to_peers_that_announced_the_id_before_we_had_it() -> None:
+    a = _lazy_fan()
+    a.receive("x", IHave([(ID, 1)]), 1.0)  # missing: a waits for the eager copy
+    a.receive("p", Gossip(ID, 2, "o", b"x"), 1.02)
+    sent(a)
+    a.handle_timer(1.1)
+    assert [peer for peer, msg in sent(a) if isinstance(msg, IHave)] == ["y"]
+
+
+def test_a_batch_leaves_out_only_the_ids_the_peer_announced() -> None:
+    a = _lazy_fan(ihave_batch_size=16)
+    a.receive("p", Gossip(ID, 2, "o", b"x"), 1.0)
+    a.receive("p", Gossip(ID2, 2, "o", b"y"), 1.001)
+    sent(a)
+    a.receive("x", IHave([(ID, 3)]), 1.01)
+    a.handle_timer(1.05)
+    ihaves = {peer: msg for peer, msg in sent(a) if isinstance(msg, IHave)}
+    assert ihaves == {"x": IHave([(ID2, 3)]), "y": IHave([(ID, 3), (ID2, 3)])}
+    assert a.counters.ihave_skipped == 1
+
+
+def test_the_holders_of_queued_ids_are_forgotten_at_each_flush() -> None:
+    a = _lazy_fan()
+    a.receive("p", Gossip(ID, 2, "o", b"x"), 1.0)
+    a.receive("x", IHave([(ID, 3)]), 1.01)
+    a.handle_timer(1.05)
+    a.receive("x", IHave([(ID2, 3)]), 1.06)  # not delivered yet: pending, not a holder
+    assert a._holders == {}  # bounded: only ids waiting for the next flush
+
+
 def test_no_swap_below_the_threshold() -> None:
     a = node(eager_fanout=1, optimization_threshold=3)
     a.add_peer("parent", 0.0)
