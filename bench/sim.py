@@ -9,8 +9,9 @@ runs: oracle membership, lan profile, random origins, after a warm-up. The proto
 numbers are deterministic (same seed, same report); the time numbers are not, so they
 come with the CPU time behind them and the machine's load meanwhile. From 2,000 nodes
 on, each run is split across two processes (``SimParams.workers``; same report as one
-process, see ``plumtree.sim.parallel``), Plumtree first, then the flood baseline (fewer
-broadcasts, ``flood_broadcasts``); the wall time is that of both.
+process, see ``plumtree.sim.parallel``), and the flood baseline (fewer broadcasts,
+``flood_broadcasts``) runs inside the first one, in the time it would otherwise wait for
+the other; the wall time is that of both.
 """
 
 from __future__ import annotations

@@ -353,9 +353,10 @@ def _merge(params: SimParams, results: list[_Part], parts: int) -> ProtocolResul
     return replace(result, workers=parts)
 
 
-#: CPU time of the flood baseline per simulated broadcast, as a share of Plumtree's
-#: (10k nodes, lan: 16 s for 30 broadcasts against 145 s for 120)
-FLOOD_COST = 0.45
+#: CPU time of the flood baseline per broadcast it simulates (not its warm-up, which it
+#: skips), as a share of Plumtree's per broadcast, when it runs in the gaps of part 0
+#: (10k nodes, lan: stepping it costs about 1.3x running it straight)
+FLOOD_COST = 0.7
 
 
 def _plumtree_with_flood(
@@ -372,7 +373,7 @@ def _plumtree_with_flood(
     flood_total = _flood_total(params)
     # the flood's work in units of the whole Plumtree run's; every part should end up
     # with the same total, part 0's including the flood
-    flood_work = FLOOD_COST * flood_total / total
+    flood_work = FLOOD_COST * (flood_total - min(params.warmup, flood_total)) / total
     first = max(0.1, (1.0 + flood_work) / parts - flood_work)
     shares = [first] + [(1.0 - first) / (parts - 1)] * (parts - 1)
     plumtree = _setup_part(params, "plumtree", total, parts, part, shares)
