@@ -417,14 +417,14 @@ class Simulator:
         if t_end > self.now:
             self.now = t_end
 
-    def step(self, t_end: float) -> bool:
-        """Process the entries due at the next pending time, if that is at or before
-        ``t_end`` (usually one); False when there is none. For running a simulation in
-        small steps between other work; the caller manages the garbage collector."""
+    def step(self, t_end: float, span: float = 0.0) -> bool:
+        """Process the entries due within ``span`` of the next pending time (and at or
+        before ``t_end``); False when there is none. For running a simulation in small
+        steps between other work; the caller manages the garbage collector."""
         when = self._calendar.next_time()
         if when > t_end:
             return False
-        self._run(when)
+        self._run(min(when + span, t_end))
         return True
 
     def run_window(self, t_end: float) -> None:
