@@ -166,6 +166,7 @@ class Simulator:
         part: int = 0,
         names: Sequence[str] | None = None,
         lookahead: float = 0.0,
+        parts: int = 1,
     ) -> None:
         self.nodes = nodes
         self.network = network
@@ -186,7 +187,8 @@ class Simulator:
         self.lookahead = lookahead
         self.local = [self.owner[i] == part and nodes[i] is not None for i in range(n)]
         #: per part: entries for its nodes, sent at the end of each window
-        self.outbound: list[list[Entry]] = [[] for _ in range(max(self.owner, default=0) + 1)]
+        parts = max(parts, max(self.owner, default=0) + 1, part + 1)
+        self.outbound: list[list[Entry]] = [[] for _ in range(parts)]
         #: times of every timer entry still pending per node (a few at most), sorted:
         #: entries leave the calendar in time order, so a node's next one is always [0]
         self._timers: list[list[float]] = [[] for _ in nodes]

@@ -10,20 +10,25 @@ for each other's nodes, with each part's next pending time, and all compute the 
 next ``T``. The engine's entry keys and the network's per-sender random streams make the
 outcome independent of the split: a run in two parts is the run in one, entry for entry.
 
-Parts talk over socket pairs, one per pair of parts, in msgpack (msgspec). Within a pair
-the lower part sends first and the higher receives first, so a window's exchange can
-never deadlock however large it is.
+Parts talk over socket pairs, one per pair of parts, in msgpack (msgspec). Every part
+sends as soon as its window is done and reads while it writes, so a window's exchange
+can never deadlock however large it is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import math
 import multiprocessing
 import os
+import pickle
 import select
+import signal
 import socket
 import struct
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -44,6 +49,7 @@ _Batch = tuple[float, float, list[tuple[float, int, int, int, PlumtreeMessage]]]
 #: how long a part polls for its peers' frames before it sleeps in select()
 SPIN_SECONDS = 0.002
 _LEN = struct.Struct("<Q")
+_PR_SET_PDEATHSIG = 1
 _CHUNK = 1 << 20
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -196,14 +202,21 @@ class Mesh:
                 self.idle = None
             if time.perf_counter() > spin_until:
                 break
+        by_fd = {conn.fileno(): conn for conn in order}
         while sending or len(done) < len(order):
-            readable, writable, _ = select.select(
-                [c for c in order if c not in done], list(sending), []
-            )
-            for conn in writable:
-                _send_some(conn, sending)
-            for conn in readable:
-                self._receive(conn, done)
+            poller = select.poll()  # not select(): it fails on descriptors past 1023
+            for conn in order:
+                flags = (select.POLLIN if conn not in done else 0) | (
+                    select.POLLOUT if conn in sending else 0
+                )
+                if flags:
+                    poller.register(conn, flags)
+            for fd, event in poller.poll():
+                conn = by_fd[fd]
+                if event & select.POLLOUT and conn in sending:
+                    _send_some(conn, sending)
+                if event & (select.POLLIN | select.POLLHUP | select.POLLERR) and conn not in done:
+                    self._receive(conn, done)
         return [done[conn] for conn in order]
 
     def _receive(self, conn: socket.socket, done: dict[socket.socket, bytes]) -> None:
@@ -272,11 +285,12 @@ def run_split(parts: int, job: Callable[[int, Mesh | None], R]) -> list[R]:
     needs no pickling (only its result does), and the millions of objects a part builds
     die with it at exit instead of costing this process a garbage collection and a
     teardown. If a part fails, its error is raised here with its traceback (the parts
-    it leaves waiting see the connection close and end too).
+    it leaves waiting see the connection close and end too). Parts are plain forks (not
+    multiprocessing children, which a daemon process may not have) and die with this
+    process.
     """
     if parts <= 1:
         return [job(0, None)]
-    ctx = multiprocessing.get_context("fork")
     links: dict[tuple[int, int], tuple[socket.socket, socket.socket]] = {
         (a, b): socket.socketpair() for a in range(parts) for b in range(a + 1, parts)
     }
@@ -291,20 +305,27 @@ def run_split(parts: int, job: Callable[[int, Mesh | None], R]) -> list[R]:
         return Mesh(part, conns)
 
     every: list[Any] = [end for pair in links.values() for end in pair]
-    procs: list[Any] = []
+    pids: list[int] = []
     results: list[Connection] = []  # each part's result, pickled
+    parent = os.getpid()
     try:
         for part in range(parts):
-            receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=_child,
-                args=(job, part, mesh_of(part), sender, every + results),
-                daemon=True,
-            )
-            proc.start()
-            sender.close()
-            procs.append(proc)
+            receiver, sender = multiprocessing.Pipe(duplex=False)
             results.append(receiver)
+            try:
+                pid = os.fork()
+            except BaseException:
+                sender.close()
+                raise
+            if pid == 0:  # the part
+                code = 1
+                try:
+                    _die_with(parent)
+                    code = _child(job, part, mesh_of(part), sender, every + results)
+                finally:
+                    os._exit(code)  # never back into the caller's stack (a forked copy)
+            sender.close()
+            pids.append(pid)
         for end in every:
             end.close()  # the parts hold the only ends, so one that dies shows as EOF
         outcomes: list[tuple[bool, Any]] = []
@@ -322,11 +343,43 @@ def run_split(parts: int, job: Callable[[int, Mesh | None], R]) -> list[R]:
     finally:
         for end in [*every, *results]:
             end.close()
-        for proc in procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        _reap(pids)
+
+
+def _reap(pids: list[int], grace: float = 2.0) -> None:
+    """Wait for the parts to exit (they do once their peers are gone); kill stragglers."""
+    deadline = time.monotonic() + grace
+    waiting = list(pids)
+    while waiting:
+        for pid in list(waiting):
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                waiting.remove(pid)
+        if waiting and time.monotonic() > deadline:
+            for pid in waiting:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in waiting:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            return
+        if waiting:
+            time.sleep(0.01)
+
+
+def _die_with(parent: int) -> None:
+    """Make this forked part end when the process that forked it does (Linux), so an
+    interrupted run never leaves parts simulating on their own."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
 
 
 def _lost_peer(why: str) -> bool:
@@ -341,22 +394,25 @@ def _child(
     mesh: Mesh,
     out: Connection,
     inherited: list[Any],
-) -> None:
+) -> int:
+    """Run one part in the forked process; its exit code."""
     for conn in inherited:
         if conn is not out and conn not in mesh.conns:
             conn.close()
     try:
-        result = job(part, mesh)
-    except BaseException:  # reported to the parent, which raises it
-        out.send((False, traceback.format_exc()))
-    else:
-        out.send((True, result))
+        try:
+            data = pickle.dumps((True, job(part, mesh)))
+        except BaseException:  # reported to the parent, which raises it
+            data = pickle.dumps((False, traceback.format_exc()))
+        out.send_bytes(data)
+        return 0
     finally:
         out.close()
         for conn in mesh.conns:
             if conn is not None:
                 conn.close()
-    os._exit(0)  # skip the parent's atexit hooks and buffers (a forked copy)
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def default_parts(nodes: int) -> int:

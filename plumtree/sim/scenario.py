@@ -293,7 +293,8 @@ def _flood_total(params: SimParams) -> int:
 
 
 def _parts(params: SimParams) -> int:
-    return params.workers if params.workers > 0 else parallel.default_parts(params.nodes)
+    parts = params.workers if params.workers > 0 else parallel.default_parts(params.nodes)
+    return max(1, min(parts, params.nodes))  # a part with no node would only wait
 
 
 def asdict_params(params: SimParams) -> dict[str, Any]:
@@ -472,7 +473,14 @@ def _setup_part(
         nodes.append(node)
     recorder = _Recorder(n, strays=parts > 1)
     sim = Simulator(
-        nodes, network, recorder.on_event, owner=owner, part=part, names=names, lookahead=lookahead
+        nodes,
+        network,
+        recorder.on_event,
+        owner=owner,
+        part=part,
+        names=names,
+        lookahead=lookahead,
+        parts=parts,
     )
     sim.arm_all()
 

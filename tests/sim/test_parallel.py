@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -126,3 +127,85 @@ def test_a_message_faster_than_the_lookahead_stops_a_split_run() -> None:
     )
     with pytest.raises(CausalityError, match="sooner than the split's lookahead"):
         sim.call(0, lambda n: n.broadcast(b"x", 0.0))
+
+
+def test_more_parts_than_nodes_still_gives_the_report_of_one() -> None:
+    params = SimParams(nodes=3, broadcasts=4, warmup=1, flood_broadcasts=2, seed=2)
+    split = run(replace(params, workers=5)).as_dict()
+    assert split["workers"] == 3  # one part per node at most
+    assert {k: v for k, v in split.items() if k not in VARIES} == report(replace(params, workers=1))
+
+
+def _split_inside(out: Any) -> None:
+    params = SimParams(nodes=60, broadcasts=5, warmup=2, flood_broadcasts=2, workers=2)
+    out.put(run(params).as_dict()["workers"])
+
+
+def test_a_split_run_works_inside_a_daemon_process() -> None:
+    """Pool workers are daemons, which multiprocessing forbids to have children."""
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_split_inside, args=(out,), daemon=True)
+    proc.start()
+    try:
+        assert out.get(timeout=60) == 2
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+
+
+def _unpicklable(part: int, mesh: parallel.Mesh | None) -> object:
+    return lambda: part  # a result the part cannot send back
+
+
+def test_a_result_that_cannot_be_sent_is_reported_with_its_error() -> None:
+    with pytest.raises(RuntimeError, match=r"(?s)part 0 failed.*(pickle|Pickl)"):
+        parallel.run_split(2, _unpicklable)
+
+
+def _sleeper(part: int, mesh: parallel.Mesh | None) -> int:
+    import time
+
+    time.sleep(60)
+    return part
+
+
+def test_parts_die_with_the_process_that_forked_them() -> None:
+    """A run stopped by SIGKILL leaves no part simulating on its own."""
+    import signal
+    import time
+
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=parallel.run_split, args=(2, _sleeper))
+    proc.start()
+    try:
+        deadline = time.monotonic() + 20
+        kids: list[int] = []
+        while time.monotonic() < deadline and len(kids) < 2:
+            kids = _children_of(proc.pid)
+            time.sleep(0.05)
+        assert len(kids) == 2
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in kids):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in kids)
+
+
+def _children_of(pid: int | None) -> list[int]:
+    from pathlib import Path
+
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return False
+    return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone
