@@ -233,7 +233,8 @@ class Swim:
     def join(self, seeds: list[str], now: float) -> int:
         """Start a push-pull (join) with each seed address; returns how many were sent.
 
-        ``joined`` becomes True when the first reply arrives; retrying is the runtime's job.
+        ``joined`` becomes True once an exchange taught us another live member; retrying
+        until then is the runtime's job.
         """
         sent = 0
         state = self._local_state()
@@ -318,7 +319,11 @@ class Swim:
                 now + self.config.probe_interval * (1.0 + self.rng.random()),
                 from_addr,
             )
-        if sender != self.name:
+        if sender != self.name and self.table.counts[ALIVE] + self.table.counts[SUSPECT] > 1:
+            # joined once we know a live member besides us: a reply that taught us nobody
+            # (its sender had just left, and the rest it listed as suspect, which a
+            # stranger ignores as memberlist does) must not stop the join retries, or a
+            # restarted node stays alone forever while the others hold it as left
             self.joined = True
 
     def handle_timer(self, now: float) -> None:

@@ -611,3 +611,34 @@ def test_probe_round_trip_times_are_kept_per_member() -> None:
     assert rtts, "probes measured something"
     assert set(rtts) <= set(names[1:])
     assert all(0.004 <= r < 0.1 for r in rtts.values()), rtts  # two 2 ms hops
+
+
+def test_a_join_reply_that_teaches_nobody_alive_does_not_end_the_join_retries() -> None:
+    """Found by the stateful model: n1 left, restarted and joined through n0 just as n0
+    left too; n0's reply listed n0 as left and n2 as suspect (a stranger's suspicion is
+    ignored, as memberlist does), so n1 knew nobody, yet counted itself joined and never
+    retried, while n2 held n1 as left: two live nodes apart forever."""
+    c = Cluster(SwimConfig(dead_reap_time=3600.0), seed=17392, check_wire=False)
+    names = c.start(3)
+    c.run(2.0)
+    c.loss = 0.2
+    split = {n: int(n == "n0") for n in names}
+    c.partition(split)
+    c.run(2.0)
+    c.partition(None)
+    c.run(0.25)
+    c.partition(split)
+    c.nodes["n1"].leave(c.now)
+    c.flush("n1")
+    c.run(1.0)
+    c.crash("n1")
+    c.partition(None)
+    c.add("n1", join=["n0", "n2"])
+    c.nodes["n0"].leave(c.now)
+    c.flush("n0")
+    c.run(1.0)
+    c.crash("n0")
+    c.loss = 0.0
+    c.run(60.0)
+    assert c.states("n1") == {"n1": "alive", "n2": "alive"}
+    assert c.states("n2")["n1"] == "alive"
