@@ -528,25 +528,24 @@ class Plumtree:
         for entries in batches:
             message = IHave(entries)
             targets = lazy.sample(self.rng, fanout)
-            held = [(e, holders.get(e[0])) for e in entries]
-            anyone = any(h for _, h in held)
+            # per peer: the ids of this batch it announced to us, where our path is no
+            # shortcut for it (a shortcut may move it into our subtree: still announce)
+            skip: dict[str, set[MessageId]] = {}
+            for msg_id, hops in entries:
+                held = holders.get(msg_id)
+                if held:
+                    for peer, round_ in held.items():
+                        if not threshold or round_ - (hops + 1) < threshold:
+                            skip.setdefault(peer, set()).add(msg_id)
             for peer in targets:
                 send = message
-                if anyone:
-                    # skip the ids this peer announced to us, unless our path is a
-                    # shortcut for it (then the IHave may move it into our subtree)
-                    mine = [
-                        e
-                        for e, h in held
-                        if not h
-                        or peer not in h
-                        or (threshold and h[peer] - (e[1] + 1) >= threshold)
-                    ]
-                    if len(mine) < len(entries):
-                        c.ihave_skipped += len(entries) - len(mine)
-                        if not mine:
-                            continue
-                        send = IHave(mine)
+                known = skip.get(peer)
+                if known:
+                    mine = [e for e in entries if e[0] not in known]
+                    c.ihave_skipped += len(entries) - len(mine)
+                    if not mine:
+                        continue
+                    send = IHave(mine)
                 out.append((peer, send))
                 info[peer].ihave_sent += 1
                 c.ihave_sent += 1
