@@ -62,6 +62,7 @@ _EXTRA_COUNTER_HELP = {
     "graft_premature": "Grafted messages whose eager copy arrived after all (timer too short)",
     "sync_sent": "Anti-entropy digests sent",
     "sync_received": "Anti-entropy digests received",
+    "sync_gaps_announced": "Ids a digest's sender lacked, announced back to it",
 }
 
 _GAUGE_HELP = {

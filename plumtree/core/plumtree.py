@@ -394,13 +394,35 @@ class Plumtree:
                     info.shortcut_streak = 0  # not shorter this time: no swap yet
 
     def _on_sync(self, sender: str, msg: Sync, now: float) -> None:
-        """Anti-entropy digest: graft what we miss; never reshapes the tree by itself."""
+        """Anti-entropy digest: graft what we miss, and announce back what the sender
+        misses. Never reshapes the tree by itself.
+
+        The answer makes repair a pull: every node learns of its own gaps each time it
+        sends a digest, however few peers it has. Digests only came to a node from
+        peers that picked it, so one with two or three peers, whose gossip and IHaves
+        were all lost, could wait many rounds.
+        """
         self.counters.sync_received += 1
         if sender not in self.peers and not self._insert_peer(sender, False, now):
             return
         seen = self._seen
-        for msg_id in [msg_id for msg_id, _round in msg.entries if msg_id not in seen]:
-            self._announced(sender, msg_id, now)
+        theirs: set[MessageId] = set()
+        for msg_id, _round in msg.entries:
+            theirs.add(msg_id)
+            if msg_id not in seen:
+                self._announced(sender, msg_id, now)
+        cfg = self.config
+        if len(msg.entries) >= cfg.sync_max_ids:
+            return  # a full digest may have left out ids the sender has
+        gaps = [
+            entry
+            for entry in self.cache.newest(now - cfg.sync_window, cfg.sync_max_ids)
+            if entry[0] not in theirs
+        ]
+        if gaps:
+            self._send(sender, IHave(gaps))
+            self.counters.ihave_sent += 1
+            self.counters.sync_gaps_announced += len(gaps)
 
     def _announced(self, sender: str, msg_id: MessageId, now: float) -> None:
         """``sender`` has a message we lack: wait for it, then Graft (once in flight)."""
@@ -677,9 +699,8 @@ class Plumtree:
         self._next_sync = now + cfg.sync_interval * self.rng.uniform(0.75, 1.25)
         if not self.peers:
             return
+        # even an empty digest: the answer names what we missed
         entries = self.cache.newest(now - cfg.sync_window, cfg.sync_max_ids)
-        if not entries:
-            return
         names = self.peers.names()
         peer = names[self.rng.randrange(len(names))]
         self._send(peer, Sync(entries))

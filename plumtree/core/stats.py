@@ -77,6 +77,7 @@ class PlumtreeCounters:
     optimizations: int = 0
     sync_sent: int = 0
     sync_received: int = 0
+    sync_gaps_announced: int = 0
     messages_too_large: int = 0
     graft_premature: int = 0
 

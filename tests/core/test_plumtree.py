@@ -575,6 +575,33 @@ def test_sync_digest_announces_recent_ids_to_one_peer_and_the_receiver_grafts() 
     assert [d.id for d in net.delivered("b")] == [lost]
 
 
+def test_a_digest_is_answered_with_the_ids_its_sender_lacks_so_the_sender_grafts() -> None:
+    """Repair as a pull: b lost the gossip and every announcement, and a never picks b
+    for its own digests; b's (empty) digest to a is enough for b to learn the gap."""
+    net = Net(["a", "b"], config(sync_interval=1.0, sync_window=10.0, ihave_timeout=0.05))
+    net.link("a", "b")
+    lost = net.nodes["a"].broadcast(b"lost", 0.0)
+    net.pump(drop=lambda s, d, m: True)  # gossip and IHaves all lost
+    net.advance(1.5, drop=lambda s, d, m: s == "a" and isinstance(m, Sync))
+    digests = [m for s, d, m in net.sent if s == "b" and isinstance(m, Sync)]
+    assert digests and digests[0].entries == []
+    answers = [m for s, d, m in net.sent if s == "a" and isinstance(m, IHave)]
+    assert answers and answers[-1].entries == [(lost, 0)]
+    assert [d.id for d in net.delivered("b")] == [lost]
+    assert net.nodes["a"].counters.sync_gaps_announced == 1
+
+
+def test_a_digest_with_nothing_missing_gets_no_answer() -> None:
+    a = node(sync_window=10.0)
+    a.add_peer("b", 0.0)
+    msg_id = a.broadcast(b"x", 0.0)
+    sent(a)
+    a.receive("b", Sync([(msg_id, 0)]), 0.5)
+    assert sent(a) == []
+    a.receive("b", Sync([(ID, 0)] * a.config.sync_max_ids), 0.6)  # a full digest
+    assert [m for _, m in sent(a) if isinstance(m, IHave)] == [], "it may have cut ids"
+
+
 def test_a_tree_forms_and_later_broadcasts_use_no_redundant_gossip() -> None:
     names = [f"n{i}" for i in range(8)]
     net = Net(names, config(optimization_threshold=0))
