@@ -243,7 +243,7 @@ class Simulator:
         n = len(self.nodes)
         scheduled = sum((key - i) // span for i, key in enumerate(self._keys[:n]) if self.local[i])
         actions = (self._keys[n] - n) // span
-        entries = [e for e in self._calendar.entries()]
+        entries = self._calendar.entries()
         pending_actions = sum(1 for e in entries if e[3] == _ACTION)
         sent_away = sum(len(bucket) for bucket in self.outbound)
         processed = scheduled - (len(entries) - pending_actions) - sent_away

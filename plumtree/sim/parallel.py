@@ -253,14 +253,15 @@ def _send_some(conn: socket.socket, sending: dict[socket.socket, memoryview]) ->
         sending[conn] = view[sent:]
 
 
-def run_windows(sim: Simulator, mesh: Mesh, t_end: float, lookahead: float) -> None:
+def run_windows(sim: Simulator, mesh: Mesh, t_end: float) -> None:
     """``sim.run_until(t_end)`` for one part of a split run.
 
-    Every part runs the same windows, ``[T, T + lookahead)`` from the first pending time
+    Every part runs the same windows, ``[T, T + sim.lookahead)`` from the first pending time
     ``T`` of the whole run, so that they do equal shares of work between two exchanges.
     (Letting a part whose peers are idle run further ahead, as far as is safe, was
     measured slower: the parts then wait for each other longer than the windows save.)
     """
+    lookahead = sim.lookahead
     paused = gc.isenabled()
     gc.disable()  # as Simulator.run_until: the loop makes no reference cycles
     try:

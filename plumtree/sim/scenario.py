@@ -409,7 +409,6 @@ class _Setup:
 
     sim: Simulator
     end: float
-    lookahead: float
     finish: Callable[[float], _Part]
 
     def run(self, mesh: parallel.Mesh | None, already: float = 0.0) -> _Part:
@@ -418,7 +417,7 @@ class _Setup:
         if mesh is None:
             self.sim.run_until(self.end)
         else:
-            parallel.run_windows(self.sim, mesh, self.end, self.lookahead)
+            parallel.run_windows(self.sim, mesh, self.end)
         return self.finish(already + time.perf_counter() - t0)
 
 
@@ -565,7 +564,7 @@ def _setup_part(
             end=end,
         )
 
-    return _Setup(sim, end, lookahead, finish)
+    return _Setup(sim, end, finish)
 
 
 def _summarise(
