@@ -184,7 +184,6 @@ class Swim:
         self.counters = SwimCounters()
         self.probe_rtt = Histogram(PROBE_RTT_BUCKETS)
         self.queue = TransmitQueue(cfg.max_members + 1)
-        self.joined = False
         self.left = False
         #: bumped on every membership change (cheap "did anything change?" for callers)
         self.version = 0
@@ -310,8 +309,9 @@ class Swim:
             # memberlist answers with its state as it was, then merges the remote one
             self._stream(from_addr, PushPull(message.join, True, self._local_state()))
         self.counters.pushpull_exchanges += 1
+        was_joined = self.joined
         self._merge(message.members, now, regossip_new=not message.reply)
-        if message.reply and message.join and not self.joined:
+        if message.reply and message.join and not was_joined:
             # catch-up: members that joined concurrently with us reach us by gossip only,
             # which a join storm can miss; the seed that answered knows every one of them,
             # so one more exchange with it a little later closes the gap ("join twice")
@@ -319,12 +319,6 @@ class Swim:
                 now + self.config.probe_interval * (1.0 + self.rng.random()),
                 from_addr,
             )
-        if sender != self.name and self.table.counts[ALIVE] + self.table.counts[SUSPECT] > 1:
-            # joined once we know a live member besides us: a reply that taught us nobody
-            # (its sender had just left, and the rest it listed as suspect, which a
-            # stranger ignores as memberlist does) must not stop the join retries, or a
-            # restarted node stays alone forever while the others hold it as left
-            self.joined = True
 
     def handle_timer(self, now: float) -> None:
         """Run everything that is due at ``now`` (safe to call early or often)."""
@@ -415,6 +409,19 @@ class Swim:
         """Last measured probe round-trip time (seconds) of each member we probed."""
         table = self.table
         return {name: rtt for name, rtt in self._rtts.items() if name in table}
+
+    @property
+    def joined(self) -> bool:
+        """Whether we know a live member besides us: what join retries wait for.
+
+        Derived, not latched on the first reply: a reply can teach us nobody (its
+        sender had just left, the rest it listed as suspect, which a stranger ignores
+        as memberlist does), and every member we knew can die or leave later. Either
+        way a restarted node would stay alone for good while the others hold it as
+        left, unless its driver joins through its seeds again while this is False.
+        """
+        counts = self.table.counts
+        return counts[ALIVE] + counts[SUSPECT] > 1
 
     @property
     def alive_count(self) -> int:
@@ -693,6 +700,8 @@ class Swim:
         # recorded: it left, restarted and crashed before we heard it was back)
         if gone and (LEFT if graceful else DEAD) == m.state:
             m.incarnation = d.incarnation  # same ending, later life: just the number
+            m.touch()  # or push-pull keeps sending the old number, which the member
+            self._changed()  # itself cannot refute: it stays "left" for everyone
             self._queue_update(name, d)
             return
         m.incarnation = d.incarnation

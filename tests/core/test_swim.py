@@ -9,6 +9,7 @@ import pytest
 from plumtree.core import events as ev
 from plumtree.core.config import SwimConfig
 from plumtree.core.limits import MAX_INCARNATION
+from plumtree.core.members import LEFT
 from plumtree.core.messages import (
     Ack,
     Alive,
@@ -642,3 +643,53 @@ def test_a_join_reply_that_teaches_nobody_alive_does_not_end_the_join_retries() 
     c.run(60.0)
     assert c.states("n1") == {"n1": "alive", "n2": "alive"}
     assert c.states("n2")["n1"] == "alive"
+
+
+def test_a_node_that_loses_every_member_it_knew_joins_again() -> None:
+    """Found by the stateful model (seed 2977): n3 left, restarted through its seeds
+    under 50% loss and learned only n1 (the rest came as suspect); then n1 crashed. A
+    join latched on the first reply left n3 alone for good; ``joined`` is derived from
+    what n3 knows, so the retries resume and n3 finds n4."""
+    c = Cluster(SwimConfig(dead_reap_time=3600.0), seed=2977, check_wire=False)
+    names = c.start(5)
+    c.run(2.0)
+
+    def leave(name: str) -> None:
+        c.nodes[name].leave(c.now)
+        c.flush(name)
+        c.run(1.0)
+        c.crash(name)
+
+    leave("n3")
+    c.crash("n0")
+    c.run(0.46802759180855963)
+    leave("n2")
+    c.loss = 0.05
+    c.run(1.1640397066980388)
+    c.loss = 0.5
+    c.run(1.625)
+    c.add("n3", join=[n for n in names if n != "n3"])
+    c.run(1.9002087427337973 + 1.625)
+    c.crash("n1")
+    c.loss = 0.0
+    c.run(240.0)
+    assert c.states("n3")["n4"] == "alive"
+    assert c.states("n4")["n3"] == "alive"
+
+
+def test_a_later_leave_of_a_left_member_reaches_push_pull_with_its_new_incarnation() -> None:
+    """Found by the stateful model: b left, came back (incarnation 2), left again. Our
+    row only took the new number, and push-pull kept sending the cached "left at 1",
+    which b, restarted once more, had no reason to refute: it stayed left for everyone."""
+    a = node("a")
+    known(a, "b")
+    a.receive_packet("b", "b", [Dead("b", 1, "b")], 1.0)
+    a.join(["c"], 1.5)
+    a.take_outgoing()
+    a.receive_packet("b", "b", [Dead("b", 2, "b")], 2.0)
+    assert a.member("b").incarnation == 2  # type: ignore[union-attr]
+    a.join(["c"], 2.5)
+    (req,) = a.take_outgoing()
+    (b,) = [m for m in req.messages[0].members if m.name == "b"]
+    assert a.member("b").state == "left"  # type: ignore[union-attr]
+    assert (b.state, b.incarnation) == (LEFT, 2)
