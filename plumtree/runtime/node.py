@@ -1,9 +1,9 @@
 """A cluster node: the SWIM and Plumtree cores on real sockets, timers and an admin API.
 
 The node is the thin adapter of the design: it feeds the cores what the sockets receive
-(with ``loop.time()`` as ``now``), sends what the cores queue, arms one ``call_at`` timer
-at the cores' earliest deadline, and turns core events into deliveries, logs, metrics
-and the /v1/events stream. Several nodes can run in one process (the tests do).
+(with ``loop.time()`` as ``now``, never behind a timer that fired), sends what the cores
+queue, arms one ``call_at`` timer at the cores' earliest deadline, and turns core events
+into deliveries, logs, metrics and the /v1/events stream. Several nodes can run in one process (the tests do).
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        #: the cores' clock never runs backwards, nor behind a deadline that fired
+        self._clock_floor = 0.0
         self._clock_offset = 0.0
         self._started_at = 0.0
         self._next_reconcile = 0.0
@@ -189,10 +191,9 @@ class Node:
         """Push-pull with the seeds until one answers, backing off (and saying so)."""
         delay = 0.2
         attempt = 0
-        loop = asyncio.get_running_loop()
         while not self._stopping and not self.swim.joined:
             attempt += 1
-            self.swim.join(list(self.config.join), loop.time())
+            self.swim.join(list(self.config.join), self._now())
             self._pump()
             await asyncio.sleep(delay)
             if self.swim.joined:
@@ -214,7 +215,7 @@ class Node:
             return
         loop = asyncio.get_running_loop()
         self.events.publish({"kind": "leaving", "at": time.time(), "node": self.name})
-        self.swim.leave(loop.time())
+        self.swim.leave(self._now())
         self._pump()
         deadline = loop.time() + timeout
         # a few gossip rounds carry the Dead(self) announcement; stop early if alone
@@ -367,7 +368,11 @@ class Node:
 
     def _now(self) -> float:
         assert self._loop is not None
-        return self._loop.time()
+        now = self._loop.time()
+        if now < self._clock_floor:
+            return self._clock_floor
+        self._clock_floor = now
+        return now
 
     def _wall(self, core_time: float) -> float:
         return round(core_time + self._clock_offset, 6)
@@ -403,10 +408,18 @@ class Node:
         self._pump()
 
     def _on_timer(self) -> None:
+        due = self._timer_at
         self._timer = None
         self._timer_at = None
         if self._stopping:
             return
+        # uvloop's clock ticks in whole milliseconds and runs a timer in the tick its
+        # deadline falls in, up to 1 ms early. Fed that time, the cores found nothing
+        # due, asked for the same deadline again, and the loop spun until the clock
+        # ticked: hundreds of wake-ups per timer, most of a node's CPU at low rates.
+        # The timer is for ``due``, so the cores' clock moves to it.
+        if due is not None and due > self._clock_floor:
+            self._clock_floor = due
         now = self._now()
         self.swim.handle_timer(now)
         self.plumtree.handle_timer(now)

@@ -181,3 +181,26 @@ def test_node_is_not_usable_before_start() -> None:
         assert "not running" in str(exc)
     else:  # pragma: no cover - the assertion above is the point
         raise AssertionError("broadcast before start must fail")
+
+
+async def test_a_timer_run_early_feeds_the_cores_its_deadline_and_time_never_runs_back(
+    cluster: LocalCluster,
+) -> None:
+    # uvloop's clock ticks in whole milliseconds and runs a timer in the tick its
+    # deadline falls in: fed the loop's time, the cores found nothing due and the
+    # node re-armed the same deadline over and over until the clock ticked
+    node = await cluster.add()
+    seen: list[float] = []
+    handle = node.plumtree.handle_timer
+
+    def record(now: float) -> None:
+        seen.append(now)
+        handle(now)
+
+    node.plumtree.handle_timer = record  # type: ignore[method-assign]
+    due = node._now() + 0.05  # as if the loop ran a timer armed for 50 ms from now
+    node._timer_at = due
+    node._on_timer()
+    assert seen == [due], "the cores run at the timer's deadline, not before it"
+    assert node._now() >= due, "and the node's clock does not step back behind it"
+    assert node._timer_at is not None and node._timer_at > due, "the next deadline is later"
