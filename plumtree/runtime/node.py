@@ -255,12 +255,14 @@ class Node:
         self._check_running()
         msg_id = self.plumtree.broadcast(payload, self._now())
         hexid = format_id(msg_id)
-        msglog.info(
-            "broadcast %s (%d bytes)",
-            hexid,
-            len(payload),
-            extra={"fields": {"id": hexid, "hops": 0, "size": len(payload)}},
-        )
+        if msglog.isEnabledFor(logging.DEBUG):  # per message, as the delivery lines are:
+            # at INFO this line cost more CPU than the broadcast itself (~0.3 ms)
+            msglog.debug(
+                "broadcast %s (%d bytes)",
+                hexid,
+                len(payload),
+                extra={"fields": {"id": hexid, "hops": 0, "size": len(payload)}},
+            )
         self._pump()
         return hexid
 
