@@ -80,6 +80,7 @@ COUNTERS = {
     # what churns the tree when the CPUs saturate (shown in the progress lines)
     "prune_sent": "plumtree_prune_sent_total",
     "graft_premature": "plumtree_graft_premature_total",
+    "graft_undone": "plumtree_graft_undone_total",
     "optimizations": "plumtree_optimizations_total",
     "graft_retries": "plumtree_graft_retries_total",
 }
@@ -90,6 +91,7 @@ CHURN_COUNTERS = (
     "graft_sent",
     "graft_retries",
     "graft_premature",
+    "graft_undone",
     "optimizations",
 )
 DROP_COUNTERS = (

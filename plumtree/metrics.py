@@ -60,6 +60,7 @@ _EXTRA_COUNTER_HELP = {
     "optimizations": "Eager parents swapped for a shorter lazy path",
     "messages_too_large": "Broadcasts refused for exceeding max_message_size",
     "graft_premature": "Grafted messages whose eager copy arrived after all (timer too short)",
+    "graft_undone": "Links a premature Graft made, pruned again by the node that grafted",
     "sync_sent": "Anti-entropy digests sent",
     "sync_received": "Anti-entropy digests received",
     "sync_gaps_announced": "Ids a digest's sender lacked, announced back to it",

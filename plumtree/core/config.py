@@ -123,10 +123,14 @@ class PlumtreeConfig:
     seen_max_size: int = _f(200_000, integer_at_least(1), "ids remembered at most")
     prune_threshold: int = _f(0, integer_at_least(0), "duplicates tolerated before Prune")
     prune_streak: int = _f(
-        3, integer_at_least(1), "duplicates in a row before Prune of an eager peer"
+        3,
+        integer_at_least(1),
+        "duplicates in a row, over at least the IHave timeout, before Prune of an eager peer",
     )
     optimization_threshold: int = _f(2, integer_at_least(0), "hop gain to swap (0: off)")
-    optimization_streak: int = _f(3, integer_at_least(1), "announcements in a row before a swap")
+    optimization_streak: int = _f(
+        3, integer_at_least(1), "announcements in a row, in as many IHaves, before a swap"
+    )
     optimization_interval: float = _f(5.0, non_negative, "least time between two swaps")
     max_message_size: int = _f(64 * 1024, integer_at_least(1), "largest payload accepted")
     sync_interval: float = _f(2.0, non_negative, "anti-entropy digest period (0: off)")

@@ -71,6 +71,7 @@ class PeerInfo:
     """One Plumtree peer as the admin API shows it."""
 
     __slots__ = (
+        "duplicate_since",
         "duplicate_streak",
         "eager",
         "gossip_received",
@@ -83,6 +84,8 @@ class PeerInfo:
         "pruned_at",
         "prunes_received",
         "prunes_sent",
+        "shortcut_batch",
+        "shortcut_batches",
         "shortcut_seq",
         "shortcut_streak",
         "since",
@@ -104,8 +107,14 @@ class PeerInfo:
         #: optimisation threshold, and the ``seq`` of the last one
         self.shortcut_streak = 0
         self.shortcut_seq = -2
+        #: how many of its IHave messages the streak spans, and the last one's number
+        #: (its ``ihave_received`` count then)
+        self.shortcut_batches = 0
+        self.shortcut_batch = -1
         #: duplicates in a row this eager peer pushed (Prune at ``prune_streak``)
         self.duplicate_streak = 0
+        #: when the current streak began
+        self.duplicate_since = 0.0
         #: when we last sent it a Prune (copies it pushes until then are in flight)
         self.pruned_at = float("-inf")
 

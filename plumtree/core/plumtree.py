@@ -316,7 +316,14 @@ class Plumtree:
             graft = entry.graft
             if graft is not None:
                 if graft.asked(sender):
-                    return  # a second reply to our own Graft retries: not a cycle
+                    # a second reply to our Graft retries: not evidence of a cycle, but
+                    # the retry made this peer eager on both sides, and the first reply
+                    # already joined us to the tree: cut the extra link
+                    if info is not None and sender != entry.parent:
+                        self._demote(sender, now, "premature graft")
+                        self._send_prune(sender, "premature graft", now)
+                        c.graft_undone += 1
+                    return
                 if graft.first_graft_at is not None:
                     # the eager copy we grafted for was only late: stretch the IHave timer
                     c.graft_premature += 1
@@ -324,8 +331,18 @@ class Plumtree:
                     graft.first_graft_at = None  # one sample per message
             if entry.duplicates > self.config.prune_threshold and info is not None:
                 if info.eager:
-                    info.duplicate_streak += 1
-                    if info.duplicate_streak < self.config.prune_streak:
+                    # a streak that lasts: a cycle its own node is not cutting. A Graft
+                    # under load makes a cycle for as long as the late copy takes (then
+                    # the grafting node undoes it); at hundreds of messages a second
+                    # the nodes around it saw three duplicates within milliseconds, all
+                    # cut at once, and the split tree was grafted back, and again
+                    streak = info.duplicate_streak = info.duplicate_streak + 1
+                    if streak == 1:
+                        info.duplicate_since = now
+                    if (
+                        streak < self.config.prune_streak
+                        or now - info.duplicate_since < self.lateness.timeout
+                    ):
                         return
                     info.duplicate_streak = 0
                     self._demote(sender, now, "duplicate")
@@ -353,11 +370,16 @@ class Plumtree:
                 else:
                     c.graft_premature += 1  # the eager copy, late: the Graft was early
                     self.lateness.observe(now - pending.announced_at)
+                    if info is not None and info.eager:
+                        self._undo_graft(pending, now)
         if info is None:
             self._insert_peer(sender, True, now)
         else:
             info.duplicate_streak = 0  # first with a message: on someone's best path
-            if not info.eager:
+            if not info.eager and now - info.pruned_at >= self.lateness.ceiling:
+                # (a peer we just pruned pushes until our Prune lands: were one of
+                # those copies first, promoting it would undo the Prune, and the two
+                # would prune and promote each other for as long as the load lasts)
                 self._promote(sender, now, "gossip")
         self._accept(msg_id, msg.payload, msg.origin, sender, hops, now, graft)
         self._eager_push(Gossip(msg_id, hops, msg.origin, msg.payload), exclude=sender)
@@ -596,7 +618,10 @@ class Plumtree:
                     self.counters.graft_retries += 1
             pending.attempts += 1
             backoff = min(2.0 ** (pending.attempts - 1), cfg.graft_backoff_cap)
-            pending.deadline = now + cfg.graft_timeout * backoff
+            # a retry goes to another peer and makes one more link: under load, wait
+            # at least as long as eager copies run late (the adaptive IHave timer)
+            base = max(cfg.graft_timeout, self.lateness.timeout)
+            pending.deadline = now + base * backoff
             heapq.heappush(timers, (pending.deadline, msg_id))
         for target, ids in batches.items():
             if target in self.peers.lazy:
@@ -613,6 +638,27 @@ class Plumtree:
             if info is not None:
                 info.grafts_sent += 1
             self._events.append(ev.GraftSent(peer, chunk, attempt))
+
+    def _undo_graft(self, graft: PendingGraft, now: float) -> None:
+        """The eager copy beat the reply to our Graft: the tree was whole, only slow.
+        Cut the links the Graft made (eager on both sides), so the tree stays the one
+        that was whole. The Prune follows the Graft on the same ordered link.
+
+        Left alone, each such link closed a cycle; under load every node around it
+        saw duplicates within milliseconds and cut its own link at once, the split
+        tree was grafted back, and the churn fed itself (bench/loopback.py at 450/s:
+        RMR 1.5). Only this case is undone: an eager copy that comes *after* our
+        reply may come through another node's repair of the same hole, and two nodes
+        that each undid theirs on that evidence reopened it (the 10k simulation
+        grafted 1.8x as often and its trees grew 22% deeper).
+        """
+        info = self.peers.info
+        announcers = graft.announcers
+        for peer in {announcers[i % len(announcers)] for i in range(graft.attempts)}:
+            if peer in info:
+                self._demote(peer, now, "premature graft")
+                self._send_prune(peer, "premature graft", now)
+                self.counters.graft_undone += 1
 
     def _send_prune(self, peer: str, reason: str, now: float) -> None:
         self._send(peer, _PRUNE)
@@ -645,12 +691,23 @@ class Plumtree:
         # "in a row" means messages we delivered in a row: a peer that stays silent
         # about a message (it skips ids we announced to it first) breaks the streak just
         # as an announcement of a longer path does
-        if entry.seq == info.shortcut_seq + 1:
+        if info.shortcut_streak and entry.seq == info.shortcut_seq + 1:
             info.shortcut_streak += 1
+            if info.shortcut_batch != info.ihave_received:
+                info.shortcut_batches += 1
         else:
             info.shortcut_streak = 1
+            info.shortcut_batches = 1
+        info.shortcut_batch = info.ihave_received
         info.shortcut_seq = entry.seq
-        if info.shortcut_streak < self.config.optimization_streak:
+        # ...and in as many of its IHave messages: at a high rate one batch holds dozens
+        # of ids, and a streak inside a single batch is one moment's view. Every child
+        # of a busy node saw the same moment and swapped at once (16 swaps in 70 ms at
+        # 600 broadcasts/s on loopback), and the tree, reshaped everywhere on stale
+        # views, split, was grafted back and churned for as long as the load lasted.
+        # At low rates a batch holds one id, and this is the streak it always was.
+        need = self.config.optimization_streak
+        if info.shortcut_streak < need or info.shortcut_batches < need:
             return
         if now < self._next_optimization:
             return  # one swap per optimization_interval: each costs in-flight duplicates

@@ -80,6 +80,7 @@ class PlumtreeCounters:
     sync_gaps_announced: int = 0
     messages_too_large: int = 0
     graft_premature: int = 0
+    graft_undone: int = 0
 
     def items(self) -> Iterator[tuple[str, int]]:
         for f in fields(self):
