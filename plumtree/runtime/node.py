@@ -42,6 +42,8 @@ __all__ = ["Delivery", "MessageTooLarge", "Node", "NodeConfig"]
 
 #: How often the peer sets are reconciled against the full member table.
 RECONCILE_INTERVAL = 5.0
+#: How often a node with seeds checks that it is not alone (then it joins again).
+ISOLATION_CHECK_INTERVAL = 1.0
 #: At most one "cache full" log line per this many seconds.
 EVICTION_LOG_INTERVAL = 10.0
 
@@ -188,6 +190,23 @@ class Node:
             self._join_task = loop.create_task(self._join_loop(), name=f"{self.name} join")
 
     async def _join_loop(self) -> None:
+        """Join through the seeds, then keep watching: a node left alone (every member
+        it knew failed or left, say its seed restarted while the others were gone)
+        joins through its seeds again, as it first did, instead of staying a cluster of
+        one. It stops only when the node leaves or stops."""
+        while not self._stopping:
+            await self._join_once()
+            while not self._stopping and not self.swim.left and self.swim.joined:
+                await asyncio.sleep(ISOLATION_CHECK_INTERVAL)
+            if self._stopping or self.swim.left:
+                return
+            log.warning(
+                "alone: no member besides this node is alive; rejoining through %s",
+                ", ".join(self.config.join),
+                extra={"fields": {"seeds": self.config.join}},
+            )
+
+    async def _join_once(self) -> None:
         """Push-pull with the seeds until one answers, backing off (and saying so)."""
         delay = 0.2
         attempt = 0

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from dataclasses import replace
 
+import pytest
+
+from plumtree.runtime import node as node_module
 from plumtree.runtime.crypto import Keyring
-from plumtree.runtime.node import Node
-from tests.runtime.conftest import LocalCluster, alive_names, wait_for
+from plumtree.runtime.node import Node, NodeConfig
+from tests.runtime.conftest import LocalCluster, alive_names, local_config, wait_for
 
 
 async def test_a_broadcast_reaches_every_node_exactly_once(cluster: LocalCluster) -> None:
@@ -204,3 +208,39 @@ async def test_a_timer_run_early_feeds_the_cores_its_deadline_and_time_never_run
     assert seen == [due], "the cores run at the timer's deadline, not before it"
     assert node._now() >= due, "and the node's clock does not step back behind it"
     assert node._timer_at is not None and node._timer_at > due, "the next deadline is later"
+
+
+async def test_a_node_left_alone_joins_through_its_seed_again(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # its seed stops while nobody else is up; a new node later answers at the seed
+    # address it was started with: 127.0.0.2, an alias of the first seed, which
+    # advertised 127.0.0.1 (so nothing this node still sends to the old member's
+    # address reaches the newcomer by chance). SWIM's gossip to, and reconnects with,
+    # failed members are off: only the join loop can find it.
+    monkeypatch.setattr(node_module, "ISOLATION_CHECK_INTERVAL", 0.05)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    seed = await cluster.add(
+        "seed", join=False, bind=f"0.0.0.0:{port}", advertise=f"127.0.0.1:{port}"
+    )
+    protocol = local_config()
+    swim = replace(protocol.swim, reconnect_interval=0.0, gossip_to_the_dead_time=0.0)
+    alone = Node(
+        NodeConfig(
+            name="alone",
+            bind="127.0.0.1:0",
+            api=None,
+            join=[f"127.0.0.2:{port}"],
+            protocol=replace(protocol, swim=swim),
+        )
+    )
+    cluster.nodes.append(alone)  # stopped at teardown
+    await alone.start()
+    await cluster.converge()
+    await asyncio.sleep(0.5)  # its first join is well over (a 0.2 s retry at most)
+    await seed.stop()
+    await wait_for(lambda: not alone.swim.joined, timeout=10)
+    await cluster.add("newcomer", join=False, bind=f"127.0.0.2:{port}")
+    await wait_for(lambda: alive_names(alone) == {"alone", "newcomer"}, timeout=15)
