@@ -87,6 +87,47 @@ def is_our_node(pid: int, name: str) -> bool:
     )
 
 
+def orphans(directory: Path) -> list[NodeProcess]:
+    """Our node processes whose ready file is under ``directory``: a cluster whose state
+    file is gone (its directory removed while it ran) is still found, and stopped.
+
+    Only processes of this user that run ``plumctl node start --ready-file DIR/run/...``
+    (the command ``spawn_node`` builds) are returned; Linux only (``/proc``).
+    """
+    run = (directory / "run").resolve()
+    found: list[NodeProcess] = []
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return found
+    uid = os.getuid()
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            cwd = (entry / "cwd").resolve()
+        except OSError:
+            continue
+        if not any("plumctl" in a for a in args) or "start" not in args:
+            continue
+        name = _arg_after(args, "--name")
+        ready = _arg_after(args, "--ready-file")
+        if name is None or ready is None or (cwd / ready).parent.resolve() != run:
+            continue
+        found.append(NodeProcess(name, int(entry.name), "", "", ""))
+    return found
+
+
+def _arg_after(args: list[str], flag: str) -> str | None:
+    try:
+        return args[args.index(flag) + 1]
+    except (ValueError, IndexError):
+        return None
+
+
 def spawn_node(
     directory: Path,
     name: str,

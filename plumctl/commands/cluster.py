@@ -273,12 +273,22 @@ def down(
     import shutil
 
     from plumctl.localcluster import stop_nodes
-    from plumctl.output import emit_json, stderr
+    from plumctl.output import emit_json, fail, stderr
 
     opts: GlobalOptions = ctx.obj
     where = _dir(directory)
-    state = _require(where, f"no local cluster in {where} (nothing to stop)")
-    outcome = stop_nodes(state.nodes, grace)
+    state = _load(where)
+    if state is None:
+        # its state file gone (the directory removed while the nodes ran): the nodes
+        # are still ours, found by the ready files their command line names
+        from plumctl.localcluster import orphans
+
+        nodes = orphans(where)
+        if not nodes:
+            fail(f"no local cluster in {where} (nothing to stop)", exitcodes.FAILED)
+    else:
+        nodes = state.nodes
+    outcome = stop_nodes(nodes, grace)
     (where / "cluster.json").unlink(missing_ok=True)
     shutil.rmtree(where / "run", ignore_errors=True)
     shutil.rmtree(where / "logs", ignore_errors=True)
@@ -293,6 +303,8 @@ def down(
     else:
         killed = [k for k, v in outcome.items() if v == "killed"]
         msg = f"stopped {sum(v == 'stopped' for v in outcome.values())} nodes in {where}"
+        if state is None:
+            msg += " (its state file was gone: found by their command lines)"
         if killed:
             msg += f"; killed after {grace:g}s: {', '.join(killed)}"
         stderr().print(msg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -119,6 +120,28 @@ def test_up_twice_on_the_same_dir_is_a_clear_error(cluster4: Cluster) -> None:
     assert again.returncode == 1
     assert "already running" in again.stderr and "Traceback" not in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_down_finds_and_stops_the_nodes_of_a_cluster_whose_directory_was_removed(
+    tmp_path: Path,
+) -> None:
+    # an operator removed the directory while the cluster ran: its nodes are still ours
+    c = Cluster(tmp_path / "gone", 2)
+    other = Cluster(tmp_path / "other", 1)
+    try:
+        c.up()
+        other.up()
+        shutil.rmtree(c.dir)
+        result = run("cluster", "down", "--dir", str(c.dir), "--grace", "5")
+        assert result.returncode == 0, result.stderr
+        assert "stopped 2 nodes" in result.stderr and "state file was gone" in result.stderr
+        assert not any(is_our_node(i["pid"], i["name"]) for i in c.doc["items"])
+        assert all(is_our_node(i["pid"], i["name"]) for i in other.doc["items"]), (
+            "another cluster's nodes are left alone"
+        )
+    finally:
+        c.down()
+        other.down()
 
 
 def test_down_without_a_cluster_is_one_line(tmp_path: Path) -> None:
