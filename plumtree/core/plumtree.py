@@ -333,7 +333,7 @@ class Plumtree:
                 if info.eager:
                     # a streak that lasts: a cycle its own node is not cutting. A Graft
                     # under load makes a cycle for as long as the late copy takes (then
-                    # the grafting node undoes it); at hundreds of messages a second
+                    # the grafting node may undo it); at hundreds of messages a second
                     # the nodes around it saw three duplicates within milliseconds, all
                     # cut at once, and the split tree was grafted back, and again
                     streak = info.duplicate_streak = info.duplicate_streak + 1
@@ -654,7 +654,9 @@ class Plumtree:
         """
         info = self.peers.info
         announcers = graft.announcers
-        for peer in {announcers[i % len(announcers)] for i in range(graft.attempts)}:
+        # (in the order asked, not a set's: the simulator replays a seed exactly)
+        asked = dict.fromkeys(announcers[i % len(announcers)] for i in range(graft.attempts))
+        for peer in asked:
             if peer in info:
                 self._demote(peer, now, "premature graft")
                 self._send_prune(peer, "premature graft", now)

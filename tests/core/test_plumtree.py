@@ -252,14 +252,20 @@ def test_optimisation_swaps_at_most_once_per_interval() -> None:
     assert a.counters.optimizations == 2 and "s2" in a.peers.eager
 
 
-def test_the_link_a_graft_retry_made_is_cut_once_the_first_reply_joined_us() -> None:
+def _grafted_twice(parent: str, first: str, second: str) -> Plumtree:
+    """Both announced ID; we grafted it from ``first`` at 0.1, then from ``second``."""
     a = node(eager_fanout=1, prune_streak=1, ihave_timeout=0.1, graft_timeout=0.1)
-    for p in ("e", "x", "y"):
+    for p in (parent, second, first):
         a.add_peer(p, 0.0)
-    a.receive("x", IHave([(ID, 0)]), 0.0)
-    a.receive("y", IHave([(ID, 0)]), 0.0)
-    a.handle_timer(0.1)  # Graft to x
-    a.handle_timer(0.2)  # retry: Graft to y
+    a.receive(first, IHave([(ID, 0)]), 0.0)
+    a.receive(second, IHave([(ID, 0)]), 0.0)
+    a.handle_timer(0.1)  # Graft to first
+    a.handle_timer(0.2)  # retry: Graft to second
+    return a
+
+
+def test_the_link_a_graft_retry_made_is_cut_once_the_first_reply_joined_us() -> None:
+    a = _grafted_twice("e", "x", "y")
     grafts = [p for p, m in sent(a) if isinstance(m, Graft) and m.ids]
     assert grafts == ["x", "y"]
     a.receive("x", Gossip(ID, 0, "o", b"x"), 0.25)
@@ -731,3 +737,15 @@ def test_an_eager_copy_after_the_graft_reply_keeps_the_grafted_link() -> None:
     a.receive("parent", Gossip(ID, 3, "o", b"x"), 0.3)
     assert ("x", Prune()) not in sent(a) and "x" in a.peers.eager
     assert a.counters.graft_premature == 1 and a.counters.graft_undone == 0
+
+
+def test_undoing_a_retried_graft_prunes_every_peer_asked_in_the_order_asked() -> None:
+    # (in order, not a set's: a simulation seed must replay the same run in any process)
+    a = _grafted_twice("parent", "y", "x")
+    sent(a)
+    a.receive("parent", Gossip(ID, 3, "o", b"x"), 0.25)
+    assert [(p, m) for p, m in sent(a) if isinstance(m, Prune)] == [
+        ("y", Prune()),
+        ("x", Prune()),
+    ]
+    assert a.counters.graft_undone == 2 and set(a.peers.lazy) == {"x", "y"}
