@@ -82,9 +82,12 @@ def is_our_node(pid: int, name: str) -> bool:
             return False
         return False  # alive but we cannot prove it is ours: never touch it
     args = raw.decode(errors="replace").split("\0")
-    return (
-        "start" in args and "--name" in args and name in args and any("plumctl" in a for a in args)
-    )
+    return _is_node_start(args) and "--name" in args and name in args
+
+
+def _is_node_start(args: list[str]) -> bool:
+    """Whether a command line is ``... plumctl ... start ...`` (``spawn_node``'s)."""
+    return "start" in args and any("plumctl" in a for a in args)
 
 
 def orphans(directory: Path) -> list[NodeProcess]:
@@ -111,7 +114,7 @@ def orphans(directory: Path) -> list[NodeProcess]:
             cwd = (entry / "cwd").resolve()
         except OSError:
             continue
-        if not any("plumctl" in a for a in args) or "start" not in args:
+        if not _is_node_start(args):
             continue
         name = _arg_after(args, "--name")
         ready = _arg_after(args, "--ready-file")

@@ -65,10 +65,15 @@ class PendingGraft:
         self.deadline = deadline
         self.first_graft_at: float | None = None
 
+    def asked_peers(self) -> list[str]:
+        """The peers we sent a Graft for this id, once each, in the order asked (not a
+        set's order: the simulator replays a seed exactly)."""
+        announcers = self.announcers
+        return list(dict.fromkeys(announcers[i % len(announcers)] for i in range(self.attempts)))
+
     def asked(self, peer: str) -> bool:
         """Did we send a Graft for this id to ``peer``?"""
-        announcers = self.announcers
-        return any(announcers[i % len(announcers)] == peer for i in range(self.attempts))
+        return peer in self.asked_peers()
 
 
 class Plumtree:
@@ -320,9 +325,7 @@ class Plumtree:
                     # the retry made this peer eager on both sides, and the first reply
                     # already joined us to the tree: cut the extra link
                     if info is not None and sender != entry.parent:
-                        self._demote(sender, now, "premature graft")
-                        self._send_prune(sender, "premature graft", now)
-                        c.graft_undone += 1
+                        self._cut_graft_link(sender, now)
                     return
                 if graft.first_graft_at is not None:
                     # the eager copy we grafted for was only late: stretch the IHave timer
@@ -653,14 +656,15 @@ class Plumtree:
         grafted 1.8x as often and its trees grew 22% deeper).
         """
         info = self.peers.info
-        announcers = graft.announcers
-        # (in the order asked, not a set's: the simulator replays a seed exactly)
-        asked = dict.fromkeys(announcers[i % len(announcers)] for i in range(graft.attempts))
-        for peer in asked:
+        for peer in graft.asked_peers():
             if peer in info:
-                self._demote(peer, now, "premature graft")
-                self._send_prune(peer, "premature graft", now)
-                self.counters.graft_undone += 1
+                self._cut_graft_link(peer, now)
+
+    def _cut_graft_link(self, peer: str, now: float) -> None:
+        """Take back the eager link a Graft of ours made with ``peer`` (both sides)."""
+        self._demote(peer, now, "premature graft")
+        self._send_prune(peer, "premature graft", now)
+        self.counters.graft_undone += 1
 
     def _send_prune(self, peer: str, reason: str, now: float) -> None:
         self._send(peer, _PRUNE)

@@ -3,7 +3,8 @@
 The node is the thin adapter of the design: it feeds the cores what the sockets receive
 (with ``loop.time()`` as ``now``, never behind a timer that fired), sends what the cores
 queue, arms one ``call_at`` timer at the cores' earliest deadline, and turns core events
-into deliveries, logs, metrics and the /v1/events stream. Several nodes can run in one process (the tests do).
+into deliveries, logs, metrics and the /v1/events stream. Several nodes can run in one
+process (the tests do).
 """
 
 from __future__ import annotations
