@@ -70,7 +70,8 @@ class PruneSent(Event, tag="prune_sent", frozen=True):
 
 
 class CacheEvicted(Event, tag="cache_evicted", frozen=True):
-    """Payloads left the cache before their TTL because it was full."""
+    """Payloads left the cache before their TTL because it was full (the count since
+    the last such event: one per maintenance tick)."""
 
     count: int
 

@@ -112,6 +112,8 @@ class Plumtree:
         #: nothing, unless our path is a shortcut for them.
         self._holders: dict[MessageId, dict[str, int] | None] = {}
         self._delivered_seq = 0
+        #: payloads evicted early since the last CacheEvicted event (one per tick)
+        self._evicted_unreported = 0
         self._ihave_due: float | None = None
         self._next_maintenance = now + cfg.maintenance_interval
         self._next_optimization = now
@@ -516,7 +518,7 @@ class Plumtree:
         evicted = self.cache.put(msg_id, CachedMessage(now, hops, origin, payload))
         if evicted:
             c.cache_evictions += evicted
-            self._events.append(ev.CacheEvicted(evicted))
+            self._evicted_unreported += evicted
         c.messages_delivered += 1
         h = self.histograms
         h.message_size_bytes.observe(len(payload))
@@ -771,6 +773,12 @@ class Plumtree:
 
     def _maintenance(self, now: float) -> None:
         cfg = self.config
+        if self._evicted_unreported:
+            # one event per maintenance tick, not one per message: with a full cache
+            # every delivery evicts, and an event each cost more than the delivery
+            # (and flooded /v1/events at warn level)
+            self._events.append(ev.CacheEvicted(self._evicted_unreported))
+            self._evicted_unreported = 0
         self.seen.expire(now)
         self.cache.expire(now)
         self._graft_limiter.gc(now)

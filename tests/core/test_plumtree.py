@@ -398,7 +398,20 @@ def test_cache_capacity_evicts_oldest_and_counts_it() -> None:
     ids = [a.broadcast(bytes([i]), float(i)) for i in range(3)]
     assert ids[0] not in a.cache and ids[2] in a.cache
     assert a.counters.cache_evictions == 1
-    assert any(isinstance(e, ev.CacheEvicted) for e in a.take_events())
+
+
+def test_evictions_are_reported_once_per_maintenance_tick_not_per_message() -> None:
+    """With a full cache every delivery evicts: an event each cost more than the
+    delivery and flooded the event stream at warn level."""
+    a = node(message_cache_max_size=2, maintenance_interval=1.0, maintenance_jitter=0.0)
+    for i in range(5):
+        a.broadcast(bytes([i]), 0.1 * i)
+    assert not [e for e in a.take_events() if isinstance(e, ev.CacheEvicted)]
+    a.handle_timer(1.0)
+    assert [e for e in a.take_events() if isinstance(e, ev.CacheEvicted)] == [ev.CacheEvicted(3)]
+    a.handle_timer(2.0)
+    assert not [e for e in a.take_events() if isinstance(e, ev.CacheEvicted)]
+    assert a.counters.cache_evictions == 3
 
 
 def test_seen_set_is_bounded_and_early_evictions_are_counted() -> None:
