@@ -125,14 +125,15 @@ async def message(request: web.Request) -> web.Response:
         return error(400, "bad message id", "expected 32 hex characters")
 
 
-#: Most events ``GET /v1/events?recent=N`` returns (the ring buffer keeps 1000).
+#: Most events ``GET /v1/events?recent=N`` returns (the node keeps the last 1000 debug
+#: events and, apart, the last 1000 louder ones).
 RECENT_EVENTS_MAX = 1000
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     """The event stream (NDJSON), or with ``?recent=N`` the last N events as one JSON list.
 
-    ``?recent=N`` answers at once from the node's ring buffer (newest last, filtered by
+    ``?recent=N`` answers at once from the node's replay buffers (newest last, filtered by
     ``level``) and does not stream: for dashboards that poll (``plumctl top``).
     """
     node = _node(request)

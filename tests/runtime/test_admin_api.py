@@ -118,6 +118,20 @@ async def test_events_stream_newline_delimited_json(pair: LocalCluster) -> None:
     assert any(e["kind"] == "delivered" for e in replay)
 
 
+async def test_membership_events_outlive_a_flood_of_deliveries(pair: LocalCluster) -> None:
+    """``plumctl top``'s detail pane asks for ``recent=50&level=info``: under load the
+    per-message ``delivered`` events must not push the membership events out."""
+    node = pair.nodes[1]
+    for i in range(1_200):  # more than the replay buffer holds
+        pair.nodes[0].broadcast(b"m%d" % i)
+    await wait_for(lambda: len(pair.delivered[node.name]) == 1_200, 10.0)
+    async with httpx.AsyncClient(timeout=5.0) as raw:
+        info = (await raw.get(f"{node.admin_url}/v1/events?recent=50&level=info")).json()
+        debug = (await raw.get(f"{node.admin_url}/v1/events?recent=5")).json()
+    assert {"member_joined", "peer_added"} <= {e["kind"] for e in info["items"]}
+    assert [e["kind"] for e in debug["items"]] == ["delivered"] * 5
+
+
 async def test_leave_endpoint_needs_the_token_then_stops_the_node(pair: LocalCluster) -> None:
     async with httpx.AsyncClient() as raw:
         denied = await raw.post(f"{url(pair)}/v1/leave")
