@@ -233,8 +233,12 @@ class Swim:
         """Start a push-pull (join) with each seed address; returns how many were sent.
 
         ``joined`` becomes True once an exchange taught us another live member; retrying
-        until then is the runtime's job.
+        until then is the runtime's job. A node that left does not join (0): leaving is
+        for good, and a join would push our *left* row to seeds that may never have
+        known us.
         """
+        if self.left:
+            return 0
         sent = 0
         state = self._local_state()
         for addr in dict.fromkeys(seeds):

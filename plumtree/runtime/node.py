@@ -211,12 +211,12 @@ class Node:
         """Push-pull with the seeds until one answers, backing off (and saying so)."""
         delay = 0.2
         attempt = 0
-        while not self._stopping and not self.swim.joined:
+        while not self._stopping and not self.swim.left and not self.swim.joined:
             attempt += 1
             self.swim.join(list(self.config.join), self._now())
             self._pump()
             await asyncio.sleep(delay)
-            if self.swim.joined:
+            if self.swim.joined or self.swim.left:
                 break
             log.warning(
                 "cannot join through %s yet (attempt %d); retrying in %.1fs",
@@ -226,7 +226,7 @@ class Node:
                 extra={"fields": {"seeds": self.config.join, "attempt": attempt}},
             )
             delay = min(delay * 2, self.config.join_retry_max)
-        if self.swim.joined:
+        if self.swim.joined and not self.swim.left:
             log.info("joined the cluster (%d members alive)", self.swim.alive_count)
 
     async def leave(self, timeout: float = 2.0) -> None:

@@ -677,6 +677,16 @@ def test_a_node_that_loses_every_member_it_knew_joins_again() -> None:
     assert c.states("n4")["n3"] == "alive"
 
 
+def test_a_node_that_left_does_not_join() -> None:
+    """Leaving is for good: a join retry still running (its seed was unreachable) must
+    not push our left row to the seeds, nor make the runtime think it joined."""
+    a = node("a")
+    a.leave(1.0)
+    a.take_outgoing()
+    assert a.join(["seed:1"], 2.0) == 0
+    assert a.take_outgoing() == []
+
+
 def test_a_later_leave_of_a_left_member_reaches_push_pull_with_its_new_incarnation() -> None:
     """Found by the stateful model: b left, came back (incarnation 2), left again. Our
     row only took the new number, and push-pull kept sending the cached "left at 1",

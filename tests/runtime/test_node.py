@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from plumtree.core.config import ProtocolConfig
 from plumtree.runtime import node as node_module
 from plumtree.runtime.crypto import Keyring
 from plumtree.runtime.node import Node, NodeConfig
@@ -210,6 +211,23 @@ async def test_a_timer_run_early_feeds_the_cores_its_deadline_and_time_never_run
     assert node._timer_at is not None and node._timer_at > due, "the next deadline is later"
 
 
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def start_joining(
+    cluster: LocalCluster, name: str, seed: str, protocol: ProtocolConfig
+) -> Node:
+    """A node (no admin API) that joins through ``seed``; stopped at teardown."""
+    node = Node(NodeConfig(name=name, bind="127.0.0.1:0", api=None, join=[seed], protocol=protocol))
+    cluster.nodes.append(node)
+    await node.start()
+    return node
+
+
 async def test_a_node_left_alone_joins_through_its_seed_again(
     cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,28 +237,30 @@ async def test_a_node_left_alone_joins_through_its_seed_again(
     # address reaches the newcomer by chance). SWIM's gossip to, and reconnects with,
     # failed members are off: only the join loop can find it.
     monkeypatch.setattr(node_module, "ISOLATION_CHECK_INTERVAL", 0.05)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_loopback_port()
     seed = await cluster.add(
         "seed", join=False, bind=f"0.0.0.0:{port}", advertise=f"127.0.0.1:{port}"
     )
     protocol = local_config()
     swim = replace(protocol.swim, reconnect_interval=0.0, gossip_to_the_dead_time=0.0)
-    alone = Node(
-        NodeConfig(
-            name="alone",
-            bind="127.0.0.1:0",
-            api=None,
-            join=[f"127.0.0.2:{port}"],
-            protocol=replace(protocol, swim=swim),
-        )
-    )
-    cluster.nodes.append(alone)  # stopped at teardown
-    await alone.start()
+    alone = await start_joining(cluster, "alone", f"127.0.0.2:{port}", replace(protocol, swim=swim))
     await cluster.converge()
     await asyncio.sleep(0.5)  # its first join is well over (a 0.2 s retry at most)
     await seed.stop()
     await wait_for(lambda: not alone.swim.joined, timeout=10)
     await cluster.add("newcomer", join=False, bind=f"127.0.0.2:{port}")
     await wait_for(lambda: alive_names(alone) == {"alone", "newcomer"}, timeout=15)
+
+
+async def test_leaving_before_the_seed_ever_answered_ends_the_join_retries(
+    cluster: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = f"127.0.0.1:{free_loopback_port()}"  # nobody listens there: the seed is down
+    lonely = await start_joining(cluster, "lonely", down, local_config())
+    await wait_for(lambda: any("cannot join" in r.getMessage() for r in caplog.records), 5)
+    await lonely.leave(timeout=0.2)
+    task = lonely._join_task
+    await wait_for(lambda: task is not None and task.done(), timeout=5)
+    caplog.clear()
+    await asyncio.sleep(0.5)
+    assert not [r for r in caplog.records if "cannot join" in r.getMessage()]
