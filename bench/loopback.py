@@ -211,6 +211,10 @@ class LoadResult:
     seconds: float
     ids: list[tuple[str, int]] = field(default_factory=list)  # (id, origin node index)
     client_cpu: float = 0.0
+    #: seconds from sending each POST to its answer: what decides whether a step is
+    #: sustained (with ``per_node`` connections a node must answer within about
+    #: ``per_node * nodes / rate`` for the client to keep the rate)
+    answer_s: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -246,8 +250,10 @@ async def generate(
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(index: int, poster: Poster) -> None:
+        sent_at = loop.time()
         try:
             status, body = await poster.post()
+            result.answer_s.append(loop.time() - sent_at)
             if status == 200:
                 result.ok += 1
                 if keep_ids:
@@ -277,6 +283,11 @@ async def generate(
     for _, p in posters:
         p.close()
     return result
+
+
+def answer_times(load: LoadResult) -> str:
+    ms = [1000 * x for x in load.answer_s]
+    return f"{quantile(ms, 0.5):.1f} / {quantile(ms, 0.99):.1f} ms"
 
 
 async def scrape_all(nodes: list[NodeInfo]) -> list[dict[str, float]]:
@@ -567,6 +578,7 @@ async def run_bench(args: argparse.Namespace, nodes: list[NodeInfo], out: Report
         steps.append(s)
         progress(
             f"  achieved {s.load.rate:.0f}/s, complete {s.complete:.4f}, "
+            f"answers p50/p99 {answer_times(s.load)}, "
             f"{s.per_cpu:,.0f} deliveries/CPU-s, RMR {s.rmr:.3f}; "
             + ", ".join(f"{key} {total(s.d, key):,.0f}" for key in CHURN_COUNTERS)
         )
@@ -601,6 +613,7 @@ async def run_bench(args: argparse.Namespace, nodes: list[NodeInfo], out: Report
             "node CPUs busy, client CPU",
             f"{s.cpu / s.wall:.2f} of {NCPU}, {s.load.client_cpu / s.wall:.2f}",
         )
+        out.add(label, "POST answered in p50 / p99", answer_times(s.load))
         out.add(
             label,
             "bytes / broadcast / node, max RSS",
@@ -643,6 +656,10 @@ async def run_bench(args: argparse.Namespace, nodes: list[NodeInfo], out: Report
             "bytes": s.bytes_per_bcast_node,
             "rss_max": s.rss_max,
             "drops": s.drops,
+            "answer_ms": {
+                q: quantile([1000 * x for x in s.load.answer_s], v)
+                for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
+            },
         }
         for s in steps
     ]
@@ -666,6 +683,7 @@ async def run_bench(args: argparse.Namespace, nodes: list[NodeInfo], out: Report
         drops = {k: total(d, k) for k in DROP_COUNTERS}
         name = f"overload 10x ({over_rate:,.0f}/s asked)"
         out.add(name, "achieved by the client", f"{load.rate:,.0f}/s ({load.failed} failed)")
+        out.add(name, "  POST answered in p50 / p99", answer_times(load))
         delivered = min(r["delivered"] for r in d) / load.ok if load.ok else math.nan
         out.add(name, "delivered (min over nodes)", f"{delivered:.4f}")
         out.add(
