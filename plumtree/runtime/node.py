@@ -18,14 +18,14 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from plumtree import __version__
 from plumtree.core import events as ev
 from plumtree.core.config import ProtocolConfig, describe
 from plumtree.core.health import HealthReport
 from plumtree.core.ids import format_id, parse_id
-from plumtree.core.members import SUSPECT
+from plumtree.core.members import SUSPECT, Member
 from plumtree.core.messages import PLUMTREE_TYPES, PushPull
 from plumtree.core.plumtree import MessageTooLarge, Plumtree
 from plumtree.core.swim import Swim
@@ -41,6 +41,8 @@ msglog = logging.getLogger("plumtree.messages")
 
 __all__ = ["Delivery", "MessageTooLarge", "Node", "NodeConfig"]
 
+#: exact types (the messages are never subclassed): a set lookup beats isinstance
+PLUMTREE_TYPE_SET = frozenset(PLUMTREE_TYPES)
 #: How often the peer sets are reconciled against the full member table.
 RECONCILE_INTERVAL = 5.0
 #: How often a node with seeds checks that it is not alone (then it joins again).
@@ -408,13 +410,16 @@ class Node:
             return
         swim_msgs: list[Any] = []
         table = self.swim.table
+        # Plumtree takes messages from live members only; looked up once per envelope
+        # (again after a push-pull, which may have taught us the sender)
+        live = _is_live(table.get(sender))
+        receive = self.plumtree.receive
         for msg in envelope.messages:
-            if isinstance(msg, PLUMTREE_TYPES):
-                member = table.get(sender)
-                if member is None or member.state > SUSPECT:
+            if type(msg) in PLUMTREE_TYPE_SET:
+                if live:
+                    receive(sender, msg, now)  # type: ignore[arg-type]
+                else:
                     self.unknown_senders += 1  # not (or no longer) a live member
-                    continue
-                self.plumtree.receive(sender, msg, now)  # type: ignore[arg-type]
             elif reliable and isinstance(msg, PushPull):
                 # the TCP source port is ephemeral: answer at the address the sender
                 # advertises for itself in its own state (or the one we know)
@@ -423,6 +428,7 @@ class Node:
                     known = table.get(sender)
                     reply = known.addr if known is not None else source
                 self.swim.receive_stream(reply, sender, msg, now)
+                live = _is_live(table.get(sender))
             else:
                 swim_msgs.append(msg)
         if swim_msgs:
@@ -455,33 +461,32 @@ class Node:
     def _pump(self) -> None:
         """Move everything the cores produced to the sockets and the application."""
         swim, tree, transport = self.swim, self.plumtree, self.transport
-        for _ in range(100):  # membership events can cause Plumtree output: loop to quiet
-            busy = False
+        for _ in range(100):
             for out in swim.take_outgoing():
-                busy = True
                 if out.reliable:
                     transport.send_reliable(out.addr, out.messages)
                 else:
                     transport.send_datagram(out.addr, out.messages)
-            for event in swim.take_events():
-                busy = True
-                self._membership_event(event)
+            membership = swim.take_events()
+            for event in membership:
+                self._membership_event(event)  # may make Plumtree output: taken below
             outgoing = tree.take_outgoing()
             if outgoing:
-                busy = True
                 by_peer: dict[str, list[Any]] = {}
                 for peer, msg in outgoing:
                     by_peer.setdefault(peer, []).append(msg)
                 for peer, msgs in by_peer.items():
                     member = swim.table.get(peer)
-                    if member is None or member.state > SUSPECT:
+                    if not _is_live(member):
                         self.unroutable += len(msgs)
                         continue
                     transport.send_reliable(member.addr, msgs)
             for event in tree.take_events():
-                busy = True
                 self._tree_event(event)
-            if not busy:
+            # Sending makes no core output, and what the membership events made was
+            # taken above: another pass only after those, in case that ever changes.
+            # (An application's on_deliver that broadcasts pumps by itself.)
+            if not membership:
                 break
         self._arm_timer()
 
@@ -579,9 +584,7 @@ class Node:
 
     def _deliver(self, event: ev.Delivered) -> None:
         hexid = format_id(event.id)
-        delivery = Delivery(
-            hexid, event.payload, event.origin, event.sender, event.hops, self._wall(event.at)
-        )
+        at = self._wall(event.at)
         if msglog.isEnabledFor(logging.DEBUG):
             msglog.debug(
                 "delivered %s from %s",
@@ -596,6 +599,25 @@ class Node:
                     }
                 },
             )
+        if self.on_deliver is not None or self._subscribers:  # (plumctl node start: neither)
+            self._hand_over(
+                Delivery(hexid, event.payload, event.origin, event.sender, event.hops, at)
+            )
+        self.events.publish(
+            {
+                "kind": "delivered",
+                "at": at,
+                "id": hexid,
+                "hops": event.hops,
+                "origin": event.origin,
+                "from": event.sender,
+                "size": len(event.payload),
+            }
+        )
+
+    def _hand_over(self, delivery: Delivery) -> None:
+        """To the application: its callback, then every ``deliveries()`` iterator."""
+        hexid = delivery.id
         if self.on_deliver is not None:
             try:
                 self.on_deliver(delivery)
@@ -607,21 +629,15 @@ class Node:
                 log.warning(
                     "delivery subscriber too slow: dropped %s",
                     hexid,
-                    extra={"fields": {"id": hexid, "hops": event.hops}},
+                    extra={"fields": {"id": hexid, "hops": delivery.hops}},
                 )
             else:
                 queue.put_nowait(delivery)
-        self.events.publish(
-            {
-                "kind": "delivered",
-                "at": delivery.at,
-                "id": hexid,
-                "hops": event.hops,
-                "origin": event.origin,
-                "from": event.sender,
-                "size": len(event.payload),
-            }
-        )
+
+
+def _is_live(member: Member | None) -> TypeGuard[Member]:
+    """A member we exchange Plumtree messages with (alive or only suspected)."""
+    return member is not None and member.state <= SUSPECT
 
 
 def _event_doc(event: ev.Event, at: float) -> dict[str, Any]:
