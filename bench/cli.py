@@ -238,11 +238,23 @@ def main(argv: list[str] | None = None) -> int:
         out.add(
             "startup", "  bash completion after an option (typer)", f"{b.median_ms:.0f} ms (median)"
         )
-        zsh_env = {**env, "_PLUMCTL_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "plumctl me"}
-        z = time_command([str(plumctl)], args.runs, zsh_env)
-        out.add(
-            "startup", "  zsh completion 'plumctl me' (typer)", f"{z.median_ms:.0f} ms (median)"
-        )
+        for shell, words, how in (
+            ("zsh", "plumctl me", "table"),
+            ("fish", "plumctl me", "table"),
+            ("zsh", "plumctl -o json me", "after an option: typer"),
+        ):
+            shell_env = {
+                **env,
+                "_PLUMCTL_COMPLETE": f"complete_{shell}",
+                "_TYPER_COMPLETE_ARGS": words,
+                "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+            }
+            t = time_command([str(plumctl)], args.runs, shell_env)
+            out.add(
+                "startup",
+                f"  {shell} completion '{words}' ({how})",
+                f"{t.median_ms:.0f} ms (median)" + ("" if "members" in t.stdout else " NO ANSWER"),
+            )
         py = time_command([sys.executable, "-c", "pass"], args.runs, env)
         out.add("startup", "python -c pass (floor)", f"{py.median_ms:.0f} ms")
 

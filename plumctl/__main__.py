@@ -6,7 +6,7 @@ from __future__ import annotations
 def main() -> None:
     import os
 
-    if os.environ.get("_PLUMCTL_COMPLETE") == "complete_bash":
+    if os.environ.get("_PLUMCTL_COMPLETE", "").startswith("complete_"):
         # a TAB: command and option names come from a table, without importing typer
         from plumctl.fastcomplete import complete
 

@@ -36,27 +36,45 @@ def generate(shell: str) -> str:
 
 def generate_tree() -> str:
     """``completions/tree.json`` for :mod:`plumctl.fastcomplete`: per command path, what
-    typer's bash completion offers for a subcommand name and for an option name."""
+    typer's completion offers for a subcommand name and for an option name: the names
+    (bash), and each name's line as typer's zsh and fish completions print it, with the
+    width its help text needs (rich wraps a longer one to the terminal)."""
     import json
 
-    from typer._completion_classes import BashComplete
+    import typer.rich_utils
+    from typer._click.shell_completion import CompletionItem
+    from typer._completion_classes import BashComplete, FishComplete, ZshComplete
     from typer.main import get_command
 
     from plumctl.cli import app
 
     cli = get_command(app)
     bash = BashComplete(cli, {}, "plumctl", "_PLUMCTL_COMPLETE")
+    zsh = ZshComplete(cli, {}, "plumctl", "_PLUMCTL_COMPLETE")
+    fish = FishComplete(cli, {}, "plumctl", "_PLUMCTL_COMPLETE")
 
-    def names(path: list[str], incomplete: str) -> list[str]:
-        return [item.value for item in bash.get_completions(list(path), incomplete)]
+    def items(path: list[str], incomplete: str) -> list[CompletionItem]:
+        return bash.get_completions(list(path), incomplete)
+
+    def lines(node: dict[str, object], found: list[CompletionItem]) -> None:
+        for item in found:
+            z, f = zsh.format_completion(item), fish.format_completion(item)
+            node.setdefault("zsh", {})[item.value] = z  # type: ignore[index]
+            node.setdefault("fish", {})[item.value] = f  # type: ignore[index]
+            help_width = len(f) - len(item.value) - 1 if item.help else 0
+            node.setdefault("help_width", {})[item.value] = help_width  # type: ignore[index]
 
     def walk(path: list[str], command: object) -> dict[str, object]:
         # sorted: click lists the help option's names from a set, in an order that
         # changes from one process to the next (bash sorts what it shows anyway)
-        node: dict[str, object] = {"options": sorted(names(path, "-"))}
+        options = items(path, "-")
+        node: dict[str, object] = {"options": sorted(item.value for item in options)}
+        lines(node, options)
         subcommands = getattr(command, "commands", None)
         if subcommands is not None:
-            node["names"] = names(path, "")
+            names = items(path, "")
+            node["names"] = [item.value for item in names]
+            lines(node, names)
             node["commands"] = {
                 name: walk([*path, name], sub)
                 for name, sub in subcommands.items()
@@ -64,7 +82,13 @@ def generate_tree() -> str:
             }
         return node
 
-    return json.dumps(walk([], cli), indent=1, sort_keys=True) + "\n"
+    # help texts unwrapped: the fast path answers only when they fit the terminal
+    saved, typer.rich_utils.MAX_WIDTH = typer.rich_utils.MAX_WIDTH, 100_000
+    try:
+        tree = walk([], cli)
+    finally:
+        typer.rich_utils.MAX_WIDTH = saved
+    return json.dumps(tree, indent=1, sort_keys=True) + "\n"
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ READY_TIMEOUT = 60.0
 
 DirOption = Annotated[
     Path | None,
-    typer.Option("--dir", help="State directory of the cluster [default: per-user state dir]."),
+    typer.Option("--dir", help="State directory of the cluster (default: a per-user state dir)."),
 ]
 
 UP_EXAMPLES = """Examples:

@@ -36,26 +36,26 @@ def register(app: typer.Typer) -> None:
 
 def start(
     name: Annotated[
-        str | None, typer.Option(help="Unique node name [default: hostname-pid].")
+        str | None, typer.Option(help="Unique node name (default: hostname-pid).")
     ] = None,
     bind: Annotated[
-        str | None, typer.Option(help="Gossip address, UDP and TCP [default: 0.0.0.0:7946].")
+        str | None, typer.Option(help="Gossip address, UDP and TCP (default: 0.0.0.0:7946).")
     ] = None,
     advertise: Annotated[
         str | None, typer.Option(help="Address other members use to reach this node.")
     ] = None,
     api: Annotated[
         str | None,
-        typer.Option(help="Admin API address [default: 127.0.0.1:7947]; 'off' disables it."),
+        typer.Option(help="Admin API address (default: 127.0.0.1:7947); 'off' disables it."),
     ] = None,
     join: Annotated[
         list[str] | None, typer.Option("--join", help="Seed address host:port (repeatable).")
     ] = None,
     profile: Annotated[
-        str | None, typer.Option(help="lan, wan, local or large [default: lan].")
+        str | None, typer.Option(help="lan, wan, local or large (default: lan).")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file: [node], [plumtree], [swim].")
+        Path | None, typer.Option("--config", help="TOML file with node, plumtree and swim tables.")
     ] = None,
     label: Annotated[
         str | None, typer.Option(help="Cluster label: clusters with different labels never merge.")

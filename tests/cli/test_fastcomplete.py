@@ -1,8 +1,10 @@
-"""The typer-free bash completion fast path answers exactly what typer answers, or defers."""
+"""The typer-free completion fast path (bash, zsh, fish) answers exactly what typer
+answers, or defers."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -64,6 +66,59 @@ def test_same_answer_as_typer_or_none() -> None:
     assert checked > 100
 
 
+def _typer_env(shell: str, words: list[str], incomplete: str) -> dict[str, str]:
+    return {
+        "_PLUMCTL_COMPLETE": f"complete_{shell}",
+        "_TYPER_COMPLETE_ARGS": " ".join(["plumctl", *words, incomplete]),
+        "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+        "COLUMNS": "80",
+    }
+
+
+def _lines(shell: str, text: str) -> list[str]:
+    """The completion lines of a zsh or fish answer, sorted (as the shells show them)."""
+    text = text.rstrip("\n")
+    if shell == "zsh" and text.startswith("_arguments"):
+        text = text.removeprefix("_arguments '*: :((").removesuffix("))'")
+    return sorted(text.split("\n"))
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_zsh_and_fish_get_the_same_lines_as_from_typer(shell: str) -> None:
+    checked = 0
+    for path in _paths(TREE, []):
+        for incomplete in ("", "-", "--", "--n", "--no", "-o", "m", "me", "c", "s", "x", "up"):
+            env = _typer_env(shell, path, incomplete)
+            fast = fastcomplete.answer(TREE, env)
+            if fast is None:
+                continue
+            assert _lines(shell, fast) == _lines(shell, _typer(env)), (path, incomplete)
+            checked += 1
+    assert checked > 100
+
+
+def test_a_help_text_wider_than_the_terminal_goes_to_typer() -> None:
+    """rich wraps it to the terminal width, which the table cannot know in advance."""
+    narrow = {**_typer_env("zsh", ["cluster", "up"], "--"), "COLUMNS": "30"}
+    assert fastcomplete.answer(TREE, narrow) is None
+    assert fastcomplete.answer(TREE, {**narrow, "COLUMNS": "120"}) is not None
+    assert fastcomplete.answer(TREE, {**narrow, "TERMINAL_WIDTH": "30", "COLUMNS": "120"}) is None
+
+
+def test_fish_is_args_answers_by_exit_status() -> None:
+    def status(incomplete: str) -> int:
+        env = {
+            **_typer_env("fish", ["cluster"], incomplete),
+            "_TYPER_COMPLETE_FISH_ACTION": "is-args",
+        }
+        with pytest.raises(SystemExit) as done:
+            fastcomplete.complete(env)
+        return int(done.value.code or 0)
+
+    assert status("u") == 0  # "up": completions, no file names
+    assert status("zz") == 1  # none: let fish offer files
+
+
 @pytest.mark.parametrize(
     ("words", "incomplete"),
     [
@@ -79,7 +134,8 @@ def test_defers_to_typer_when_the_words_are_not_just_commands(
     assert fastcomplete.answer(TREE, _env(words, incomplete)) is None
 
 
-def test_a_real_tab_never_imports_typer() -> None:
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_a_real_tab_never_imports_typer(shell: str) -> None:
     probe = (
         "import sys\n"
         "sys.argv = ['plumctl']\n"
@@ -87,9 +143,36 @@ def test_a_real_tab_never_imports_typer() -> None:
         "main()\n"
         "assert 'typer' not in sys.modules, 'typer imported'\n"
     )
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **_env([], "me")}
+    request = _env([], "me") if shell == "bash" else _typer_env(shell, [], "me")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **request}
     done = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["members", "metrics"]
+    if shell == "bash":
+        names = done.stdout.split()
+    else:
+        names = [re.split(r'\t|":"', line)[0].strip('"') for line in _lines(shell, done.stdout)]
+    assert names == ["members", "metrics"], done.stdout
+
+
+def test_no_help_text_loses_words_to_rich_markup() -> None:
+    """zsh and fish show help texts after rich renders them: ``[default: lan]`` read as a
+    markup tag and vanished ("lan, wan, local or large ."). Defaults in parentheses."""
+    from typer.main import get_command
+    from typer.rich_utils import rich_render_text
+
+    from plumctl.cli import app
+
+    def commands(command: object) -> Iterator[object]:
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from commands(sub)
+
+    lost = []
+    for command in commands(get_command(app)):
+        for param in getattr(command, "params", []):
+            text = " ".join((getattr(param, "help", None) or "").split())
+            if text and rich_render_text(text) != text:
+                lost.append((getattr(command, "name", "?"), param.name, text))
+    assert not lost
