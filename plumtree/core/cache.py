@@ -10,50 +10,44 @@ from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+import msgspec
+
 from plumtree.core.ids import MessageId
 
 if TYPE_CHECKING:
     from plumtree.core.plumtree import PendingGraft
 
 
-class SeenEntry:
-    """What we know of a message we delivered: for dedup, the optimisation and the API."""
+class SeenEntry(msgspec.Struct, gc=False):
+    """What we know of a message we delivered: for dedup, the optimisation and the API.
 
-    __slots__ = ("at", "duplicates", "graft", "hops", "origin", "parent", "seq", "shortcut_from")
+    Not tracked by the garbage collector (``gc=False``; an entry refers to no object
+    that could refer back to it): a node holds up to ``seen_max_size`` of these, and with
+    60,000 tracked a full collection paused the node for about 50 ms.
+    """
 
-    def __init__(
-        self,
-        at: float,
-        hops: int,
-        parent: str,
-        origin: str,
-        graft: PendingGraft | None = None,
-        seq: int = 0,
-    ) -> None:
-        self.at = at
-        #: our delivery order: messages ``seq`` and ``seq + 1`` were delivered in a row
-        self.seq = seq
-        self.hops = hops
-        self.parent = parent
-        self.origin = origin
-        self.duplicates = 0
-        self.shortcut_from: str | None = None
-        #: when we got it by Graft: the pending Graft (whom we asked, when it was first
-        #: announced), so later copies can be told apart: replies to our own retries,
-        #: or the late eager copy that measures how premature the Graft was
-        self.graft = graft
+    at: float
+    hops: int
+    parent: str
+    origin: str
+    #: when we got it by Graft: the pending Graft (whom we asked, when it was first
+    #: announced), so later copies can be told apart: replies to our own retries, or the
+    #: late eager copy that measures how premature the Graft was
+    graft: PendingGraft | None = None
+    #: our delivery order: messages ``seq`` and ``seq + 1`` were delivered in a row
+    seq: int = 0
+    duplicates: int = 0
+    shortcut_from: str | None = None
 
 
-class CachedMessage:
-    """A payload kept to answer Grafts (``hops``: our level for that message)."""
+class CachedMessage(msgspec.Struct, gc=False):
+    """A payload kept to answer Grafts (``hops``: our level for that message); untracked
+    by the garbage collector, as :class:`SeenEntry`."""
 
-    __slots__ = ("at", "hops", "origin", "payload")
-
-    def __init__(self, at: float, hops: int, origin: str, payload: bytes) -> None:
-        self.at = at
-        self.hops = hops
-        self.origin = origin
-        self.payload = payload
+    at: float
+    hops: int
+    origin: str
+    payload: bytes
 
 
 _V = TypeVar("_V", SeenEntry, CachedMessage)

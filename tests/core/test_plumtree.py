@@ -762,3 +762,23 @@ def test_undoing_a_retried_graft_prunes_every_peer_asked_in_the_order_asked() ->
         ("x", Prune()),
     ]
     assert a.counters.graft_undone == 2 and set(a.peers.lazy) == {"x", "y"}
+
+
+def test_what_a_node_remembers_per_message_is_not_tracked_by_the_garbage_collector() -> None:
+    """A node keeps up to ``seen_max_size`` seen entries and a payload cache: tracked by
+    the collector, 60,000 of them made every full collection a ~50 ms pause."""
+    import gc
+
+    n = node("a")
+    n.add_peer("b", 0.0)
+    n.take_outgoing()
+    rng = random.Random(7)
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(5_000):
+        n.receive("b", Gossip(rng.randbytes(16), 1, "b", b"x"), 1.0 + i / 1000)
+        n.take_outgoing()
+        n.take_events()
+    gc.collect()
+    assert len(n.seen) == len(n.cache) == 5_000
+    assert len(gc.get_objects()) - before < 500  # not one or two per message
