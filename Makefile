@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= .demo-cluster
 DEMO_NODES ?= 5
 
-.PHONY: venv test lint typecheck unit demo demo-down bench bench-quick bench-loopback bench-cli clean docs completions
+.PHONY: venv test lint typecheck unit demo demo-down bench bench-quick bench-loopback bench-cli bench-core clean docs completions
 
 venv: $(STAMP)
 
@@ -50,6 +50,9 @@ bench-loopback: $(STAMP)
 
 bench-cli: $(STAMP)
 	$(BIN)/python bench/cli.py
+
+bench-core: $(STAMP)
+	$(BIN)/python bench/core.py
 
 docs: $(STAMP)
 	$(BIN)/python -m plumctl.docs > docs/cli.md
