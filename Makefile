@@ -53,6 +53,7 @@ bench-cli: $(STAMP)
 
 bench-core: $(STAMP)
 	$(BIN)/python bench/core.py
+	$(BIN)/python bench/node.py
 
 docs: $(STAMP)
 	$(BIN)/python -m plumctl.docs > docs/cli.md

@@ -215,3 +215,23 @@ class Report:
 def progress(message: str) -> None:
     """Progress goes to stderr so that stdout is only the table."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- per-delivery microbenchmarks
+
+
+def delivery_args(doc: str, argv: list[str] | None, deliveries: int, repeats: int) -> Any:
+    """The options of bench/core.py and bench/node.py: how many deliveries, how often."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--deliveries", type=int, default=deliveries)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--seed", type=int, default=1)
+    return ap.parse_args(argv)
+
+
+def add_costs(out: Report, case: str, costs_us: Sequence[float]) -> None:
+    """CPU per delivery: the median of the repeats, and their spread (a noisy machine)."""
+    out.add(case, "CPU per delivery (median)", f"{median(costs_us):.1f} us")
+    out.add(case, "  min / max over repeats", f"{min(costs_us):.1f} / {max(costs_us):.1f} us")

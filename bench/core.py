@@ -16,7 +16,6 @@ full collection takes (a pause of the node's whole event loop).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import random
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
-from bench.common import Report, load_line, median
+from bench.common import Report, add_costs, delivery_args, load_line, median
 from plumtree.core.config import PlumtreeConfig
 from plumtree.core.messages import Gossip
 from plumtree.core.plumtree import Plumtree
@@ -60,11 +59,7 @@ def one_run(deliveries: int, seed: int) -> tuple[float, Plumtree]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--deliveries", type=int, default=100_000)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args(argv)
+    args = delivery_args(__doc__, argv, deliveries=100_000, repeats=5)
 
     out = Report("bench/core.py: the Plumtree core alone, per delivery")
     costs = []
@@ -74,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         costs.append(1e6 * seconds / args.deliveries)
     assert core is not None
     case = f"{args.deliveries:,} deliveries"
-    out.add(case, "CPU per delivery (median)", f"{median(costs):.1f} us")
-    out.add(case, "  min / max over repeats", f"{min(costs):.1f} / {max(costs):.1f} us")
+    add_costs(out, case, costs)
     out.add(case, "  eager / lazy peers", f"{len(core.peers.eager)} / {len(core.peers.lazy)}")
     out.add(case, "seen ids / cached payloads", f"{len(core.seen):,} / {len(core.cache):,}")
     gc.collect()
