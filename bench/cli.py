@@ -233,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         out.add(
             "startup", "  PLUMCTL_RICH_HELP=1 plumctl --help", f"{rich.median_ms:.0f} ms (median)"
         )
+        narrow = time_command([str(plumctl), "--help"], args.runs, {**env, "COLUMNS": "60"})
+        out.add(
+            "startup",
+            "  plumctl --help, 60 columns (typer)",
+            f"{narrow.median_ms:.0f} ms (median)",
+        )
         slow_env = {**comp_env, "COMP_WORDS": "plumctl -o json me", "COMP_CWORD": "3"}
         b = time_command([str(plumctl)], args.runs, slow_env)
         out.add(

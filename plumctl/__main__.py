@@ -12,6 +12,12 @@ def main() -> None:
 
         if complete():
             return
+    else:
+        # --help: the plain help text comes from a table too
+        from plumctl.fasthelp import show
+
+        if show():
+            return
     from plumctl.cli import app
 
     app(prog_name="plumctl")

@@ -91,6 +91,41 @@ def generate_tree() -> str:
     return json.dumps(tree, indent=1, sort_keys=True) + "\n"
 
 
+def generate_help() -> str:
+    """``completions/help.json`` for :mod:`plumctl.fasthelp`: the plain help of every
+    command path, as ``plumctl`` prints it on a terminal of 80 columns (the same from 80
+    up). Run as a real process: click's test runner wraps some texts differently."""
+    import json
+
+    from typer.main import get_command
+
+    from plumctl.cli import app
+    from plumctl.fasthelp import MIN_COLUMNS
+
+    def paths(command: object, path: list[str]) -> list[list[str]]:
+        found = [path]
+        for name, sub in getattr(command, "commands", {}).items():
+            if not getattr(sub, "hidden", False):
+                found += paths(sub, [*path, name])
+        return found
+
+    env = {**os.environ, "COLUMNS": str(MIN_COLUMNS), "TERM": "dumb"}
+    env.pop("PLUMCTL_RICH_HELP", None)
+    env.pop("TYPER_USE_RICH", None)
+    typer_only = "from plumctl.cli import app; app(prog_name='plumctl')"  # no fast path
+    table = {}
+    for path in paths(get_command(app), []):
+        done = subprocess.run(
+            [sys.executable, "-c", typer_only, *path, "--help"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        table[" ".join(path)] = done.stdout
+    return json.dumps(table, indent=1, sort_keys=True) + "\n"
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
     for shell in SHELLS:
@@ -98,6 +133,8 @@ def main() -> None:
         print(f"wrote {HERE / f'plumctl.{shell}'}")
     (HERE / "tree.json").write_text(generate_tree())
     print(f"wrote {HERE / 'tree.json'}")
+    (HERE / "help.json").write_text(generate_help())
+    print(f"wrote {HERE / 'help.json'}")
 
 
 if __name__ == "__main__":
