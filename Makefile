@@ -61,5 +61,9 @@ bench-core: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m plumctl.docs > docs/cli.md
 
+# completion scripts and the tables behind fast TAB and --help (tests check they are current)
+completions: $(STAMP)
+	$(BIN)/python -m plumctl.completions_gen
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
