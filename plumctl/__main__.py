@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+import errno
+
+#: the disk or the device behind our output failed: an error, said in one line
+_WRITE_ERRORS = (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG)
+
 
 def main() -> None:
+    try:
+        _run()
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # ``plumctl ... | head``: the reader went away
+            _quit(1)  # as click exits on a broken pipe: quietly, 1
+        if exc.errno in _WRITE_ERRORS:
+            import os
+            import sys
+
+            print(f"plumctl: error: {os.strerror(exc.errno)}", file=sys.stderr)
+            _quit(1)
+        raise  # anything else is a bug, shown as one
+
+
+def _run() -> None:
     import os
 
     if os.environ.get("_PLUMCTL_COMPLETE", "").startswith("complete_"):
@@ -21,6 +41,18 @@ def main() -> None:
     from plumctl.cli import app
 
     app(prog_name="plumctl")
+
+
+def _quit(code: int) -> None:
+    """Exit without Python flushing what is still buffered for stdout at shutdown (it
+    would fail the same way and print "Exception ignored ...")."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
