@@ -152,6 +152,6 @@ def complete(env: Mapping[str, str] | None = None) -> bool:
             sys.exit(0 if output else 1)
         if action != "get-args":
             output = ""
-    sys.stdout.write(output + "\n")  # as click's echo does
-    sys.stdout.flush()
-    return True
+    from plumctl.fasthelp import emit
+
+    return emit(output + "\n")  # (the newline as click's echo adds it)

@@ -56,7 +56,15 @@ def show(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except (OSError, ValueError):
         return False
     text = answer(table, argv, env)
-    if text is None:
+    return text is not None and emit(text)
+
+
+def emit(text: str) -> bool:
+    """Write ``text`` to stdout if its encoding can hold it; False (nothing written) if
+    not, and typer answers instead (click replaces what the terminal cannot show)."""
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
         return False
     sys.stdout.write(text)
     sys.stdout.flush()

@@ -93,3 +93,10 @@ def test_narrow_terminals_and_rich_help_still_work() -> None:
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
     rich = _plumctl(["--help"], COLUMNS="100", PLUMCTL_RICH_HELP="1")
     assert rich.returncode == 0 and "╭" in rich.stdout  # Rich's boxes
+
+
+def test_an_output_encoding_without_the_help_s_characters_goes_to_typer() -> None:
+    """The epilog has a '·': an ASCII stdout made the table's write fail."""
+    done = _plumctl(["--help"], COLUMNS="100", PYTHONIOENCODING="ascii")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and "Exit codes:" in done.stdout
