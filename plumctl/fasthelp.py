@@ -61,7 +61,10 @@ def show(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 def emit(text: str) -> bool:
     """Write ``text`` to stdout if its encoding can hold it; False (nothing written) if
-    not, and typer answers instead (click replaces what the terminal cannot show)."""
+    not, and typer answers instead (click replaces what the terminal cannot show, and
+    copes with a closed stdout)."""
+    if sys.stdout is None:  # started with stdout closed
+        return False
     try:
         text.encode(sys.stdout.encoding or "utf-8")
     except (UnicodeEncodeError, LookupError):

@@ -100,3 +100,15 @@ def test_an_output_encoding_without_the_help_s_characters_goes_to_typer() -> Non
     done = _plumctl(["--help"], COLUMNS="100", PYTHONIOENCODING="ascii")
     assert done.returncode == 0, done.stderr
     assert done.stderr == "" and "Exit codes:" in done.stdout
+
+
+def test_a_closed_stdout_goes_to_typer() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "plumctl", "--help"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**_clean_env(), "COLUMNS": "100"},
+        preexec_fn=lambda: os.close(1),
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
