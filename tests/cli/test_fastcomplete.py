@@ -18,11 +18,11 @@ from plumctl.completions_gen import generate_tree
 from tests.cli.helpers import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
-TREE = json.loads(fastcomplete.TREE.read_text())
+TREE = json.loads(Path(fastcomplete.TREE).read_text())
 
 
 def test_checked_in_tree_matches_the_app() -> None:
-    assert generate_tree() == fastcomplete.TREE.read_text(), (
+    assert generate_tree() == Path(fastcomplete.TREE).read_text(), (
         "run: python -m plumctl.completions_gen (completions/tree.json is stale)"
     )
 
