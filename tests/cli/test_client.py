@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from plumctl.client import (
     normalise_url,
 )
 from plumctl.scoring import health_score, key_queries
+from tests.ports import free_port
 
 TOKEN = "s3cret"
 MAX_PAYLOAD = 64
@@ -316,11 +316,7 @@ def url(server: ServerThread, mode: str = "ok") -> str:
 
 @pytest.fixture
 def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
+    return free_port()
 
 
 # -- sync client: the happy path ----------------------------------------------------------

@@ -18,6 +18,7 @@ from plumctl.localcluster import is_our_node
 from plumtree.core.messages import Prune
 from plumtree.core.wire import Envelope, encode
 from tests.cli.helpers import invoke, json_out, wait_until
+from tests.ports import free_port
 
 PLUMCTL = [sys.executable, "-m", "plumctl"]
 # Maintenance repairs isolation within its interval; slow it down so that the test can
@@ -156,9 +157,7 @@ def test_metrics_key_queries_and_raw(live: Live) -> None:
 
 
 def test_unreachable_node_is_exit_3_with_one_line() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     for args in (["health"], ["members"], ["broadcast", "x"], ["peers", "--all"], ["metrics"]):
         result = invoke("--node", f"http://127.0.0.1:{port}", *args)
         assert result.exit_code == 3, args

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from plumctl.monitoring.dashboard import (
 )
 from plumctl.output import reset_consoles
 from tests.cli.helpers import plumctl, plumctl_env
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -95,12 +95,6 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}; last seen: {last!r}")
         time.sleep(0.25)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pid_is_ours(pid: int, marker: str) -> bool:

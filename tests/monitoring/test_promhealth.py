@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from plumctl.monitoring.dashboard import HEALTH_SCORE
 from plumctl.output import reset_consoles
 from plumctl.promhealth import PromTarget, node_healths, queries
 from plumtree.core.health import HealthInputs, evaluate
+from tests.ports import free_port
 
 URL = "http://prom.test:9090"
 T0 = 1_700_000_000.0
@@ -159,9 +159,7 @@ def test_errors_are_one_line_client_errors(
 
 
 def test_no_server_is_unreachable() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(Unreachable) as caught:
         ask(Prometheus(f"http://127.0.0.1:{port}", 2.0))
     assert (
@@ -487,9 +485,7 @@ def test_command_no_plumtree_targets_is_exit_3(fake: Callable[..., FakePrometheu
 
 
 def test_command_unreachable_prometheus_is_exit_3() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     result = run("health", "--all", "--prometheus", f"http://127.0.0.1:{port}")
     assert result.exit_code == exitcodes.UNREACHABLE
     assert result.stderr == (

@@ -13,6 +13,7 @@ from plumtree.core.config import ProtocolConfig
 from plumtree.runtime import node as node_module
 from plumtree.runtime.crypto import Keyring
 from plumtree.runtime.node import Node, NodeConfig
+from tests.ports import free_port
 from tests.runtime.conftest import LocalCluster, alive_names, local_config, wait_for
 
 
@@ -142,9 +143,7 @@ async def test_garbage_on_both_ports_is_counted_and_harmless(cluster: LocalClust
 
 async def test_a_full_send_queue_drops_and_counts(cluster: LocalCluster) -> None:
     node = await cluster.add(send_queue_limit=5)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead_port = s.getsockname()[1]  # closed when the block ends: nobody listens
+    dead_port = free_port()  # nobody listens
     from plumtree.core.messages import Prune
 
     node.transport.send_reliable(f"127.0.0.1:{dead_port}", [Prune()] * 20)
@@ -211,13 +210,6 @@ async def test_a_timer_run_early_feeds_the_cores_its_deadline_and_time_never_run
     assert node._timer_at is not None and node._timer_at > due, "the next deadline is later"
 
 
-def free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def start_joining(
     cluster: LocalCluster, name: str, seed: str, protocol: ProtocolConfig
 ) -> Node:
@@ -237,7 +229,7 @@ async def test_a_node_left_alone_joins_through_its_seed_again(
     # address reaches the newcomer by chance). SWIM's gossip to, and reconnects with,
     # failed members are off: only the join loop can find it.
     monkeypatch.setattr(node_module, "ISOLATION_CHECK_INTERVAL", 0.05)
-    port = free_loopback_port()
+    port = free_port()
     seed = await cluster.add(
         "seed", join=False, bind=f"0.0.0.0:{port}", advertise=f"127.0.0.1:{port}"
     )
@@ -255,7 +247,7 @@ async def test_a_node_left_alone_joins_through_its_seed_again(
 async def test_leaving_before_the_seed_ever_answered_ends_the_join_retries(
     cluster: LocalCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    down = f"127.0.0.1:{free_loopback_port()}"  # nobody listens there: the seed is down
+    down = f"127.0.0.1:{free_port()}"  # nobody listens there: the seed is down
     lonely = await start_joining(cluster, "lonely", down, local_config())
     await wait_for(lambda: any("cannot join" in r.getMessage() for r in caplog.records), 5)
     await lonely.leave(timeout=0.2)

@@ -19,6 +19,7 @@ import pytest
 
 from plumctl.localcluster import is_our_node
 from tests.cli.helpers import invoke, wait_until
+from tests.ports import free_port
 
 PLUMCTL = [sys.executable, "-m", "plumctl"]
 
@@ -184,9 +185,7 @@ def test_bad_config_file_is_a_usage_error(tmp_path: Path, toml: str, message: st
 
 
 def test_unreachable_seed_keeps_retrying_and_says_so(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+    dead = free_port()
     log = tmp_path / "node.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
