@@ -16,6 +16,7 @@ simulation makes the same choices on every run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from plumtree.core.messages import MemberState
 from plumtree.core.peers import IndexedSet
@@ -25,6 +26,12 @@ SUSPECT = 1
 DEAD = 2
 LEFT = 3
 STATE_NAMES = ("alive", "suspect", "dead", "left")
+
+
+def is_live(member: Member | None) -> TypeGuard[Member]:
+    """A known member that is alive or only suspected: one we still talk to (probe,
+    gossip with, exchange Plumtree messages with)."""
+    return member is not None and member.state <= SUSPECT
 
 
 class Member:

@@ -63,6 +63,7 @@ from plumtree.core.members import (
     Member,
     MemberRecord,
     MemberTable,
+    is_live,
 )
 from plumtree.core.messages import (
     Ack,
@@ -483,7 +484,7 @@ class Swim:
             name = lst[self._probe_index]
             self._probe_index += 1
             m = by_name.get(name)
-            if m is not None and m.state <= SUSPECT and m is not local:
+            if is_live(m) and m is not local:
                 return m
 
     def _start_probe(self, now: float) -> None:
@@ -530,7 +531,7 @@ class Swim:
         else:
             self.awareness.apply_delta(1)
         m = self.table.get(p.target)
-        if m is not None and m.state <= SUSPECT:
+        if is_live(m):
             self._on_suspect(Suspect(p.target, p.incarnation, self.name), now)
 
     def _on_ping(self, from_addr: str, ping: Ping) -> None:

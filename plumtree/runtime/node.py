@@ -18,14 +18,14 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any
 
 from plumtree import __version__
 from plumtree.core import events as ev
 from plumtree.core.config import ProtocolConfig, describe
 from plumtree.core.health import HealthReport
 from plumtree.core.ids import format_id, parse_id
-from plumtree.core.members import SUSPECT, Member
+from plumtree.core.members import is_live
 from plumtree.core.messages import PLUMTREE_TYPES, PushPull
 from plumtree.core.plumtree import MessageTooLarge, Plumtree
 from plumtree.core.swim import Swim
@@ -412,7 +412,7 @@ class Node:
         table = self.swim.table
         # Plumtree takes messages from live members only; looked up once per envelope
         # (again after a push-pull, which may have taught us the sender)
-        live = _is_live(table.get(sender))
+        live = is_live(table.get(sender))
         receive = self.plumtree.receive
         for msg in envelope.messages:
             if type(msg) in PLUMTREE_TYPE_SET:
@@ -428,7 +428,7 @@ class Node:
                     known = table.get(sender)
                     reply = known.addr if known is not None else source
                 self.swim.receive_stream(reply, sender, msg, now)
-                live = _is_live(table.get(sender))
+                live = is_live(table.get(sender))
             else:
                 swim_msgs.append(msg)
         if swim_msgs:
@@ -477,7 +477,7 @@ class Node:
                     by_peer.setdefault(peer, []).append(msg)
                 for peer, msgs in by_peer.items():
                     member = swim.table.get(peer)
-                    if not _is_live(member):
+                    if not is_live(member):
                         self.unroutable += len(msgs)
                         continue
                     transport.send_reliable(member.addr, msgs)
@@ -633,11 +633,6 @@ class Node:
                 )
             else:
                 queue.put_nowait(delivery)
-
-
-def _is_live(member: Member | None) -> TypeGuard[Member]:
-    """A member we exchange Plumtree messages with (alive or only suspected)."""
-    return member is not None and member.state <= SUSPECT
 
 
 def _event_doc(event: ev.Event, at: float) -> dict[str, Any]:
