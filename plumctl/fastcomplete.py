@@ -18,7 +18,6 @@ typer too.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -141,12 +140,10 @@ def complete(env: Mapping[str, str] | None = None) -> bool:
     env = os.environ if env is None else env
     if env.get("_PLUMCTL_COMPLETE") not in FAST_SHELLS:
         return False
-    try:
-        with open(TREE, encoding="utf-8") as f:
-            tree = json.load(f)
-    except (OSError, ValueError):
-        return False
-    output = answer(tree, env)
+    from plumctl.fasthelp import emit, read_table
+
+    tree = read_table(TREE)
+    output = None if tree is None else answer(tree, env)
     if output is None:
         return False
     if env["_PLUMCTL_COMPLETE"] == "complete_fish":
@@ -155,6 +152,4 @@ def complete(env: Mapping[str, str] | None = None) -> bool:
             sys.exit(0 if output else 1)
         if action != "get-args":
             output = ""
-    from plumctl.fasthelp import emit
-
     return emit(output + "\n")  # (the newline as click's echo adds it)

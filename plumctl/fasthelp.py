@@ -13,7 +13,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+
+TYPE_CHECKING = False  # mypy takes it as True: a TAB or --help imports neither module
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 TABLE = os.path.join(os.path.dirname(__file__), "completions", "help.json")
 HELP_FLAGS = ("--help", "-h")
@@ -50,13 +54,20 @@ def show(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     if not argv or argv[-1] not in HELP_FLAGS:
         return False  # (the common case costs no file read)
-    try:
-        with open(TABLE, encoding="utf-8") as f:
-            table = json.load(f)
-    except (OSError, ValueError):
-        return False
-    text = answer(table, argv, env)
+    table = read_table(TABLE)
+    text = None if table is None else answer(table, argv, env)
     return text is not None and emit(text)
+
+
+def read_table(path: str) -> dict[str, Any] | None:
+    """One of the tables in ``completions/``; None if it is missing or unreadable (then
+    typer answers)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            table: dict[str, Any] = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return table
 
 
 def emit(text: str) -> bool:
