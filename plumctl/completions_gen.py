@@ -14,6 +14,7 @@ from pathlib import Path
 
 SHELLS = ("bash", "zsh", "fish")
 HERE = Path(__file__).parent / "completions"
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: typer_help runs its code
 
 _ZSH_FIRST_TAB = """
 # first TAB when autoloaded from $fpath (click's loadautofunc branch, missing in typer's)
@@ -76,9 +77,7 @@ def generate_tree() -> str:
             node["names"] = [item.value for item in names]
             lines(node, names)
             node["commands"] = {
-                name: walk([*path, name], sub)
-                for name, sub in subcommands.items()
-                if not getattr(sub, "hidden", False)
+                name: walk([*path, name], sub) for name, sub in visible_subcommands(command)
             }
         return node
 
@@ -104,26 +103,39 @@ def generate_help() -> str:
 
     def paths(command: object, path: list[str]) -> list[list[str]]:
         found = [path]
-        for name, sub in getattr(command, "commands", {}).items():
-            if not getattr(sub, "hidden", False):
-                found += paths(sub, [*path, name])
+        for name, sub in visible_subcommands(command):
+            found += paths(sub, [*path, name])
         return found
 
-    env = {**os.environ, "COLUMNS": str(MIN_COLUMNS), "TERM": "dumb"}
+    table = {
+        " ".join(path): typer_help([*path, "--help"], MIN_COLUMNS)
+        for path in paths(get_command(app), [])
+    }
+    return json.dumps(table, indent=1, sort_keys=True) + "\n"
+
+
+def visible_subcommands(command: object) -> list[tuple[str, object]]:
+    """A group's subcommands as users see them (hidden ones left out); none for a command."""
+    subcommands: dict[str, object] = getattr(command, "commands", {})
+    return [(n, sub) for n, sub in subcommands.items() if not getattr(sub, "hidden", False)]
+
+
+def typer_help(args: list[str], columns: int) -> str:
+    """What typer prints for ``plumctl *args`` (never the table) on a terminal ``columns``
+    wide, as a real process of this checkout: click's test runner wraps some texts
+    differently. Rich help switches in our own environment are left out."""
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "dumb", "PYTHONPATH": str(ROOT)}
     env.pop("PLUMCTL_RICH_HELP", None)
     env.pop("TYPER_USE_RICH", None)
-    typer_only = "from plumctl.cli import app; app(prog_name='plumctl')"  # no fast path
-    table = {}
-    for path in paths(get_command(app), []):
-        done = subprocess.run(
-            [sys.executable, "-c", typer_only, *path, "--help"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        table[" ".join(path)] = done.stdout
-    return json.dumps(table, indent=1, sort_keys=True) + "\n"
+    typer_only = "from plumctl.cli import app; app(prog_name='plumctl')"
+    done = subprocess.run(
+        [sys.executable, "-c", typer_only, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from plumctl import fasthelp
-from plumctl.completions_gen import generate_help
+from plumctl.completions_gen import generate_help, typer_help
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = json.loads(Path(fasthelp.TABLE).read_text())
@@ -35,15 +35,6 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _typer(args: list[str], columns: int) -> str:
-    code = "from plumctl.cli import app; app(prog_name='plumctl')"
-    env = {**_clean_env(), "COLUMNS": str(columns)}
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout
-
-
 def test_checked_in_table_matches_the_app() -> None:
     assert generate_help() == Path(fasthelp.TABLE).read_text(), (
         "run: python -m plumctl.completions_gen (completions/help.json is stale)"
@@ -55,7 +46,7 @@ def test_every_command_help_is_what_typer_prints(columns: int) -> None:
     env = {"COLUMNS": str(columns)}
     for path in TABLE:
         args = [*path.split(), "--help"] if path else ["--help"]
-        assert fasthelp.answer(TABLE, args, env) == _typer(args, columns), path
+        assert fasthelp.answer(TABLE, args, env) == typer_help(args, columns), path
     assert len(TABLE) > 15
 
 
