@@ -285,9 +285,15 @@ async def generate(
     return result
 
 
-def answer_times(load: LoadResult) -> str:
+def answer_ms(load: LoadResult) -> dict[str, float]:
+    """How fast the broadcast POSTs were answered: p50, p99 and max, in ms."""
     ms = [1000 * x for x in load.answer_s]
-    return f"{quantile(ms, 0.5):.1f} / {quantile(ms, 0.99):.1f} ms"
+    return {"p50": quantile(ms, 0.5), "p99": quantile(ms, 0.99), "max": quantile(ms, 1.0)}
+
+
+def answer_times(load: LoadResult) -> str:
+    q = answer_ms(load)
+    return f"{q['p50']:.1f} / {q['p99']:.1f} ms"
 
 
 async def scrape_all(nodes: list[NodeInfo]) -> list[dict[str, float]]:
@@ -656,10 +662,7 @@ async def run_bench(args: argparse.Namespace, nodes: list[NodeInfo], out: Report
             "bytes": s.bytes_per_bcast_node,
             "rss_max": s.rss_max,
             "drops": s.drops,
-            "answer_ms": {
-                q: quantile([1000 * x for x in s.load.answer_s], v)
-                for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
-            },
+            "answer_ms": answer_ms(s.load),
         }
         for s in steps
     ]
