@@ -583,9 +583,8 @@ class Node:
             self._evictions_logged_at = now
 
     def _deliver(self, event: ev.Delivered) -> None:
-        hexid = format_id(event.id)
-        at = self._wall(event.at)
         if msglog.isEnabledFor(logging.DEBUG):
+            hexid = format_id(event.id)
             msglog.debug(
                 "delivered %s from %s",
                 hexid,
@@ -601,19 +600,35 @@ class Node:
             )
         if self.on_deliver is not None or self._subscribers:  # (plumctl node start: neither)
             self._hand_over(
-                Delivery(hexid, event.payload, event.origin, event.sender, event.hops, at)
+                Delivery(
+                    format_id(event.id),
+                    event.payload,
+                    event.origin,
+                    event.sender,
+                    event.hops,
+                    self._wall(event.at),
+                )
             )
-        self.events.publish(
-            {
-                "kind": "delivered",
-                "at": at,
-                "id": hexid,
-                "hops": event.hops,
-                "origin": event.origin,
-                "from": event.sender,
-                "size": len(event.payload),
-            }
+        # rendered only if someone reads it (see EventHub.publish_deferred); the record
+        # leaves the payload out, so the ring never holds payloads alive
+        self.events.publish_deferred(
+            (event.id, event.at, event.hops, event.origin, event.sender, len(event.payload)),
+            self._delivered_doc,
         )
+
+    def _delivered_doc(self, seq: int, record: tuple[Any, ...]) -> dict[str, Any]:
+        msg_id, at, hops, origin, sender, size = record
+        return {
+            "kind": "delivered",
+            "level": "debug",
+            "seq": seq,
+            "at": self._wall(at),
+            "id": format_id(msg_id),
+            "hops": hops,
+            "origin": origin,
+            "from": sender,
+            "size": size,
+        }
 
     def _hand_over(self, delivery: Delivery) -> None:
         """To the application: its callback, then every ``deliveries()`` iterator."""

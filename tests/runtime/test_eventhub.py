@@ -55,3 +55,49 @@ def test_recent_limit_takes_the_newest_across_both_buffers() -> None:
     assert [e["seq"] for e in hub.recent(limit=3)] == [2, 3, 4]
     assert [e["peer"] for e in hub.recent(limit=1, level="info")] == ["b"]
     assert hub.recent(limit=0) == []
+
+
+def _render(seq: int, record: tuple[object, ...]) -> dict[str, object]:
+    RENDERED.append(seq)
+    (msg_id,) = record
+    return {"kind": "delivered", "level": "debug", "seq": seq, "id": msg_id}
+
+
+RENDERED: list[int] = []
+
+
+def test_deferred_events_are_rendered_only_when_read() -> None:
+    """Per-message events wait as records; reading renders them, in seq order with the
+    rest, and a subscriber gets them rendered at once."""
+    RENDERED.clear()
+    hub = EventHub(history=10)
+    hub.publish({"kind": "peer_added", "peer": "a", "at": 0.0})  # seq 1
+    for i in range(3):  # seq 2..4
+        hub.publish_deferred((f"m{i}",), _render)
+    hub.publish({"kind": "peer_removed", "peer": "a", "at": 1.0})  # seq 5
+    assert RENDERED == [], "nobody read them: never built"
+    assert [e.get("id", e["kind"]) for e in hub.recent(limit=4)] == [
+        "m0",
+        "m1",
+        "m2",
+        "peer_removed",
+    ]
+    assert [e["seq"] for e in hub.recent(limit=10)] == [1, 2, 3, 4, 5]
+    assert [e["kind"] for e in hub.recent(limit=10, level="info")] == ["peer_added", "peer_removed"]
+    sub = hub.subscribe(level="debug", since=2)
+    replay = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+    assert [e["seq"] for e in replay] == [3, 4, 5] and replay[0]["id"] == "m1"
+    RENDERED.clear()
+    hub.publish_deferred(("live",), _render)  # seq 6: a subscriber is waiting
+    assert RENDERED == [6] and sub.queue.get_nowait()["id"] == "live"
+    quiet = hub.subscribe(level="info")
+    hub.publish_deferred(("quiet",), _render)
+    assert quiet.queue.empty(), "an info subscriber does not get debug events"
+
+
+def test_deferred_ring_is_bounded() -> None:
+    hub = EventHub(history=5)
+    for i in range(50):
+        hub.publish_deferred((f"m{i}",), _render)
+    assert len(hub.trace) == 5
+    assert [e["id"] for e in hub.recent(limit=100)] == [f"m{i}" for i in range(45, 50)]
