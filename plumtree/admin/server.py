@@ -1,8 +1,14 @@
-"""The node's admin HTTP API (aiohttp.web in the node's own loop).
+"""The node's admin HTTP API (aiohttp.web's low-level server in the node's own loop).
 
 Handlers are thin: they call the Node and shape JSON. Every error, including ones
-aiohttp raises itself (404, 405, 413) and bugs, leaves as ``{"error", "detail"}`` JSON
-with a 4xx/5xx status. Mutating endpoints need the bearer token when one is set.
+aiohttp raises itself (413) or answers for us (404, 405), and bugs, leaves as
+``{"error", "detail"}`` JSON with a 4xx/5xx status. Mutating endpoints need the bearer
+token when one is set.
+
+Why not ``web.Application``: its router, middleware chain and per-request ``Request``
+cost about 30 µs per request here (147 vs 118 µs for a hello world on this machine),
+and a busy node answers a broadcast POST a thousand times a second. The API is nine
+fixed paths and one with an id: a dict lookup routes it.
 """
 
 from __future__ import annotations
@@ -10,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from aiohttp import web
 
 from plumtree.core.plumtree import MessageTooLarge
@@ -21,27 +28,41 @@ from plumtree.runtime.addresses import format_addr
 from plumtree.runtime.transport import os_reason
 
 if TYPE_CHECKING:
+    from aiohttp.http_parser import RawRequestMessage
+    from aiohttp.streams import StreamReader
+    from aiohttp.web_protocol import RequestHandler
+
     from plumtree.runtime.node import Node
 
 log = logging.getLogger("plumtree.admin")
 
-NODE_KEY = web.AppKey("node", object)
-SERVER_KEY = web.AppKey("server", object)
+
+def _encode(data: Any) -> bytes:
+    """Compact JSON, keys sorted (stable for diffs and tests). msgspec: about 0.4 µs for
+    a broadcast's answer where ``json.dumps(sort_keys=True)`` took 6 (a new encoder each
+    call), on the path a node answers a thousand times a second."""
+    return _ENCODER.encode(data)
+
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, sort_keys=True))
+    return web.Response(body=_encode(data), status=status, content_type="application/json")
 
 
 def error(status: int, message: str, detail: Any = None) -> web.Response:
     return _json({"error": message, "detail": detail}, status=status)
 
 
-@web.middleware
-async def errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
+Handler = Callable[["AdminServer", web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+async def errors_as_json(
+    admin: AdminServer, request: web.BaseRequest, handler: Handler
+) -> web.StreamResponse:
     try:
-        response: web.StreamResponse = await handler(request)
-        return response
+        return await handler(admin, request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -62,12 +83,8 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
         return error(500, "internal error", type(exc).__name__)
 
 
-def _node(request: web.Request) -> Node:
-    return request.app[NODE_KEY]  # type: ignore[return-value]
-
-
-def _authorized(request: web.Request) -> web.Response | None:
-    token = _node(request).config.token
+def _authorized(node: Node, request: web.BaseRequest) -> web.Response | None:
+    token = node.config.token
     if not token:
         return None
     header = request.headers.get("Authorization", "")
@@ -79,32 +96,32 @@ def _authorized(request: web.Request) -> web.Response | None:
     return None
 
 
-async def status(request: web.Request) -> web.Response:
-    return _json(_node(request).status())
+async def status(admin: AdminServer, request: web.BaseRequest) -> web.Response:
+    return _json(admin.node.status())
 
 
-async def members(request: web.Request) -> web.Response:
-    node = _node(request)
+async def members(admin: AdminServer, request: web.BaseRequest) -> web.Response:
+    node = admin.node
     return _json({"kind": "MemberList", "node": node.name, "items": node.members()})
 
 
-async def peers(request: web.Request) -> web.Response:
-    node = _node(request)
+async def peers(admin: AdminServer, request: web.BaseRequest) -> web.Response:
+    node = admin.node
     return _json({"kind": "PeerList", "node": node.name, "items": node.peers()})
 
 
-async def health(request: web.Request) -> web.Response:
-    node = _node(request)
+async def health(admin: AdminServer, request: web.BaseRequest) -> web.Response:
+    node = admin.node
     report = node.health()
     body = {"node": node.name, **report.as_dict()}
     return _json(body, status=report.status.http_status)
 
 
-async def broadcast(request: web.Request) -> web.Response:
-    denied = _authorized(request)
+async def broadcast(admin: AdminServer, request: web.BaseRequest) -> web.Response:
+    denied = _authorized(admin.node, request)
     if denied is not None:
         return denied
-    node = _node(request)
+    node = admin.node
     limit = node.config.protocol.plumtree.max_message_size
     if request.content_length is not None and request.content_length > limit:
         return error(
@@ -118,9 +135,9 @@ async def broadcast(request: web.Request) -> web.Response:
     return _json({"id": msg_id, "size": len(payload)})
 
 
-async def message(request: web.Request) -> web.Response:
+async def message(admin: AdminServer, request: web.BaseRequest) -> web.Response:
     try:
-        return _json(_node(request).message(request.match_info["id"]))
+        return _json(admin.node.message(request.path[len(MESSAGES) :]))
     except ValueError:
         return error(400, "bad message id", "expected 32 hex characters")
 
@@ -130,13 +147,13 @@ async def message(request: web.Request) -> web.Response:
 RECENT_EVENTS_MAX = 1000
 
 
-async def events(request: web.Request) -> web.StreamResponse:
+async def events(admin: AdminServer, request: web.BaseRequest) -> web.StreamResponse:
     """The event stream (NDJSON), or with ``?recent=N`` the last N events as one JSON list.
 
     ``?recent=N`` answers at once from the node's replay buffers (newest last, filtered by
     ``level``) and does not stream: for dashboards that poll (``plumctl top``).
     """
-    node = _node(request)
+    node = admin.node
     level = request.query.get("level", "debug")
     recent_text = request.query.get("recent")
     if recent_text is not None:
@@ -164,7 +181,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 event = await asyncio.wait_for(sub.queue.get(), timeout=15.0)
             except TimeoutError:
                 event = {"kind": "heartbeat", "level": "debug"}
-            await response.write((json.dumps(event, sort_keys=True) + "\n").encode())
+            await response.write(_encode(event) + b"\n")
             if event.get("kind") == "stream_end":
                 break
     except (ConnectionResetError, asyncio.CancelledError):
@@ -176,44 +193,51 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def leave(request: web.Request) -> web.Response:
-    denied = _authorized(request)
+async def leave(admin: AdminServer, request: web.BaseRequest) -> web.Response:
+    denied = _authorized(admin.node, request)
     if denied is not None:
         return denied
-    node = _node(request)
+    node = admin.node
 
     async def go() -> None:
         await asyncio.sleep(0.05)  # let the response reach the caller first
         await node.stop(leave=True)
 
-    server: AdminServer = request.app[SERVER_KEY]  # type: ignore[assignment]
-    server.leave_task = asyncio.get_running_loop().create_task(go())
+    admin.leave_task = asyncio.get_running_loop().create_task(go())
     return _json({"left": True, "node": node.name})
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(admin: AdminServer, request: web.BaseRequest) -> web.Response:
     from plumtree.metrics import CONTENT_TYPE, render
 
-    server: AdminServer = request.app[SERVER_KEY]  # type: ignore[assignment]
-    body = render(server.registry, request.query.getall("name[]", []))
+    body = render(admin.registry, request.query.getall("name[]", []))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def make_app(node: Node, server: AdminServer) -> web.Application:
-    limit = max(node.config.protocol.plumtree.max_message_size + 1024, 1024 * 1024)
-    app = web.Application(middlewares=[errors_as_json], client_max_size=limit)
-    app[NODE_KEY] = node
-    app[SERVER_KEY] = server
-    app.router.add_get("/v1/status", status)
-    app.router.add_get("/v1/members", members)
-    app.router.add_get("/v1/peers", peers)
-    app.router.add_get("/v1/health", health)
-    app.router.add_post("/v1/broadcast", broadcast)
-    app.router.add_get("/v1/messages/{id}", message)
-    app.router.add_get("/v1/events", events)
-    app.router.add_post("/v1/leave", leave)
-    app.router.add_get("/metrics", metrics)
-    return app
+#: path -> method -> handler; GET answers HEAD too (as aiohttp's router does)
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/v1/status": {"GET": status},
+    "/v1/members": {"GET": members},
+    "/v1/peers": {"GET": peers},
+    "/v1/health": {"GET": health},
+    "/v1/broadcast": {"POST": broadcast},
+    "/v1/events": {"GET": events},
+    "/v1/leave": {"POST": leave},
+    "/metrics": {"GET": metrics},
+}
+#: ``/v1/messages/{id}``: one path segment after the prefix
+MESSAGES = "/v1/messages/"
+MESSAGE_ROUTE: dict[str, Handler] = {"GET": message}
+
+
+def route(path: str) -> dict[str, Handler] | None:
+    """The handlers for ``path`` by method (None: no such path). Exact paths only."""
+    methods = ROUTES.get(path)
+    if methods is None and path.startswith(MESSAGES):
+        rest = path[len(MESSAGES) :]
+        if rest and "/" not in rest:
+            methods = MESSAGE_ROUTE
+    return methods
 
 
 class AddressInUse(OSError):
@@ -228,13 +252,48 @@ class AdminServer:
         self.host = host
         self.port = port
         self.registry = make_registry(node)
-        self.app = make_app(node, self)
         self.leave_task: asyncio.Task[None] | None = None
-        self.runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        # request bodies up to a max-size broadcast (aiohttp answers 413 above)
+        self.client_max_size = max(node.config.protocol.plumtree.max_message_size + 1024, 1 << 20)
+        self.server: web.Server | None = None
+        self.runner: web.ServerRunner | None = None
+
+    def _make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: Any,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
+            client_max_size=self.client_max_size,
         )
 
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        methods = route(request.path)
+        if methods is None:
+            return error(404, "Not Found")
+        method = request.method
+        handler = methods.get("GET" if method == "HEAD" else method)
+        if handler is None or (method == "HEAD" and "GET" not in methods):
+            allowed = sorted(methods) + (["HEAD"] if "GET" in methods else [])
+            answer = error(405, "Method Not Allowed", f"{method} is not allowed on this path")
+            answer.headers["Allow"] = ",".join(sorted(allowed))
+            return answer
+        return await errors_as_json(self, request, handler)
+
     async def start(self) -> str:
+        self.server = web.Server(
+            self._dispatch, request_factory=self._make_request, access_log=None
+        )
+        self.runner = web.ServerRunner(self.server, handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
         try:
@@ -251,5 +310,6 @@ class AdminServer:
         return f"http://{format_addr(host, port)}"
 
     async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.runner.cleanup()
+        if self.runner is not None:
+            with contextlib.suppress(Exception):
+                await self.runner.cleanup()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -98,6 +99,35 @@ async def test_error_shapes_are_json(pair: LocalCluster) -> None:
         assert err.value.status == 413
 
 
+async def test_routing_is_exact_and_answers_like_a_router(pair: LocalCluster) -> None:
+    """The low-level server routes by a dict: HEAD works on every GET path, a wrong
+    method is a 405 naming the allowed ones, and only one segment follows
+    /v1/messages/. A body too large to read (no Content-Length) is a JSON 413."""
+    base = url(pair, 1)
+    async with httpx.AsyncClient() as raw:
+        head = await raw.head(f"{base}/v1/status")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"].startswith("application/json")
+        head_post = await raw.head(f"{base}/v1/broadcast")
+        assert head_post.status_code == 405 and head_post.headers["allow"] == "POST"
+        get_post = await raw.get(f"{base}/v1/broadcast")
+        assert get_post.status_code == 405 and get_post.json()["error"] == "Method Not Allowed"
+        assert (await raw.put(f"{base}/v1/members")).headers["allow"] == "GET,HEAD"
+        for path in ("/v1/messages/", "/v1/messages/" + "00" * 16 + "/x", "/", "/v1/status/"):
+            missing = await raw.get(base + path)
+            assert (missing.status_code, missing.json()["error"]) == (404, "Not Found"), path
+        found = await raw.get(f"{base}/v1/messages/{'00' * 16}")
+        assert found.status_code == 200 and found.json()["delivered"] is False
+
+        async def chunks():  # streamed: no Content-Length to refuse early
+            for _ in range(40):
+                yield b"x" * 65_536
+
+        streamed = await raw.post(f"{base}/v1/broadcast", content=chunks())
+        assert streamed.status_code == 413 and "error" in streamed.json()
+        assert pair.nodes[1].status()["members"]["alive"] == 3, "the node still runs"
+
+
 async def test_events_stream_newline_delimited_json(pair: LocalCluster) -> None:
     node = pair.nodes[1]
     async with (
@@ -130,6 +160,12 @@ async def test_membership_events_outlive_a_flood_of_deliveries(pair: LocalCluste
         debug = (await raw.get(f"{node.admin_url}/v1/events?recent=5")).json()
     assert {"member_joined", "peer_added"} <= {e["kind"] for e in info["items"]}
     assert [e["kind"] for e in debug["items"]] == ["delivered"] * 5
+    # rendered on read from a record (no subscriber was listening): every field is there
+    newest = debug["items"][-1]
+    assert newest["origin"] == "n0" and newest["from"] in {"n0", "n2"} and newest["hops"] >= 1
+    assert newest["size"] == len(b"m1199") and newest["level"] == "debug"
+    assert len(newest["id"]) == 32 and abs(newest["at"] - time.time()) < 30
+    assert newest["id"] == pair.delivered[node.name][-1].id
 
 
 async def test_leave_endpoint_needs_the_token_then_stops_the_node(pair: LocalCluster) -> None:
