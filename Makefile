@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy plumtree plumctl
+	$(BIN)/mypy plumtree plumctl bench
 
 unit: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadfile -q

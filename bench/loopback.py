@@ -280,8 +280,8 @@ async def generate(
         await asyncio.gather(*tasks)
     result.seconds = loop.time() - t0
     result.client_cpu = time.process_time() - c0
-    for _, p in posters:
-        p.close()
+    for _, idle in posters:
+        idle.close()
     return result
 
 
