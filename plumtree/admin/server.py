@@ -127,12 +127,29 @@ async def broadcast(admin: AdminServer, request: web.BaseRequest) -> web.Respons
         return error(
             413, "payload too large", f"{request.content_length} bytes > max_message_size {limit}"
         )
+    refused = await _continue(request)
+    if refused is not None:
+        return refused
     payload = await request.read()
     try:
         msg_id = node.broadcast(payload)
     except MessageTooLarge as exc:
         return error(413, "payload too large", str(exc))
     return _json({"id": msg_id, "size": len(payload)})
+
+
+async def _continue(request: web.BaseRequest) -> web.Response | None:
+    """Answer ``Expect: 100-continue`` (curl sends it for bodies over 1 KiB and otherwise
+    waits a second). Called once the token and the declared size are checked, so a
+    refused upload is refused before its body is sent."""
+    expect = request.headers.get("Expect")
+    if expect is None or request.version < (1, 1):
+        return None
+    if expect.lower() != "100-continue":
+        return error(417, "Expectation Failed", f"unknown Expect: {expect}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer proper starts now
+    return None
 
 
 async def message(admin: AdminServer, request: web.BaseRequest) -> web.Response:
@@ -282,8 +299,8 @@ class AdminServer:
             return error(404, "Not Found")
         method = request.method
         handler = methods.get("GET" if method == "HEAD" else method)
-        if handler is None or (method == "HEAD" and "GET" not in methods):
-            allowed = sorted(methods) + (["HEAD"] if "GET" in methods else [])
+        if handler is None:
+            allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
             answer = error(405, "Method Not Allowed", f"{method} is not allowed on this path")
             answer.headers["Allow"] = ",".join(sorted(allowed))
             return answer

@@ -226,3 +226,40 @@ async def test_metrics_have_every_seed_name_type_and_bucket(pair: LocalCluster) 
     exported = {s.name for f in families.values() for s in f.samples}
     missing = catalog.series_names() - exported
     assert not missing, f"the monitoring catalog names series nodes do not export: {missing}"
+
+
+def _expecting(length: int) -> bytes:
+    return (
+        b"POST /v1/broadcast HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
+
+
+async def _first_answer(base: str, head: bytes, body: bytes = b"") -> list[bytes]:
+    """Send ``head``; read the first answer's head; if it is 100 Continue, send ``body``
+    and read the final answer too. The heads in order, then the final answer's body."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head)
+        heads = [await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)]
+        if heads[0].startswith(b"HTTP/1.1 100"):
+            writer.write(body)
+            heads.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0))
+        length = int(heads[-1].lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        return [*heads, await reader.readexactly(length)]
+    finally:
+        writer.close()
+
+
+async def test_expect_100_continue_is_answered_after_the_checks(pair: LocalCluster) -> None:
+    """curl sends ``Expect: 100-continue`` for bodies over 1 KiB and otherwise waits a
+    second: the node says Continue, but only to an upload it will take."""
+    body = b"y" * 2000
+    interim, final, answer = await _first_answer(url(pair, 1), _expecting(len(body)), body)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n" and final.startswith(b"HTTP/1.1 200")
+    assert json.loads(answer)["size"] == 2000
+    too_big, _ = await _first_answer(url(pair, 1), _expecting(70_000))
+    assert too_big.startswith(b"HTTP/1.1 413"), "too large: refused before the body is sent"
+    no_token, _ = await _first_answer(url(pair, 0), _expecting(5))  # n0 wants a token
+    assert no_token.startswith(b"HTTP/1.1 401"), "no token: refused before the body is sent"
