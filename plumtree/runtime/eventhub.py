@@ -78,6 +78,8 @@ class EventHub:
         self.history: deque[dict[str, Any]] = deque(maxlen=history)
         self.trace: deque[_Buffered] = deque(maxlen=history)
         self.subscribers: list[Subscription] = []
+        #: how many of them take debug events (deferred events are rendered for them)
+        self.debug_subscribers = 0
         self.subscriber_limit = subscriber_limit
         self.dropped = 0
         self.seq = 0
@@ -88,22 +90,25 @@ class EventHub:
         level = event.setdefault("level", LEVELS.get(event.get("kind", ""), "info"))
         ring = self.trace if LEVEL_ORDER.get(level, 1) <= DEBUG else self.history
         ring.append(event)
-        for sub in self.subscribers:
-            sub.offer(event)
+        self._fan_out(event)
 
     def publish_deferred(self, record: tuple[Any, ...], render: Render) -> None:
         """A debug event, rendered by ``render(seq, record)`` only when someone reads it.
 
-        ``render`` must return a dict with ``kind``, ``level`` (debug) and ``seq``.
+        ``render`` must return a dict with ``kind``, ``level`` (debug) and ``seq``, and
+        must not publish (it may run while a reader walks the ring).
         """
         self.seq += 1
-        if self.subscribers:
+        if self.debug_subscribers:
             event = render(self.seq, record)
             self.trace.append(event)
-            for sub in self.subscribers:
-                sub.offer(event)
-        else:
+            self._fan_out(event)
+        else:  # (an info-level ``plumctl monitor`` would drop it anyway)
             self.trace.append((self.seq, record, render))
+
+    def _fan_out(self, event: dict[str, Any]) -> None:
+        for sub in self.subscribers:
+            sub.offer(event)
 
     def _traced(self, newest_first: bool) -> Iterator[dict[str, Any]]:
         ring = reversed(self.trace) if newest_first else iter(self.trace)
@@ -131,11 +136,15 @@ class EventHub:
                 if event["seq"] > since:
                     sub.offer(event)
         self.subscribers.append(sub)
+        if sub.min_level <= DEBUG:
+            self.debug_subscribers += 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self.subscribers:
             self.subscribers.remove(sub)
+            if sub.min_level <= DEBUG:
+                self.debug_subscribers -= 1
 
     def recent(self, limit: int = 100, level: str = "debug") -> list[dict[str, Any]]:
         """The newest ``limit`` buffered events at ``level`` or louder, oldest first."""

@@ -93,6 +93,7 @@ class Node:
         self.version = __version__
         self.on_deliver = on_deliver
         self.events = EventHub()
+        self._render_delivered = self._delivered_doc  # (one bound method, not one a message)
         self.delivery_dropped = 0
         self.unroutable = 0
         self.unknown_senders = 0
@@ -613,7 +614,7 @@ class Node:
         # leaves the payload out, so the ring never holds payloads alive
         self.events.publish_deferred(
             (event.id, event.at, event.hops, event.origin, event.sender, len(event.payload)),
-            self._delivered_doc,
+            self._render_delivered,
         )
 
     def _delivered_doc(self, seq: int, record: tuple[Any, ...]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ than that.
 
 from __future__ import annotations
 
-from plumtree.runtime.eventhub import EventHub
+from typing import Any
+
+from plumtree.runtime.eventhub import EventHub, Render
 
 
 def _flood(hub: EventHub, n: int) -> None:
@@ -57,47 +59,68 @@ def test_recent_limit_takes_the_newest_across_both_buffers() -> None:
     assert hub.recent(limit=0) == []
 
 
-def _render(seq: int, record: tuple[object, ...]) -> dict[str, object]:
-    RENDERED.append(seq)
-    (msg_id,) = record
-    return {"kind": "delivered", "level": "debug", "seq": seq, "id": msg_id}
+def _renderer(log: list[int]) -> Render:
+    """A render callback that notes which seqs it was asked to build."""
 
+    def render(seq: int, record: tuple[Any, ...]) -> dict[str, Any]:
+        log.append(seq)
+        (msg_id,) = record
+        return {"kind": "delivered", "level": "debug", "seq": seq, "id": msg_id}
 
-RENDERED: list[int] = []
+    return render
 
 
 def test_deferred_events_are_rendered_only_when_read() -> None:
     """Per-message events wait as records; reading renders them, in seq order with the
-    rest, and a subscriber gets them rendered at once."""
-    RENDERED.clear()
+    rest, and a debug subscriber gets them rendered at once."""
+    rendered: list[int] = []
+    render = _renderer(rendered)
     hub = EventHub(history=10)
     hub.publish({"kind": "peer_added", "peer": "a", "at": 0.0})  # seq 1
     for i in range(3):  # seq 2..4
-        hub.publish_deferred((f"m{i}",), _render)
+        hub.publish_deferred((f"m{i}",), render)
     hub.publish({"kind": "peer_removed", "peer": "a", "at": 1.0})  # seq 5
-    assert RENDERED == [], "nobody read them: never built"
-    assert [e.get("id", e["kind"]) for e in hub.recent(limit=4)] == [
-        "m0",
-        "m1",
-        "m2",
+    assert rendered == [], "nobody read them: never built"
+    recent = hub.recent(limit=4)
+    assert [e.get("id", e["kind"]) for e in recent] == ["m0", "m1", "m2", "peer_removed"]
+    assert [e["seq"] for e in hub.recent(limit=10)] == [1, 2, 3, 4, 5]
+    assert [e["kind"] for e in hub.recent(limit=10, level="info")] == [
+        "peer_added",
         "peer_removed",
     ]
-    assert [e["seq"] for e in hub.recent(limit=10)] == [1, 2, 3, 4, 5]
-    assert [e["kind"] for e in hub.recent(limit=10, level="info")] == ["peer_added", "peer_removed"]
     sub = hub.subscribe(level="debug", since=2)
     replay = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
     assert [e["seq"] for e in replay] == [3, 4, 5] and replay[0]["id"] == "m1"
-    RENDERED.clear()
-    hub.publish_deferred(("live",), _render)  # seq 6: a subscriber is waiting
-    assert RENDERED == [6] and sub.queue.get_nowait()["id"] == "live"
+    rendered.clear()
+    hub.publish_deferred(("live",), render)  # seq 6: a debug subscriber is waiting
+    assert rendered == [6] and sub.queue.get_nowait()["id"] == "live"
+    sub.close()
+    hub.publish_deferred(("later",), render)  # seq 7: nobody waits any more
+    assert rendered == [6]
+    # the ring now mixes a rendered event (6) and records (2..4, 7): still in seq order
+    assert [e["seq"] for e in hub.recent(limit=10)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e["id"] for e in hub.recent(limit=2)] == ["live", "later"]
+
+
+def test_an_info_subscriber_does_not_make_every_delivery_render() -> None:
+    """``plumctl monitor`` listens at info by default: it would drop each rendered
+    delivery, so it must not cost the rendering."""
+    rendered: list[int] = []
+    hub = EventHub(history=10)
     quiet = hub.subscribe(level="info")
-    hub.publish_deferred(("quiet",), _render)
-    assert quiet.queue.empty(), "an info subscriber does not get debug events"
+    hub.publish_deferred(("m",), _renderer(rendered))
+    assert rendered == [] and quiet.queue.empty()
+    hub.publish({"kind": "peer_added", "peer": "a", "at": 0.0})
+    assert quiet.queue.get_nowait()["kind"] == "peer_added"
+    loud = hub.subscribe(level="debug")
+    hub.publish_deferred(("n",), _renderer(rendered))
+    assert rendered == [3] and loud.queue.get_nowait()["id"] == "n" and quiet.queue.empty()
 
 
 def test_deferred_ring_is_bounded() -> None:
     hub = EventHub(history=5)
+    render = _renderer([])
     for i in range(50):
-        hub.publish_deferred((f"m{i}",), _render)
+        hub.publish_deferred((f"m{i}",), render)
     assert len(hub.trace) == 5
     assert [e["id"] for e in hub.recent(limit=100)] == [f"m{i}" for i in range(45, 50)]
