@@ -79,6 +79,10 @@ class TimedStore(Generic[_V]):
         """Newest first."""
         return reversed(self._items)
 
+    def newest_entries(self) -> Iterator[tuple[MessageId, _V]]:
+        """``(key, entry)`` newest first."""
+        return reversed(self._items.items())
+
     def get(self, key: MessageId) -> _V | None:
         return self._items.get(key)
 

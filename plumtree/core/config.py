@@ -133,7 +133,9 @@ class PlumtreeConfig:
     )
     optimization_interval: float = _f(5.0, non_negative, "least time between two swaps")
     max_message_size: int = _f(64 * 1024, integer_at_least(1), "largest payload accepted")
-    sync_interval: float = _f(2.0, non_negative, "anti-entropy digest period (0: off)")
+    sync_interval: float = _f(
+        2.0, non_negative, "anti-entropy digest period (0: off; under load also paced)"
+    )
     sync_window: float = _f(30.0, positive_duration, "age of ids a digest announces")
     sync_max_ids: int = _f(128, integer_at_least(1), "ids per anti-entropy digest")
     maintenance_interval: float = _f(1.0, positive_duration, "housekeeping period")
