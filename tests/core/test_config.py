@@ -29,6 +29,11 @@ def test_presets_follow_the_reference_values() -> None:
     wan, large = PlumtreeConfig.preset("wan"), PlumtreeConfig.preset("large")
     assert (wan.eager_fanout, wan.lazy_fanout, wan.graft_timeout) == (4, 8, 1.0)
     assert (large.eager_fanout, large.lazy_fanout, large.max_peers) == (5, 10, 64)
+    # loopback clusters announce to 3 lazy peers (bench/loopback.py; see the preset)
+    assert (
+        PlumtreeConfig.preset("lan").lazy_fanout,
+        PlumtreeConfig.preset("local").lazy_fanout,
+    ) == (6, 3)
     lan, local = SwimConfig.preset("lan"), SwimConfig.preset("local")
     assert (lan.probe_interval, lan.probe_timeout, lan.suspicion_mult) == (1.0, 0.5, 4)
     assert (local.probe_timeout, local.indirect_checks, local.retransmit_mult) == (0.2, 1, 2)
