@@ -52,6 +52,8 @@ from plumtree.core.stats import PlumtreeCounters, PlumtreeGauges, PlumtreeHistog
 SYNC_WALK = 4
 #: how many digests' worth of entries too fresh to compare are skipped at most
 SYNC_FRESH_MAX = 8
+#: the shortest wait before a follow-up digest (seconds)
+SYNC_FOLLOW_MIN = 0.01
 #: Seconds of history behind the health model's rates (the seed's PromQL uses [5m]).
 HEALTH_WINDOW = 300.0
 
@@ -838,6 +840,29 @@ class Plumtree:
         peer = names[self.rng.randrange(len(names))]
         self._send(peer, Sync(entries))
         self.counters.sync_sent += 1
+        fresh = self._fresh(now)
+        if fresh:
+            # what is still too fresh to compare is compared by follow-ups, one each time
+            # half a digest's worth of it settles: after a burst no delivery paces the
+            # digests, and its last stretch was left to the IHaves alone
+            follow = self.lateness.timeout * (cfg.sync_max_ids / 2) / fresh
+            due = now + max(follow, SYNC_FOLLOW_MIN)
+            if due < self._next_sync:
+                self._next_sync = due
+                if due < self._deadline:
+                    self._deadline = due
+
+    def _fresh(self, now: float) -> int:
+        """How many of our newest messages are too fresh to compare (bounded count)."""
+        settled = now - self.lateness.timeout
+        count = 0
+        for _msg_id, cached in islice(
+            self.cache.newest_entries(), SYNC_FRESH_MAX * self.config.sync_max_ids
+        ):
+            if cached.at <= settled:
+                break
+            count += 1
+        return count
 
     def _maintenance(self, now: float) -> None:
         cfg = self.config
