@@ -49,7 +49,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python bench/sim.py --quick
 
 bench-loopback: $(STAMP)
-	$(BIN)/python bench/loopback.py
+	$(BIN)/python bench/loopback.py --repeat 3
 
 bench-cli: $(STAMP)
 	$(BIN)/python bench/cli.py

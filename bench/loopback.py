@@ -2,6 +2,7 @@
 
     python bench/loopback.py            # 16 nodes, --profile local
     python bench/loopback.py --quick    # shorter phases (smoke check)
+    python bench/loopback.py --repeat 3 # 3 runs; the targets checked on the medians
 
 Starts ``plumctl cluster up -n N --profile local --dir <tmp>`` (this checkout's code),
 then measures, printing measured vs target:
@@ -657,6 +658,7 @@ async def run_bench(args: argparse.Namespace, nodes: list[NodeInfo], out: Report
             "rate": s.rate,
             "achieved": s.load.rate,
             "complete": s.complete,
+            "ok": s.ok,
             "per_cpu": s.per_cpu,
             "rmr": s.rmr,
             "bytes": s.bytes_per_bcast_node,
@@ -742,11 +744,74 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, help="node TOML config (plumctl cluster up --config)")
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run N times (a fresh cluster each) and check the targets on the medians",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.low_count, args.step_seconds = 200, 3.0
         args.overload_seconds, args.refine, args.warmup = 8.0, 0, 20
+    if args.repeat <= 1:
+        out = run_once(args)
+        return 1 if out.data.get("failed") or (args.strict and out.missed) else 0
+    runs = []
+    for k in range(args.repeat):
+        progress(f"run {k + 1} of {args.repeat}")
+        runs.append(run_once(args, json_path=f"{args.json}.{k + 1}" if args.json else None))
+        if runs[-1].data.get("failed"):
+            return 1  # no cluster, no medians
+    summary = medians(runs)
+    summary.emit(args.json)
+    return 1 if args.strict and summary.missed else 0
 
+
+def medians(runs: list[Report]) -> Report:
+    """The targets checked on the medians over runs: the spread of this machine (±15%
+    from one run to the next at saturation) decides single runs."""
+    out = Report(f"bench/loopback.py: medians over {len(runs)} runs (each run's table above)")
+    best = [
+        max((s["per_cpu"] for s in r.data.get("steps", []) if s.get("ok")), default=0.0)
+        for r in runs
+    ]
+    p99 = [quantile(r.data["latency"]["last_ms"], 0.99) for r in runs if "latency" in r.data]
+    rmr = [r.data["latency"]["rmr"] for r in runs if "latency" in r.data]
+    name = "medians"
+    each = " / ".join(f"{x:,.0f}" for x in best)
+    out.check(
+        name,
+        "deliveries / CPU-s (best sustained step)",
+        median(best),
+        "{:,.0f} (runs: " + each + ")",
+        f">= {TARGET_DELIVERIES_PER_CPU_S:,.0f}",
+        median(best) >= TARGET_DELIVERIES_PER_CPU_S,
+    )
+    out.check(
+        name,
+        "broadcast -> last node p99",
+        median(p99),
+        "{:.2f} ms (runs: " + " / ".join(f"{x:.1f}" for x in p99) + ")",
+        f"<= {TARGET_P99_MS:.0f} ms",
+        median(p99) <= TARGET_P99_MS,
+    )
+    out.check(
+        name,
+        "RMR, steady state",
+        median(rmr),
+        "{:.3f}",
+        f"<= {TARGET_RMR}",
+        median(rmr) <= TARGET_RMR,
+    )
+    out.add(
+        name, "runs that met every target", f"{sum(1 for r in runs if not r.missed)} of {len(runs)}"
+    )
+    return out
+
+
+def run_once(args: argparse.Namespace, json_path: str | None = None) -> Report:
+    """One full run on a fresh cluster; prints its table and returns it."""
     out = Report(
         f"bench/loopback.py: {args.nodes}-node loopback cluster, profile "
         f"{args.profile}, {args.payload} B payloads (issue 4)"
@@ -765,8 +830,9 @@ def main(argv: list[str] | None = None) -> int:
             if state.exists():
                 doc = json.loads(state.read_text())
                 nodes = [NodeInfo(x["name"], x["pid"], x["admin_url"]) for x in doc["nodes"]]
-            out.emit(args.json)
-            return 1
+            out.data["failed"] = True
+            out.emit(json_path or args.json)
+            return out
         out.add(
             "cluster", "up and converged", f"{len(nodes)} nodes in {time.perf_counter() - t0:.1f} s"
         )
@@ -785,8 +851,8 @@ def main(argv: list[str] | None = None) -> int:
         "processes; both share the same CPUs"
     )
     out.note(f"end: {load_line()}")
-    out.emit(args.json)
-    return 1 if args.strict and out.missed else 0
+    out.emit(json_path or args.json)
+    return out
 
 
 if __name__ == "__main__":
