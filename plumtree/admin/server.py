@@ -278,7 +278,6 @@ class AdminServer:
         self.leave_task: asyncio.Task[None] | None = None
         # request bodies up to a max-size broadcast (aiohttp answers 413 above)
         self.client_max_size = max(node.config.protocol.plumtree.max_message_size + 1024, 1 << 20)
-        self.server: web.Server | None = None
         self.runner: web.ServerRunner | None = None
 
     def _make_request(
@@ -315,10 +314,8 @@ class AdminServer:
         return await errors_as_json(self, request, handler)
 
     async def start(self) -> str:
-        self.server = web.Server(
-            self._dispatch, request_factory=self._make_request, access_log=None
-        )
-        self.runner = web.ServerRunner(self.server, handle_signals=False, shutdown_timeout=1.0)
+        server = web.Server(self._dispatch, request_factory=self._make_request, access_log=None)
+        self.runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
         try:

@@ -474,7 +474,7 @@ class Plumtree:
         a long gap is filled forward, one digest after the other.
         """
         seen = self._seen
-        placed = sorted(seen[i].seq for i in theirs if i in seen)
+        placed = sorted(entry.seq for entry in map(seen.get, theirs) if entry is not None)
         if not placed:
             return []  # nothing in common: we cannot place the digest
         # the stretch it covers, in our order, from its 10th to its 90th percentile:
@@ -495,25 +495,26 @@ class Plumtree:
                 behind.append((msg_id, hops))
         return behind[-self.config.sync_max_ids :]
 
-    def _settled(self, now: float, walk: int = 1) -> Iterator[tuple[MessageId, int]]:
+    def _settled(
+        self, now: float, walk: int = 1, fresh: int | None = None
+    ) -> Iterator[tuple[MessageId, int]]:
         """``(id, hops)`` of our cached messages, newest first, leaving out the ones too
         fresh to compare: those may still be on their way to the peer (per the lateness
         of eager copies), and announcing them made premature Grafts at saturation.
         At most ``walk * sync_max_ids`` entries, within ``sync_window``; the walk past
-        fresh ones is bounded too (``SYNC_FRESH_MAX`` digests' worth).
+        fresh ones is bounded too (``SYNC_FRESH_MAX`` digests' worth). The cache is in
+        time order, so the fresh ones are its newest: ``fresh`` is their count (from
+        ``_fresh`` with this walk's bound) when the caller has it already.
         """
         cfg = self.config
-        settled = now - self.lateness.timeout
+        window = (walk + SYNC_FRESH_MAX) * cfg.sync_max_ids
+        if fresh is None:
+            fresh = self._fresh(now, window)
         since = now - cfg.sync_window
-        taken = 0
-        for msg_id, cached in islice(
-            self.cache.newest_entries(), (walk + SYNC_FRESH_MAX) * cfg.sync_max_ids
-        ):
-            if cached.at > settled:
-                continue
-            if cached.at < since or taken >= walk * cfg.sync_max_ids:
+        end = min(window, fresh + walk * cfg.sync_max_ids)
+        for msg_id, cached in islice(self.cache.newest_entries(), fresh, end):
+            if cached.at < since:
                 return
-            taken += 1
             yield msg_id, cached.hops
 
     def _announced(self, sender: str, msg_id: MessageId, now: float) -> None:
@@ -829,36 +830,36 @@ class Plumtree:
         """Announce the most recent ids of the window to one random peer."""
         cfg = self.config
         self._next_sync = now + cfg.sync_interval * self.rng.uniform(0.75, 1.25)
-        if not self.peers:
-            return
         # under load, a digest every sync_max_ids / 2 deliveries as well: consecutive
         # digests then overlap, and every stretch of the stream is compared with a peer
+        # (set before the check below: a node with no peer came back on every delivery)
         self._sync_due_seq = self._delivered_seq + max(1, cfg.sync_max_ids // 2)
+        if not self.peers:
+            return
         # even an empty digest: the answer names what we missed
-        entries = list(self._settled(now))
+        fresh = self._fresh(now, (1 + SYNC_FRESH_MAX) * cfg.sync_max_ids)
+        entries = list(self._settled(now, fresh=fresh))
         names = self.peers.names()
         peer = names[self.rng.randrange(len(names))]
         self._send(peer, Sync(entries))
         self.counters.sync_sent += 1
-        fresh = self._fresh(now)
         if fresh:
             # what is still too fresh to compare is compared by follow-ups, one each time
             # half a digest's worth of it settles: after a burst no delivery paces the
             # digests, and its last stretch was left to the IHaves alone
-            follow = self.lateness.timeout * (cfg.sync_max_ids / 2) / fresh
+            counted = min(fresh, SYNC_FRESH_MAX * cfg.sync_max_ids)
+            follow = self.lateness.timeout * (cfg.sync_max_ids / 2) / counted
             due = now + max(follow, SYNC_FOLLOW_MIN)
             if due < self._next_sync:
                 self._next_sync = due
                 if due < self._deadline:
                     self._deadline = due
 
-    def _fresh(self, now: float) -> int:
-        """How many of our newest messages are too fresh to compare (bounded count)."""
+    def _fresh(self, now: float, limit: int) -> int:
+        """How many of our newest messages (``limit`` at most) are too fresh to compare."""
         settled = now - self.lateness.timeout
         count = 0
-        for _msg_id, cached in islice(
-            self.cache.newest_entries(), SYNC_FRESH_MAX * self.config.sync_max_ids
-        ):
+        for _msg_id, cached in islice(self.cache.newest_entries(), limit):
             if cached.at <= settled:
                 break
             count += 1
