@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from bench.common import Report, add_costs, delivery_args, load_line
 from plumtree.core import wire
 from plumtree.core.config import ProtocolConfig
+from plumtree.core.ids import message_id, stream_key
 from plumtree.core.messages import Alive, Gossip
 from plumtree.runtime.eventloop import run
 from plumtree.runtime.node import Node, NodeConfig
@@ -74,10 +75,15 @@ async def one_run(deliveries: int, per_frame: int, seed: int) -> float:
         rng = random.Random(seed)
         payload = bytes(1024)
         stream = bytearray()
+        keys = {p: stream_key(p, 0) for p in peers}
+        next_seq = dict.fromkeys(peers, 1)
         for _ in range(deliveries // per_frame):
-            batch: list[Any] = [
-                Gossip(rng.randbytes(16), 2, rng.choice(peers), payload) for _ in range(per_frame)
-            ]
+            batch: list[Any] = []
+            for _ in range(per_frame):
+                origin = rng.choice(peers)
+                seq = next_seq[origin]
+                next_seq[origin] = seq + 1
+                batch.append(Gossip(message_id(keys[origin], seq), 2, origin, 0, payload))
             frame = wire.encode(wire.Envelope(node.transport.label, parent, batch))
             stream += len(frame).to_bytes(_LEN, "big") + frame
         reader = _Inbound(node.transport)

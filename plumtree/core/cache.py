@@ -1,6 +1,6 @@
-"""Bounded, time-ordered stores: the seen-id set and the payload cache.
+"""The tree's per-message bookkeeping: a bounded, time-ordered store of seen entries.
 
-Both are insertion-ordered dicts: since ``now`` never goes backwards, the oldest entry is
+It is an insertion-ordered dict: since ``now`` never goes backwards, the oldest entry is
 always first, so expiry and capacity eviction are amortised O(1) pops from the front.
 """
 
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 class SeenEntry(msgspec.Struct, gc=False):
-    """What we know of a message we delivered: for dedup, the optimisation and the API.
+    """What the tree knows of a message we delivered: for the optimisation, duplicate
+    handling and the API (dedup itself is the stream watermark, which is never lost).
 
     Not tracked by the garbage collector (``gc=False``; an entry refers to no object
     that could refer back to it): a node holds up to ``seen_max_size`` of these, and with
@@ -34,23 +35,13 @@ class SeenEntry(msgspec.Struct, gc=False):
     #: announced), so later copies can be told apart: replies to our own retries, or the
     #: late eager copy that measures how premature the Graft was
     graft: PendingGraft | None = None
-    #: our delivery order: messages ``seq`` and ``seq + 1`` were delivered in a row
+    #: our delivery order (the cursor): ``seq`` and ``seq + 1`` were delivered in a row
     seq: int = 0
     duplicates: int = 0
     shortcut_from: str | None = None
 
 
-class CachedMessage(msgspec.Struct, gc=False):
-    """A payload kept to answer Grafts (``hops``: our level for that message); untracked
-    by the garbage collector, as :class:`SeenEntry`."""
-
-    at: float
-    hops: int
-    origin: str
-    payload: bytes
-
-
-_V = TypeVar("_V", SeenEntry, CachedMessage)
+_V = TypeVar("_V", bound=SeenEntry)
 
 
 class TimedStore(Generic[_V]):

@@ -117,10 +117,15 @@ class PlumtreeConfig:
     max_pending_grafts: int = _f(10_000, integer_at_least(1), "missing ids tracked at once")
     graft_rate_limit_per_second: float = _f(20.0, at_least(0.001), "Grafts/s per peer")
     graft_rate_limit_burst: int = _f(40, integer_at_least(1), "Graft burst per peer")
-    message_cache_ttl: float = _f(30.0, positive_duration, "payloads kept for Graft replies")
-    message_cache_max_size: int = _f(10_000, integer_at_least(1), "payloads kept at most")
-    seen_ttl: float = _f(60.0, positive_duration, "ids remembered for deduplication")
-    seen_max_size: int = _f(200_000, integer_at_least(1), "ids remembered at most")
+    retention_age: float = _f(
+        3600.0, positive_duration, "payloads kept for repair at most this long"
+    )
+    retention_bytes: int = _f(
+        256 * 1024 * 1024, integer_at_least(1024), "bytes of payloads kept for repair at most"
+    )
+    retention_messages: int = _f(1_000_000, integer_at_least(1), "payloads kept at most")
+    seen_ttl: float = _f(60.0, positive_duration, "per-message tree bookkeeping kept this long")
+    seen_max_size: int = _f(200_000, integer_at_least(1), "per-message tree records at most")
     prune_threshold: int = _f(0, integer_at_least(0), "duplicates tolerated before Prune")
     prune_streak: int = _f(
         3,
@@ -133,11 +138,22 @@ class PlumtreeConfig:
     )
     optimization_interval: float = _f(5.0, non_negative, "least time between two swaps")
     max_message_size: int = _f(64 * 1024, integer_at_least(1), "largest payload accepted")
-    sync_interval: float = _f(
-        2.0, non_negative, "anti-entropy digest period (0: off; under load also paced)"
+    sync_interval: float = _f(2.0, non_negative, "anti-entropy digest period (0: off)")
+    repair_delay: float = _f(
+        1.0, non_negative, "how long a gap may last before anti-entropy pulls it"
     )
-    sync_window: float = _f(30.0, positive_duration, "age of ids a digest announces")
-    sync_max_ids: int = _f(128, integer_at_least(1), "ids per anti-entropy digest")
+    repair_interval: float = _f(
+        0.1, positive_duration, "pace of repair rounds while something is missing"
+    )
+    repair_batch: int = _f(256, integer_at_least(1), "messages sent back per repair answer")
+    loss_timeout: float = _f(
+        10.0,
+        non_negative,
+        "how long peers that lack a message too get to find it before it is declared lost",
+    )
+    adopt_timeout: float = _f(
+        3.0, non_negative, "a node without history waits this long for a peer's vector"
+    )
     maintenance_interval: float = _f(1.0, positive_duration, "housekeeping period")
     maintenance_jitter: float = _f(0.2, non_negative, "random extra delay per period")
 
@@ -155,12 +171,6 @@ class PlumtreeConfig:
                 f"must be <= {limits.MAX_IHAVE_IDS} (wire limit)",
                 self.ihave_batch_size,
             )
-        if self.sync_max_ids > limits.MAX_IHAVE_IDS:
-            _fail(
-                "plumtree.sync_max_ids",
-                f"must be <= {limits.MAX_IHAVE_IDS} (wire limit)",
-                self.sync_max_ids,
-            )
         if self.ihave_timeout_max is not None and self.ihave_timeout_max < self.ihave_timeout:
             _fail(
                 "plumtree.ihave_timeout_max",
@@ -168,12 +178,11 @@ class PlumtreeConfig:
                 " adaptive IHave timer off",
                 self.ihave_timeout_max,
             )
-        if self.seen_ttl < self.message_cache_ttl:
+        if self.repair_batch > limits.MAX_MESSAGES_PER_ENVELOPE:
             _fail(
-                "plumtree.seen_ttl",
-                f"must be >= message_cache_ttl ({self.message_cache_ttl:g}s), or a late"
-                " Graft reply could be delivered twice",
-                self.seen_ttl,
+                "plumtree.repair_batch",
+                f"must be <= {limits.MAX_MESSAGES_PER_ENVELOPE} (wire limit)",
+                self.repair_batch,
             )
 
     @property
@@ -202,12 +211,13 @@ _PLUMTREE_PRESETS: dict[str, PlumtreeConfig] = {
         graft_max_retries=7,
         graft_rate_limit_per_second=5.0,
         graft_rate_limit_burst=15,
-        message_cache_ttl=120.0,
-        message_cache_max_size=20_000,
         seen_ttl=240.0,
         optimization_threshold=3,
         sync_interval=10.0,
-        sync_window=120.0,
+        repair_delay=5.0,
+        repair_interval=0.5,
+        loss_timeout=60.0,
+        adopt_timeout=10.0,
         maintenance_interval=5.0,
         maintenance_jitter=1.0,
     ),
@@ -226,7 +236,15 @@ _PLUMTREE_PRESETS: dict[str, PlumtreeConfig] = {
         ihave_timeout=0.03,
         graft_timeout=0.05,
         graft_max_retries=5,
+        # a development cluster on one machine: ten minutes and 64 MiB a node
+        retention_age=600.0,
+        retention_bytes=64 * 1024 * 1024,
+        retention_messages=500_000,
         sync_interval=1.0,
+        repair_delay=0.5,
+        repair_interval=0.05,
+        loss_timeout=5.0,
+        adopt_timeout=2.0,
         maintenance_interval=0.5,
         maintenance_jitter=0.1,
     ),
@@ -242,12 +260,13 @@ _PLUMTREE_PRESETS: dict[str, PlumtreeConfig] = {
         graft_max_retries=5,
         graft_rate_limit_per_second=10.0,
         graft_rate_limit_burst=30,
-        message_cache_ttl=90.0,
-        message_cache_max_size=50_000,
         seen_ttl=180.0,
         optimization_threshold=2,
         sync_interval=5.0,
-        sync_window=90.0,
+        repair_delay=2.0,
+        repair_interval=0.25,
+        loss_timeout=30.0,
+        adopt_timeout=5.0,
         maintenance_interval=3.0,
         maintenance_jitter=0.75,
     ),
@@ -377,12 +396,25 @@ def _is_duration_field(f: dataclasses.Field[Any]) -> bool:
     return check in (positive_duration, non_negative) and f.type in ("float", float)
 
 
+#: settings an older release had, and what took their place
+RENAMED = {
+    "plumtree.message_cache_ttl": "retention_age",
+    "plumtree.message_cache_max_size": "retention_messages (and retention_bytes)",
+    "plumtree.sync_window": None,
+    "plumtree.sync_max_ids": None,
+}
+
+
 def with_overrides(base: _C, section: str, values: Mapping[str, Any]) -> _C:
     """Return ``base`` with ``values`` applied; unknown keys and bad values are errors."""
     by_name = {f.name: f for f in fields(base)}  # type: ignore[arg-type]
     changes: dict[str, Any] = {}
     for key, value in values.items():
         f = by_name.get(key)
+        if f is None and f"{section}.{key}" in RENAMED:
+            now = RENAMED[f"{section}.{key}"]
+            hint = f"renamed to {now}" if now else "no longer used (digests are version vectors)"
+            raise ConfigError(f"{section}.{key}: {hint}")
         if f is None:
             known = ", ".join(sorted(by_name))
             raise ConfigError(f"{section}.{key}: unknown setting (known: {known})")

@@ -18,7 +18,12 @@ class Event(msgspec.Struct, frozen=True, tag_field="kind"):
 
 
 class Delivered(Event, tag="delivered", frozen=True):
-    """A broadcast reached this node's application (exactly once per id)."""
+    """A broadcast reached this node's application (exactly once per id).
+
+    ``cursor`` numbers this node's deliveries 1, 2, 3...: an application that notes the
+    last one it handled resumes after it with nothing lost and nothing twice.
+    ``repaired``: it came by anti-entropy, not down the tree.
+    """
 
     id: MessageId
     payload: bytes
@@ -26,6 +31,23 @@ class Delivered(Event, tag="delivered", frozen=True):
     sender: str
     hops: int
     at: float
+    epoch: int = 0
+    seq: int = 0
+    cursor: int = 0
+    repaired: bool = False
+
+
+class MessagesLost(Event, tag="messages_lost", frozen=True):
+    """Messages ``first..last`` of ``(origin, epoch)`` will never be delivered here:
+    no reachable member holds them any more (``reason`` "unavailable"), or too many
+    holes were open at once ("limit"). Counted, logged at WARNING, and in health."""
+
+    origin: str
+    epoch: int
+    first: int
+    last: int
+    count: int
+    reason: str
 
 
 class PeerAdded(Event, tag="peer_added", frozen=True):

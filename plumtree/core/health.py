@@ -58,6 +58,9 @@ class Thresholds:
     duplicate_ratio_min_delivered: int = 20
     pending_grafts_warning: int = 100
     backlog_ratio_warning: float = 0.90
+    #: a gap nobody repaired for this long makes the node Degraded (the alert on
+    #: plumtree_messages_missing waits 5 minutes; health says so sooner)
+    missing_degraded_after: float = 60.0
 
 
 SEED_THRESHOLDS = Thresholds()
@@ -80,6 +83,13 @@ class HealthInputs:
     duplicates_in_window: int = 0
     drops_in_window: int = 0
     window_seconds: float = 0.0
+    #: messages given up as lost in the window, and the last loss in words
+    lost_in_window: int = 0
+    lost_detail: str = ""
+    #: messages known to exist and not delivered here yet, and how long the oldest
+    #: unrepaired gap has lasted
+    messages_missing: int = 0
+    missing_for: float = 0.0
 
     @property
     def total_peers(self) -> int:
@@ -122,6 +132,7 @@ def evaluate(inputs: HealthInputs, t: Thresholds = SEED_THRESHOLDS) -> HealthRep
         _duplicates(inputs, t),
         _pending_grafts(inputs, t),
         _backlog(inputs, t),
+        _delivery(inputs, t),
     ]
     status = worst([c.status for c in checks])
     bad = sorted((c for c in checks if c.status != Status.HEALTHY), key=lambda c: -c.status.rank)
@@ -202,6 +213,26 @@ def _backlog(i: HealthInputs, t: Thresholds) -> Check:
     if fill >= t.backlog_ratio_warning:
         return Check("backlog", Status.DEGRADED, f"backlog: IHave queue {100 * fill:.0f}% full")
     return Check("backlog", Status.HEALTHY, "no backlog")
+
+
+def _delivery(i: HealthInputs, t: Thresholds) -> Check:
+    """Exact delivery: a loss in the window, or a gap that lasts, is never hidden."""
+    if i.lost_in_window > 0:
+        detail = f" (last: {i.lost_detail})" if i.lost_detail else ""
+        return Check(
+            "delivery",
+            Status.DEGRADED,
+            f"lost {i.lost_in_window} message(s) in the last {i.window_seconds / 60:.0f} min{detail}",
+        )
+    if i.messages_missing and i.missing_for >= t.missing_degraded_after:
+        return Check(
+            "delivery",
+            Status.DEGRADED,
+            f"{i.messages_missing} message(s) missing for {i.missing_for:.0f}s, not repaired yet",
+        )
+    if i.messages_missing:
+        return Check("delivery", Status.HEALTHY, f"repairing: {i.messages_missing} missing")
+    return Check("delivery", Status.HEALTHY, "nothing missing")
 
 
 class CounterWindow:

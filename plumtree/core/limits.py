@@ -14,6 +14,10 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 MAX_PAYLOAD_BYTES = 1024 * 1024
 #: Message ids announced in one IHave / requested in one Graft.
 MAX_IHAVE_IDS = 256
+#: Streams in one anti-entropy digest (a node with more sends them in turns), and the
+#: delivered ranges above the watermark listed per stream.
+MAX_DIGEST_STREAMS = 4096
+MAX_DIGEST_RANGES = 64
 #: Messages in one envelope (a ping plus piggybacked membership updates, say).
 MAX_MESSAGES_PER_ENVELOPE = 512
 #: Members in one push-pull state exchange.

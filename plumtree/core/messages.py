@@ -12,10 +12,14 @@ from typing import Annotated
 import msgspec
 
 from plumtree.core import limits
-from plumtree.core.ids import MESSAGE_ID_LEN
+from plumtree.core.ids import MAX_EPOCH, MESSAGE_ID_LEN
+from plumtree.core.ids import MAX_SEQ as MAX_STREAM_SEQ
 
 MsgIdField = Annotated[bytes, msgspec.Meta(min_length=MESSAGE_ID_LEN, max_length=MESSAGE_ID_LEN)]
 RoundField = Annotated[int, msgspec.Meta(ge=0, le=limits.MAX_ROUND)]
+EpochField = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH)]
+#: a position in a stream (0: before its first message)
+StreamSeqField = Annotated[int, msgspec.Meta(ge=0, le=MAX_STREAM_SEQ)]
 SeqField = Annotated[int, msgspec.Meta(ge=0, le=limits.MAX_SEQ)]
 IncarnationField = Annotated[int, msgspec.Meta(ge=0, le=limits.MAX_INCARNATION)]
 NameField = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_NAME_LEN)]
@@ -39,12 +43,22 @@ class _Msg(msgspec.Struct, array_like=True, frozen=True, tag_field="t"):
 
 
 class Gossip(_Msg, tag=1, frozen=True):
-    """Eager push of a payload. ``round`` is the sender's hop level (the origin sends 0)."""
+    """Eager push of a payload. ``round`` is the sender's hop level (the origin sends 0).
+
+    ``id`` is ``stream_key(origin, epoch)`` followed by the sequence number (see
+    ``core/ids.py``); a receiver checks that the two agree before it believes either.
+    """
 
     id: MsgIdField
     round: RoundField
     origin: NameField
+    epoch: EpochField
     payload: PayloadField
+
+
+class Repair(Gossip, tag=6, frozen=True):
+    """A copy sent by anti-entropy to a node that lacks it: delivered like a Gossip,
+    but it says nothing about the tree (no promotion, no forwarding, no IHave)."""
 
 
 class IHave(_Msg, tag=2, frozen=True):
@@ -55,14 +69,42 @@ class IHave(_Msg, tag=2, frozen=True):
     ]
 
 
-class Sync(_Msg, tag=5, frozen=True):
-    """Anti-entropy digest: recently delivered (id, hop level) pairs, sent periodically to
-    one random peer so that a node whose Gossip *and* IHaves were all lost still learns
-    of the message and grafts it."""
+class StreamDigest(msgspec.Struct, array_like=True, frozen=True):
+    """What a node holds of one stream ``(origin, epoch)``: one entry of a version vector.
 
-    entries: Annotated[
-        list[tuple[MsgIdField, RoundField]], msgspec.Meta(max_length=limits.MAX_IHAVE_IDS)
+    * ``wm``: every seq up to it was delivered (or given up as lost: see ``floor``);
+    * ``above``: further delivered ranges ``(first, last)``, ascending, above ``wm + 1``
+      (a sender with more than the wire allows lists the lowest ones only);
+    * ``head``: the highest seq the sender knows to exist (it may lack it);
+    * ``floor``: the sender still holds the payload of every seq >= floor it delivered.
+    """
+
+    origin: NameField
+    epoch: EpochField
+    wm: StreamSeqField
+    head: StreamSeqField
+    floor: StreamSeqField
+    above: Annotated[
+        list[tuple[StreamSeqField, StreamSeqField]],
+        msgspec.Meta(max_length=limits.MAX_DIGEST_RANGES),
     ]
+
+
+class Sync(_Msg, tag=5, frozen=True):
+    """Anti-entropy: the sender's version vector (Scuttlebutt-style).
+
+    The receiver sends back, as Repair messages, what the sender lacks and it holds
+    (oldest first, a bounded batch), and answers with its own vector (``reply``) when it
+    lacks something the sender holds or when the sender asks (``want``: it is repairing
+    and needs to hear from everyone). ``fresh``: the sender has no history (a first
+    start, or a restart without its store); it takes the receiver's vector as its
+    starting point instead of being sent everything the receiver holds.
+    """
+
+    streams: Annotated[list[StreamDigest], msgspec.Meta(max_length=limits.MAX_DIGEST_STREAMS)]
+    reply: bool = False
+    want: bool = False
+    fresh: bool = False
 
 
 class Graft(_Msg, tag=3, frozen=True):
@@ -148,10 +190,11 @@ class PushPull(_Msg, tag=17, frozen=True):
     members: Annotated[list[MemberState], msgspec.Meta(max_length=limits.MAX_PUSHPULL_MEMBERS)]
 
 
-PlumtreeMessage = Gossip | IHave | Graft | Prune | Sync
+PlumtreeMessage = Gossip | Repair | IHave | Graft | Prune | Sync
 SwimMessage = Ping | Ack | PingReq | Nack | Alive | Suspect | Dead | PushPull
 Message = (
     Gossip
+    | Repair
     | IHave
     | Graft
     | Prune
@@ -166,6 +209,6 @@ Message = (
     | PushPull
 )
 
-PLUMTREE_TYPES: tuple[type[_Msg], ...] = (Gossip, IHave, Graft, Prune, Sync)
+PLUMTREE_TYPES: tuple[type[_Msg], ...] = (Gossip, Repair, IHave, Graft, Prune, Sync)
 SWIM_TYPES: tuple[type[_Msg], ...] = (Ping, Ack, PingReq, Nack, Alive, Suspect, Dead, PushPull)
 MEMBERSHIP_UPDATE_TYPES: tuple[type[_Msg], ...] = (Alive, Suspect, Dead)

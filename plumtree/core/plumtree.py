@@ -21,39 +21,43 @@ Protocol, as in the paper, with the operational extensions of memberlist-plumtre
   ``optimization_streak`` messages in a row (a single announcement made the tree flap),
   in our delivery order: a message it announced no shortcut for, or none at all, ends
   the streak.
-* Anti-entropy: every ``sync_interval``, and under load every ``sync_max_ids / 2``
-  deliveries, a digest of our newest settled ids goes to a random peer; it grafts what
-  it lacks and answers with what we lack in the stretch the digest covers. This is the
-  repair for a gap no IHave announced (the lazy sample can miss a node).
-* Graft handling is rate limited per peer; caches and the seen set have TTLs and hard
-  capacities, so memory is bounded whatever the load.
+* Identity: every broadcast is ``(origin, epoch, seq)``, its id derived from that
+  (``core/ids.py``). Dedup is the per-origin watermark of ``core/streams.py``, never a
+  TTL: nothing is delivered twice for the life of the cluster, and the gaps are exact.
+* Anti-entropy by version vectors (``core/repair.py``) is the repair path under the
+  tree: a node back from a freeze, a partition or a restart pulls what it missed, and
+  what nobody holds any more is declared lost, counted and announced.
+* An origin with a durable store holds its broadcasts back (``hold``) until the store
+  has them (``release``): a seq shown to others is never reused after a crash.
+* Graft handling is rate limited per peer; the payload store is bounded in bytes and
+  age, the tree's per-message bookkeeping by a TTL and a count, so memory is bounded
+  whatever the load.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Iterable, Sequence
 
 from plumtree.core import events as ev
-from plumtree.core.cache import CachedMessage, SeenEntry, TimedStore
+from plumtree.core.cache import SeenEntry, TimedStore
 from plumtree.core.config import PlumtreeConfig
 from plumtree.core.health import CounterWindow, HealthInputs, HealthReport, evaluate
-from plumtree.core.ids import MessageId, new_message_id
+from plumtree.core.ids import STREAM_KEY_LEN, MessageId, message_id
 from plumtree.core.lateness import LatenessEstimator
 from plumtree.core.limits import MAX_IHAVE_IDS, MAX_ROUND
-from plumtree.core.messages import Gossip, Graft, IHave, PlumtreeMessage, Prune, Sync
+from plumtree.core.messages import Gossip, Graft, IHave, PlumtreeMessage, Prune, Repair, Sync
+from plumtree.core.payloads import PayloadStore, StoredMessage
 from plumtree.core.peers import PeerInfo, PeerSets
 from plumtree.core.ratelimit import RateLimiter
+from plumtree.core.repair import Repairer
+from plumtree.core.state import KeptMessage, NodeState, StreamState
 from plumtree.core.stats import PlumtreeCounters, PlumtreeGauges, PlumtreeHistograms
+from plumtree.core.streams import MAX_RANGES, Stream, StreamTable
 
-#: how far back (in multiples of ``sync_max_ids``) an answer to a full digest looks
-SYNC_WALK = 4
-#: how many digests' worth of entries too fresh to compare are skipped at most
-SYNC_FRESH_MAX = 8
-#: the shortest wait before a follow-up digest (seconds)
-SYNC_FOLLOW_MIN = 0.01
+#: Seconds between walks over the streams for finished ones to retire.
+RETIRE_INTERVAL = 60.0
 #: Seconds of history behind the health model's rates (the seed's PromQL uses [5m]).
 HEALTH_WINDOW = 300.0
 
@@ -96,20 +100,29 @@ class Plumtree:
         config: PlumtreeConfig | None = None,
         rng: random.Random | None = None,
         now: float = 0.0,
+        epoch: int = 0,
+        restored: NodeState | None = None,
+        fresh: bool = False,
     ) -> None:
+        """``epoch``: this start's own epoch (a new one whenever the node starts without
+        its store). ``restored``: the durable state to resume from (its epoch wins).
+        ``fresh``: the node has no history and joins an existing cluster: it takes a
+        peer's vector as its starting point (see core/repair.py)."""
         self.name = name
         self.config = cfg = config or PlumtreeConfig()
         self.rng = rng or random.Random(0)
         self.peers = PeerSets()
         self.counters = PlumtreeCounters()
         self.histograms = PlumtreeHistograms()
+        #: the tree's per-message bookkeeping (parent, hops, duplicates): dedup does
+        #: not depend on it, so it may be forgotten
         self.seen: TimedStore[SeenEntry] = TimedStore(cfg.seen_ttl, cfg.seen_max_size)
-        self.cache: TimedStore[CachedMessage] = TimedStore(
-            cfg.message_cache_ttl, cfg.message_cache_max_size
-        )
+        self.streams = StreamTable()
+        self.store = PayloadStore(cfg.retention_bytes, cfg.retention_age, cfg.retention_messages)
         # read-only views for the per-message paths (lookups without a Python call)
         self._seen = self.seen.view
-        self._cached = self.cache.view
+        self._stored = self.store.view
+        self._by_key = self.streams.by_key
         self._graft_limiter = RateLimiter(
             cfg.graft_rate_limit_per_second, cfg.graft_rate_limit_burst
         )
@@ -122,41 +135,103 @@ class Plumtree:
         #: hop level (None: nobody yet). They hold it, so our IHave would tell them
         #: nothing, unless our path is a shortcut for them.
         self._holders: dict[MessageId, dict[str, int] | None] = {}
+        #: our deliveries so far: the cursor of the last one
         self._delivered_seq = 0
+        #: our own broadcasts waiting for the durable store (see ``release``)
+        self._held: list[Gossip] = []
         #: payloads evicted early since the last CacheEvicted event (one per tick)
         self._evicted_unreported = 0
+        #: the last loss, in words, for health
+        self.last_loss = ""
         self._ihave_due: float | None = None
         self._next_maintenance = now + cfg.maintenance_interval
         self._next_optimization = now
-        self._next_sync = now + cfg.sync_interval if cfg.sync_interval > 0 else float("inf")
-        #: the delivery (``seq``) at which the next digest is due whatever the timer says
-        self._sync_due_seq = max(1, cfg.sync_max_ids // 2) if cfg.sync_interval > 0 else 1 << 62
         self._outbox: list[tuple[str, PlumtreeMessage]] = []
         self._events: list[ev.Event] = []
+        self._deadline = now
+        #: the live members as of the last reconcile (None: never told)
+        self.members: set[str] | None = None
+        self._next_retire = now + RETIRE_INTERVAL
+        if restored is not None:
+            epoch = restored.epoch
+            self._restore(restored, now)
+        self.epoch = epoch
+        own = self.streams.ensure(name, epoch)
+        assert own is not None
+        own.released = own.wm
+        #: this node's own stream (current epoch)
+        self.own_stream = own
+        self.repair = Repairer(self, now, fresh=fresh and restored is None)
         self._health_window = CounterWindow(HEALTH_WINDOW)
         self._health_window.record(now, self._health_counters())
         #: next_deadline(), kept up to date as timers are set (lowered on the spot) and
         #: recomputed whenever one fires or is cleared, for take_all()
         self._deadline = self.next_deadline()
 
+    def _restore(self, state: NodeState, now: float) -> None:
+        """Resume from the durable store: streams exactly as saved, then the payloads
+        (oldest first, so the store's order is time order again)."""
+        table = self.streams
+        for saved in state.streams:
+            stream = table.ensure(saved.origin, saved.epoch)
+            if stream is None:
+                continue
+            stream.wm = saved.wm
+            stream.head = max(saved.head, saved.wm)
+            stream.floor = saved.floor
+            stream.above = [[lo, hi] for lo, hi in saved.above if lo > saved.wm + 1]
+            stream.held_above = sum(hi - lo + 1 for lo, hi in stream.above)
+            stream.lost_total = saved.lost_total
+            stream.lost = list(saved.lost)
+            stream.last_activity = now
+            stream.dirty = False
+        for kept in state.messages:
+            stream = table.find(kept.origin, kept.epoch)
+            if stream is None or not stream.delivered(kept.seq) or kept.seq < stream.floor:
+                continue
+            msg_id = message_id(stream.key, kept.seq)
+            self.store.put(
+                msg_id, StoredMessage(now - kept.age, kept.hops, kept.seq, stream, kept.payload)
+            )
+        self._delivered_seq = state.cursor
+
     # ------------------------------------------------------------------ public API
 
-    def broadcast(self, payload: bytes, now: float) -> MessageId:
-        """Originate a broadcast; it is also delivered locally (hops 0)."""
+    def broadcast(self, payload: bytes, now: float, hold: bool = False) -> MessageId:
+        """Originate a broadcast; it is also delivered locally (hops 0).
+
+        ``hold``: keep it from the network until ``release`` (the runtime makes it
+        durable first); without a store it goes out at once.
+        """
         if len(payload) > self.config.max_message_size:
             self.counters.messages_too_large += 1
             raise MessageTooLarge(
                 f"payload of {len(payload)} bytes exceeds max_message_size "
                 f"({self.config.max_message_size})"
             )
-        msg_id = new_message_id(self.rng)
-        while msg_id in self.seen:  # pragma: no cover - 128 random bits
-            msg_id = new_message_id(self.rng)
+        own = self.own_stream
+        seq = own.wm + 1
+        msg_id = message_id(own.key, seq)
         self.counters.messages_broadcast += 1
-        self._accept(msg_id, payload, self.name, self.name, 0, now)
-        self._eager_push(Gossip(msg_id, 0, self.name, payload), exclude=None)
-        self._queue_ihave(msg_id, 0, now)
+        gossip = Gossip(msg_id, 0, self.name, self.epoch, payload)
+        self._accept(msg_id, payload, self.name, self.name, 0, now, None, own, seq)
+        if hold:
+            self._held.append(gossip)
+        else:
+            self._publish(gossip, seq, now)
         return msg_id
+
+    def release(self, seq: int, now: float) -> None:
+        """Our broadcasts up to ``seq`` are durable: send them."""
+        held = self._held
+        while held and int.from_bytes(held[0].id[STREAM_KEY_LEN:], "big") <= seq:
+            gossip = held.pop(0)
+            self._publish(gossip, int.from_bytes(gossip.id[STREAM_KEY_LEN:], "big"), now)
+
+    def _publish(self, gossip: Gossip, seq: int, now: float) -> None:
+        self.own_stream.released = seq
+        self._eager_push(gossip, exclude=None)
+        self._queue_ihave(gossip.id, 0, now)
 
     def receive(self, sender: str, message: PlumtreeMessage, now: float) -> None:
         """Handle one message from ``sender`` (a cluster member, per the runtime)."""
@@ -167,6 +242,8 @@ class Plumtree:
             self._on_gossip(sender, message, now)  # type: ignore[arg-type]
         elif kind is IHave:
             self._on_ihave(sender, message, now)  # type: ignore[arg-type]
+        elif kind is Repair:
+            self._on_repair(sender, message, now)  # type: ignore[arg-type]
         elif kind is Graft:
             self._on_graft(sender, message, now)  # type: ignore[arg-type]
         elif kind is Prune:
@@ -182,16 +259,18 @@ class Plumtree:
             self._run_graft_timers(now)
         if now >= self._next_maintenance:
             self._maintenance(now)
-        if now >= self._next_sync:
-            self._send_sync(now)
+        repair = self.repair
+        if now >= repair.next_deadline():
+            repair.handle_timer(now)
         self._deadline = self.next_deadline()
 
     def next_deadline(self) -> float:
         """Earliest time ``handle_timer`` has work to do."""
         # called after every message the node handles: plain comparisons, no min()
         deadline = self._next_maintenance
-        if self._next_sync < deadline:
-            deadline = self._next_sync
+        repair = self.repair.next_deadline()
+        if repair < deadline:
+            deadline = repair
         due = self._ihave_due
         if due is not None and due < deadline:
             deadline = due
@@ -199,6 +278,14 @@ class Plumtree:
         if timers and timers[0][0] < deadline:
             deadline = timers[0][0]
         return deadline
+
+    def lower_deadline(self, at: float) -> None:
+        """A timer was set for ``at``: ``take_all`` must report it."""
+        if at < self._deadline:
+            self._deadline = at
+
+    def send(self, peer: str, message: PlumtreeMessage) -> None:
+        self._outbox.append((peer, message))
 
     def take_outgoing(self) -> list[tuple[str, PlumtreeMessage]]:
         """Messages to send, as ``(peer, message)``, in order; the queue is emptied."""
@@ -259,6 +346,7 @@ class Plumtree:
         """
         wanted = [m for m in dict.fromkeys(members) if m != self.name]
         wanted_set = set(wanted)
+        self.members = wanted_set
         removed = sum(self.remove_peer(p, now) for p in self.peers.names() if p not in wanted_set)
         added = 0
         for member in wanted:
@@ -272,31 +360,98 @@ class Plumtree:
     # ------------------------------------------------------------------ views
 
     def gauges(self) -> PlumtreeGauges:
+        store = self.store
+        oldest = store.oldest_at()
+        newest = self._newest_stored_at()
         return PlumtreeGauges(
             eager_peers=len(self.peers.eager),
             lazy_peers=len(self.peers.lazy),
             total_peers=len(self.peers),
-            cache_size=len(self.cache),
-            cache_capacity=self.cache.capacity,
+            cache_size=len(store),
+            cache_capacity=store.effective_capacity(),
             ihave_queue_size=len(self._ihave_queue),
             ihave_queue_capacity=self.config.ihave_queue_max,
             pending_grafts=len(self._pending),
             seen_size=len(self.seen),
             ihave_timeout_seconds=self.lateness.timeout,
+            messages_missing=self.streams.missing(),
+            streams=len(self.streams),
+            store_bytes=store.bytes,
+            store_bytes_capacity=store.max_bytes,
+            retention_seconds=0.0 if oldest is None or newest is None else newest - oldest,
         )
+
+    def _newest_stored_at(self) -> float | None:
+        for _key, stored in self.store.newest():
+            return stored.at
+        return None
 
     def peer_infos(self) -> list[PeerInfo]:
         return list(self.peers.info.values())
 
     def lookup(self, msg_id: MessageId) -> SeenEntry | None:
-        """What this node knows of a delivered message (None: never, or forgotten)."""
+        """The tree's record of a delivered message (None: never, or forgotten)."""
         return self.seen.get(msg_id)
+
+    def locate(self, msg_id: MessageId) -> tuple[Stream | None, int]:
+        """The stream an id belongs to (None: unknown here) and its seq."""
+        return self._by_key.get(msg_id[:STREAM_KEY_LEN]), int.from_bytes(
+            msg_id[STREAM_KEY_LEN:], "big"
+        )
+
+    def stored(self, msg_id: MessageId) -> StoredMessage | None:
+        return self.store.get(msg_id)
 
     def is_pending(self, msg_id: MessageId) -> bool:
         return msg_id in self._pending
 
+    def take_dirty_streams(self) -> list[StreamState]:
+        """Streams changed since the last call, as the durable store saves them."""
+        out = []
+        for stream in self.streams:
+            if stream.dirty:
+                stream.dirty = False
+                out.append(StreamState.of(stream))
+        return out
+
+    def snapshot(self, now: float) -> NodeState:
+        """Everything a restart would resume from (what the durable store holds, in
+        one piece: the simulator and tests restart nodes from it)."""
+        messages = [
+            KeptMessage(
+                stored.stream.origin,
+                stored.stream.epoch,
+                stored.seq,
+                stored.hops,
+                now - stored.at,
+                stored.payload,
+            )
+            for stored in self.store.view.values()
+        ]
+        own = self.own_stream
+        streams = [StreamState.of(s) for s in self.streams]
+        if own.released is not None and own.released < own.wm:
+            # what was never shown is not durable: a restart numbers it again
+            streams = [
+                StreamState(st.origin, st.epoch, own.released, own.released, st.floor)
+                if st.origin == own.origin and st.epoch == own.epoch
+                else st
+                for st in streams
+            ]
+            messages = [
+                m
+                for m in messages
+                if not (m.origin == own.origin and m.epoch == own.epoch and m.seq > own.released)
+            ]
+        return NodeState(self.epoch, self._delivered_seq, streams, messages)
+
+    def missing_for(self, now: float) -> float:
+        """How long the oldest unrepaired gap has lasted (0: nothing stuck)."""
+        blocks = self.repair.blocks
+        return max((now - b.since for b in blocks.values()), default=0.0)
+
     def health(self, now: float) -> HealthReport:
-        seconds, (sent, failed, delivered, dups, drops) = self._health_window.deltas(
+        seconds, (sent, failed, delivered, dups, drops, lost) = self._health_window.deltas(
             now, self._health_counters()
         )
         g = self.gauges()
@@ -315,6 +470,10 @@ class Plumtree:
                 duplicates_in_window=dups,
                 drops_in_window=drops,
                 window_seconds=seconds,
+                lost_in_window=lost,
+                lost_detail=self.last_loss,
+                messages_missing=g.messages_missing,
+                missing_for=self.missing_for(now),
             )
         )
 
@@ -371,8 +530,18 @@ class Plumtree:
                 # keep sending every message twice.
                 self._send_prune(sender, "duplicate", now)
             return
-        if msg_id in self._cached:
-            c.messages_duplicate += 1  # seen entry evicted early, payload still cached
+        stream = self._by_key.get(msg_id[:STREAM_KEY_LEN])
+        if stream is None or stream.origin != msg.origin or stream.epoch != msg.epoch:
+            stream = self.streams.ensure(msg.origin, msg.epoch, msg_id[:STREAM_KEY_LEN])
+            if stream is None:
+                c.messages_rejected += 1  # an id that is not its stream's, or a retired epoch
+                return
+        seq = int.from_bytes(msg_id[STREAM_KEY_LEN:], "big")
+        if stream.has(seq):
+            c.messages_duplicate += 1  # settled long ago (its tree record forgotten)
+            return
+        if stream is self.own_stream:
+            c.messages_rejected += 1  # nobody else numbers our messages
             return
         hops = min(msg.round + 1, MAX_ROUND)
         pending = self._pending.pop(msg_id, None)
@@ -399,8 +568,8 @@ class Plumtree:
                 # those copies first, promoting it would undo the Prune, and the two
                 # would prune and promote each other for as long as the load lasts)
                 self._promote(sender, now, "gossip")
-        self._accept(msg_id, msg.payload, msg.origin, sender, hops, now, graft)
-        self._eager_push(Gossip(msg_id, hops, msg.origin, msg.payload), exclude=sender)
+        self._accept(msg_id, msg.payload, msg.origin, sender, hops, now, graft, stream, seq)
+        self._eager_push(Gossip(msg_id, hops, msg.origin, msg.epoch, msg.payload), exclude=sender)
         # whoever announced it before we had it holds it (on a path no longer than ours)
         held = dict.fromkeys(pending.announcers, -1) if pending is not None else None
         self._queue_ihave(msg_id, hops, now, held)
@@ -415,10 +584,19 @@ class Plumtree:
         info.ihave_received += 1
         seen = self._seen
         holders = self._holders
+        by_key = self._by_key
+        own = self.own_stream
         threshold = self.config.optimization_threshold
         for msg_id, round_ in msg.entries:
             entry = seen.get(msg_id)
             if entry is None:
+                stream = by_key.get(msg_id[:STREAM_KEY_LEN])
+                if stream is not None:
+                    seq = int.from_bytes(msg_id[STREAM_KEY_LEN:], "big")
+                    if stream.has(seq) or stream is own:
+                        continue  # settled here (its tree record forgotten), or ours
+                    if stream.learn_head(seq):
+                        self.repair.gap_seen(now)  # should the Grafts fail
                 self._announced(sender, msg_id, now)
                 continue
             if msg_id in holders:
@@ -434,93 +612,43 @@ class Plumtree:
                     info.shortcut_streak = 0  # not shorter this time: no swap yet
 
     def _on_sync(self, sender: str, msg: Sync, now: float) -> None:
-        """Anti-entropy digest: graft what we miss, and announce back what the sender
-        misses. Never reshapes the tree by itself.
-
-        The answer makes repair a pull: every node learns of its own gaps each time it
-        sends a digest, however few peers it has. Digests only came to a node from
-        peers that picked it, so one with two or three peers, whose gossip and IHaves
-        were all lost, could wait many rounds.
-        """
+        """A version vector: repair both ways (core/repair.py). Never reshapes the tree."""
         self.counters.sync_received += 1
         if sender not in self.peers and not self._insert_peer(sender, False, now):
             return
-        seen = self._seen
-        theirs: set[MessageId] = set()
-        for msg_id, _round in msg.entries:
-            theirs.add(msg_id)
-            if msg_id not in seen:
-                self._announced(sender, msg_id, now)
-        cfg = self.config
-        if len(msg.entries) >= cfg.sync_max_ids:
-            gaps = self._gaps_after(theirs, now)
-        else:
-            gaps = [entry for entry in self._settled(now) if entry[0] not in theirs]
-        if gaps:
-            self._send(sender, IHave(gaps))
-            self.counters.ihave_sent += 1
-            self.counters.sync_gaps_announced += len(gaps)
+        self.repair.on_sync(sender, msg, now)
 
-    def _gaps_after(self, theirs: set[MessageId], now: float) -> list[tuple[MessageId, int]]:
-        """What a full digest's sender lacks among what we delivered after the oldest id
-        it lists (in our delivery order), oldest first, at most ``sync_max_ids``.
-
-        A full digest holds only its sender's newest ids: anything older that we hold
-        is no evidence of a gap, and used to get no answer at all. But under load every
-        digest is full, so a gap that no IHave covered (a node cut off while the tree
-        changed, when no announcer picked it) was never repaired and never counted: the
-        loopback bench lost 25 messages on one node at 1,100/s (lazy_fanout 3). Placing
-        the digest in our own order answers for the stretch it covers; oldest first, so
-        a long gap is filled forward, one digest after the other.
-        """
-        seen = self._seen
-        placed = sorted(entry.seq for entry in map(seen.get, theirs) if entry is not None)
-        if not placed:
-            return []  # nothing in common: we cannot place the digest
-        # the stretch it covers, in our order, from its 10th to its 90th percentile:
-        # messages reach nodes in different orders (and a peer with a longer lateness
-        # leaves out more fresh ones), and from its oldest to our newest the answers
-        # named 5 ids per message at 1,000/s that their senders had. Consecutive
-        # digests overlap by half, so what one leaves out the next compares.
-        cutoff = placed[len(placed) // 10]
-        newest = placed[len(placed) * 9 // 10]
-        behind: list[tuple[MessageId, int]] = []
-        for msg_id, hops in self._settled(now, SYNC_WALK):
-            entry = seen.get(msg_id)
-            if entry is None or entry.seq >= newest:
-                continue
-            if entry.seq <= cutoff:
-                break
-            if msg_id not in theirs:
-                behind.append((msg_id, hops))
-        return behind[-self.config.sync_max_ids :]
-
-    def _settled(
-        self, now: float, walk: int = 1, fresh: int | None = None
-    ) -> Iterator[tuple[MessageId, int]]:
-        """``(id, hops)`` of our cached messages, newest first, leaving out the ones too
-        fresh to compare: those may still be on their way to the peer (per the lateness
-        of eager copies), and announcing them made premature Grafts at saturation.
-        At most ``walk * sync_max_ids`` entries, within ``sync_window``; the walk past
-        fresh ones is bounded too (``SYNC_FRESH_MAX`` digests' worth). The cache is in
-        time order, so the fresh ones are its newest: ``fresh`` is their count (from
-        ``_fresh`` with this walk's bound) when the caller has it already.
-        """
-        cfg = self.config
-        window = (walk + SYNC_FRESH_MAX) * cfg.sync_max_ids
-        if fresh is None:
-            fresh = self._fresh(now, window)
-        since = now - cfg.sync_window
-        end = min(window, fresh + walk * cfg.sync_max_ids)
-        for msg_id, cached in islice(self.cache.newest_entries(), fresh, end):
-            if cached.at < since:
+    def _on_repair(self, sender: str, msg: Repair, now: float) -> None:
+        """A copy sent by anti-entropy: delivered if new, and nothing else."""
+        c = self.counters
+        msg_id = msg.id
+        stream = self._by_key.get(msg_id[:STREAM_KEY_LEN])
+        if stream is None or stream.origin != msg.origin or stream.epoch != msg.epoch:
+            stream = self.streams.ensure(msg.origin, msg.epoch, msg_id[:STREAM_KEY_LEN])
+            if stream is None:
+                c.messages_rejected += 1
                 return
-            yield msg_id, cached.hops
+        seq = int.from_bytes(msg_id[STREAM_KEY_LEN:], "big")
+        if stream.has(seq):
+            c.repair_duplicate += 1
+            return
+        if stream is self.own_stream:
+            c.messages_rejected += 1
+            return
+        self._pending.pop(msg_id, None)  # (its graft timer finds it gone)
+        c.messages_repaired += 1
+        self.repair.repaired_by(sender)
+        hops = min(msg.round + 1, MAX_ROUND)
+        self._accept(msg_id, msg.payload, msg.origin, sender, hops, now, None, stream, seq, True)
+        # announced, not pushed: when a whole region missed it (a partition, a crash
+        # that split the overlay) the lazy peers that lack it graft it and it spreads
+        # down their trees at once; a node that alone was away costs its peers only
+        # the ids. Only while the queue has room: anti-entropy reaches everyone anyway.
+        if len(self._ihave_queue) < self.config.ihave_queue_max // 2:
+            self._queue_ihave(msg_id, hops, now)
 
     def _announced(self, sender: str, msg_id: MessageId, now: float) -> None:
         """``sender`` has a message we lack: wait for it, then Graft (once in flight)."""
-        if msg_id in self._cached:
-            return
         pending = self._pending.get(msg_id)
         if pending is not None:
             if sender not in pending.announcers:
@@ -548,12 +676,19 @@ class Plumtree:
             return
         info = self.peers.info[sender]
         info.grafts_received += 1
+        stored_view = self._stored
+        own = self.own_stream
         for msg_id in msg.ids:
-            cached = self.cache.get_fresh(msg_id, now)
-            if cached is None:
+            stored = stored_view.get(msg_id)
+            if stored is None:
                 c.graft_unknown += 1
                 continue
-            self._send(sender, Gossip(msg_id, cached.hops, cached.origin, cached.payload))
+            stream = stored.stream
+            if stream is own and stored.seq > (own.released or 0):
+                continue  # not durable yet: nobody may know it exists
+            self._send(
+                sender, Gossip(msg_id, stored.hops, stream.origin, stream.epoch, stored.payload)
+            )
             c.gossip_sent += 1
             info.gossip_sent += 1
 
@@ -575,24 +710,56 @@ class Plumtree:
         parent: str,
         hops: int,
         now: float,
-        graft: PendingGraft | None = None,
+        graft: PendingGraft | None,
+        stream: Stream,
+        seq: int,
+        repaired: bool = False,
     ) -> None:
-        """Record, cache and deliver a message seen for the first time."""
+        """Record, keep and deliver a message not settled before."""
         c = self.counters
-        self._delivered_seq = seq = self._delivered_seq + 1
-        c.seen_evictions += self.seen.put(msg_id, SeenEntry(now, hops, parent, origin, graft, seq))
-        evicted = self.cache.put(msg_id, CachedMessage(now, hops, origin, payload))
+        stream.add(seq)
+        stream.last_activity = now
+        self._delivered_seq = cursor = self._delivered_seq + 1
+        c.seen_evictions += self.seen.put(
+            msg_id, SeenEntry(now, hops, parent, origin, graft, cursor)
+        )
+        evicted = self.store.put(msg_id, StoredMessage(now, hops, seq, stream, payload))
         if evicted:
             c.cache_evictions += evicted
             self._evicted_unreported += evicted
         c.messages_delivered += 1
-        if seq >= self._sync_due_seq:
-            self._send_sync(now)
         h = self.histograms
         h.message_size_bytes.observe(len(payload))
         if hops:
             h.message_hops.observe(hops)
-        self._events.append(ev.Delivered(msg_id, payload, origin, parent, hops, now))
+        self._events.append(
+            ev.Delivered(
+                msg_id, payload, origin, parent, hops, now, stream.epoch, seq, cursor, repaired
+            )
+        )
+        if stream.wm < seq:
+            # a hole below (or the ranges' bound): anti-entropy looks if it lasts
+            if len(stream.above) > MAX_RANGES:
+                self.give_up(stream, stream.above[0][0] - 1, "limit")
+            self.repair.gap_seen(now)
+
+    def give_up(self, stream: Stream, last: int, reason: str) -> None:
+        """Settle what ``stream`` misses up to ``last`` as lost: counted, announced."""
+        gone = stream.give_up(last)
+        c = self.counters
+        for first, end in gone:
+            count = end - first + 1
+            if reason == "limit":
+                c.lost_limit += count
+            else:
+                c.lost_unavailable += count
+            self._events.append(
+                ev.MessagesLost(stream.origin, stream.epoch, first, end, count, reason)
+            )
+            self.last_loss = (
+                f"lost {count} message(s) of {stream.origin} (epoch {stream.epoch}, seq "
+                f"{first}-{end}): {_LOSS_REASONS.get(reason, reason)}"
+            )
 
     def _eager_push(self, gossip: Gossip, exclude: str | None) -> None:
         info = self.peers.info
@@ -806,6 +973,7 @@ class Plumtree:
         self.peers.add(peer, eager, now)
         self.counters.peer_added += 1
         self._events.append(ev.PeerAdded(peer, eager))
+        self.repair.peer_added(now)
         return True
 
     def _promote(self, peer: str, now: float, reason: str) -> None:
@@ -826,62 +994,43 @@ class Plumtree:
         self._promote(peer, now, "repair")
         self._send_graft(peer, [], 0)
 
-    def _send_sync(self, now: float) -> None:
-        """Announce the most recent ids of the window to one random peer."""
-        cfg = self.config
-        self._next_sync = now + cfg.sync_interval * self.rng.uniform(0.75, 1.25)
-        # under load, a digest every sync_max_ids / 2 deliveries as well: consecutive
-        # digests then overlap, and every stretch of the stream is compared with a peer
-        # (set before the check below: a node with no peer came back on every delivery)
-        self._sync_due_seq = self._delivered_seq + max(1, cfg.sync_max_ids // 2)
-        if not self.peers:
-            return
-        # even an empty digest: the answer names what we missed
-        fresh = self._fresh(now, (1 + SYNC_FRESH_MAX) * cfg.sync_max_ids)
-        entries = list(self._settled(now, fresh=fresh))
-        names = self.peers.names()
-        peer = names[self.rng.randrange(len(names))]
-        self._send(peer, Sync(entries))
-        self.counters.sync_sent += 1
-        if fresh:
-            # what is still too fresh to compare is compared by follow-ups, one each time
-            # half a digest's worth of it settles: after a burst no delivery paces the
-            # digests, and its last stretch was left to the IHaves alone
-            counted = min(fresh, SYNC_FRESH_MAX * cfg.sync_max_ids)
-            follow = self.lateness.timeout * (cfg.sync_max_ids / 2) / counted
-            due = now + max(follow, SYNC_FOLLOW_MIN)
-            if due < self._next_sync:
-                self._next_sync = due
-                if due < self._deadline:
-                    self._deadline = due
-
-    def _fresh(self, now: float, limit: int) -> int:
-        """How many of our newest messages (``limit`` at most) are too fresh to compare."""
-        settled = now - self.lateness.timeout
-        count = 0
-        for _msg_id, cached in islice(self.cache.newest_entries(), limit):
-            if cached.at <= settled:
-                break
-            count += 1
-        return count
-
     def _maintenance(self, now: float) -> None:
         cfg = self.config
         if self._evicted_unreported:
-            # one event per maintenance tick, not one per message: with a full cache
+            # one event per maintenance tick, not one per message: with a full store
             # every delivery evicts, and an event each cost more than the delivery
             # (and flooded /v1/events at warn level)
             self._events.append(ev.CacheEvicted(self._evicted_unreported))
             self._evicted_unreported = 0
         self.seen.expire(now)
-        self.cache.expire(now)
+        self.store.expire(now)
+        self._retire_streams(now)
         self._graft_limiter.gc(now)
         self._repair_isolation(now)
         self._health_window.record(now, self._health_counters())
         jitter = self.rng.uniform(0.0, cfg.maintenance_jitter) if cfg.maintenance_jitter else 0.0
         self._next_maintenance = now + cfg.maintenance_interval + jitter
 
-    def _health_counters(self) -> tuple[int, int, int, int, int]:
+    def _retire_streams(self, now: float) -> None:
+        """Forget finished streams: an epoch superseded by a newer one of its origin, or
+        an origin no longer a member, once nothing is missing and it has been quiet for
+        the retention age. Their epochs stay refused (a replay is not news). A walk over
+        every stream: once a minute is often enough for something an hour old."""
+        if now < self._next_retire:
+            return
+        self._next_retire = now + RETIRE_INTERVAL
+        horizon = now - self.config.retention_age
+        members = self.members
+        own = self.own_stream
+        for stream in list(self.streams):
+            if stream is own or stream.last_activity > horizon or stream.missing():
+                continue
+            gone = members is not None and stream.origin not in members
+            if stream.superseded or (gone and stream.origin != self.name):
+                self.streams.retire(stream)
+                self.counters.streams_retired += 1
+
+    def _health_counters(self) -> tuple[int, int, int, int, int, int]:
         c = self.counters
         return (
             c.graft_sent,
@@ -889,7 +1038,14 @@ class Plumtree:
             c.messages_delivered,
             c.messages_duplicate,
             c.ihave_dropped + c.pending_grafts_dropped,
+            c.lost_unavailable + c.lost_limit,
         )
 
     def _send(self, peer: str, message: PlumtreeMessage) -> None:
         self._outbox.append((peer, message))
+
+
+_LOSS_REASONS = {
+    "unavailable": "no reachable member holds them any more",
+    "limit": "too many gaps open at once",
+}

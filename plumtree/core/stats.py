@@ -77,8 +77,16 @@ class PlumtreeCounters:
     optimizations: int = 0
     sync_sent: int = 0
     sync_received: int = 0
-    sync_gaps_announced: int = 0
     messages_too_large: int = 0
+    # exact delivery: repair, loss and what was refused
+    messages_repaired: int = 0
+    repair_sent: int = 0
+    repair_duplicate: int = 0
+    repair_requests: int = 0
+    lost_unavailable: int = 0
+    lost_limit: int = 0
+    messages_rejected: int = 0
+    streams_retired: int = 0
     graft_premature: int = 0
     graft_undone: int = 0
 
@@ -136,3 +144,9 @@ class PlumtreeGauges:
     pending_grafts: int
     seen_size: int
     ihave_timeout_seconds: float
+    messages_missing: int = 0
+    streams: int = 0
+    store_bytes: int = 0
+    store_bytes_capacity: int = 0
+    #: age of the oldest payload held: how far back this node can repair others
+    retention_seconds: float = 0.0

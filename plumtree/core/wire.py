@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 MAGIC: Final = b"PT"
-VERSION: Final = 1
+#: 2: messages are (origin, epoch, seq) streams, digests are version vectors
+VERSION: Final = 2
 _HEADER: Final = MAGIC + bytes([VERSION])
 _HEADER_LEN: Final = len(_HEADER)
 

@@ -29,6 +29,7 @@ from plumtree.core.members import is_live
 from plumtree.core.messages import PLUMTREE_TYPES, PushPull
 from plumtree.core.plumtree import MessageTooLarge, Plumtree
 from plumtree.core.swim import Swim
+from plumtree.core.wire import VERSION as WIRE_VERSION
 from plumtree.core.wire import Envelope
 from plumtree.runtime.addresses import format_addr, parse_addr
 from plumtree.runtime.crypto import OVERHEAD, Keyring
@@ -369,7 +370,7 @@ class Node:
         return {
             "name": self.name,
             "version": self.version,
-            "wire_version": 1,
+            "wire_version": WIRE_VERSION,
             "cluster_label": cfg.label,
             "gossip_addr": self.gossip_addr,
             "admin_url": self.admin_url,

@@ -34,7 +34,7 @@ class FloodNode:
         msg_id = new_message_id(self.rng)
         self.seen.add(msg_id)
         self._events.append(ev.Delivered(msg_id, payload, self.name, self.name, 0, now))
-        msg = Gossip(msg_id, 0, self.name, payload)
+        msg = Gossip(msg_id, 0, self.name, 0, payload)
         self._out.extend((p, msg) for p in self.peers)
         return msg_id
 
@@ -47,7 +47,7 @@ class FloodNode:
         self._events.append(
             ev.Delivered(message.id, message.payload, message.origin, sender, hops, now)
         )
-        fwd = Gossip(message.id, hops, message.origin, message.payload)
+        fwd = Gossip(message.id, hops, message.origin, message.epoch, message.payload)
         self._out.extend((p, fwd) for p in self.peers if p != sender)
 
     def handle_timer(self, now: float) -> None:

@@ -54,7 +54,7 @@ def test_sim_rejects_an_unknown_profile_with_a_usage_error() -> None:
 def test_version_in_both_formats() -> None:
     assert "plumctl 0.1.0" in invoke("version").stdout
     doc = json_out(invoke("-o", "json", "version"))
-    assert doc["kind"] == "Version" and doc["wire_version"] == 1
+    assert doc["kind"] == "Version" and doc["wire_version"] == 2
 
 
 def test_help_lists_exit_codes_and_examples() -> None:

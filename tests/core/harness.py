@@ -9,7 +9,8 @@ from dataclasses import replace
 
 from plumtree.core import events as ev
 from plumtree.core.config import PlumtreeConfig
-from plumtree.core.messages import PlumtreeMessage
+from plumtree.core.ids import message_id, stream_key
+from plumtree.core.messages import Gossip, PlumtreeMessage
 from plumtree.core.plumtree import Plumtree
 
 Drop = Callable[[str, str, PlumtreeMessage], bool]
@@ -81,3 +82,23 @@ class Net:
 
     def of(self, name: str, kind: type[ev.Event]) -> list[ev.Event]:
         return [e for e in self.events[name] if isinstance(e, kind)]
+
+
+# --- consistent message ids for hand-built messages ----------------------------------
+
+#: the origin whose stream the tests' ids belong to, unless they say otherwise
+ORIGIN = "o"
+
+
+def mid(seq: int, origin: str = ORIGIN, epoch: int = 0) -> bytes:
+    """The id of message ``seq`` of ``(origin, epoch)``."""
+    return message_id(stream_key(origin, epoch), seq)
+
+
+_KNOWN = {stream_key(o, 0): o for o in (ORIGIN, *"abcdefghijklmnpqrstuvwxyz")}
+
+
+def gossip(msg_id: bytes, round_: int, origin: str, payload: bytes, epoch: int = 0) -> Gossip:
+    """A Gossip whose id and origin agree: the origin is the one the id was made for
+    (when the test made it with ``mid``), else ``origin``."""
+    return Gossip(msg_id, round_, _KNOWN.get(msg_id[:8], origin), epoch, payload)

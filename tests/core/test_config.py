@@ -22,7 +22,7 @@ from plumtree.core.config import (
 def test_every_preset_is_valid_and_named(profile: str) -> None:
     cfg = ProtocolConfig.from_profile(profile)
     assert cfg.profile == profile
-    assert cfg.plumtree.seen_ttl >= cfg.plumtree.message_cache_ttl
+    assert cfg.plumtree.retention_bytes >= 1024 and cfg.plumtree.retention_age > 0
 
 
 def test_presets_follow_the_reference_values() -> None:
@@ -48,7 +48,7 @@ def test_presets_follow_the_reference_values() -> None:
         ({"graft_rate_limit_per_second": float("nan")}, "plumtree.graft_rate_limit_per_second"),
         ({"max_peers": 0}, "plumtree.max_peers"),
         ({"ihave_batch_size": 10_000}, "plumtree.ihave_batch_size: must be <= 256"),
-        ({"seen_ttl": 1.0}, "plumtree.seen_ttl: must be >= message_cache_ttl"),
+        ({"repair_batch": 10_000}, "plumtree.repair_batch: must be <= 512"),
         ({"eager_fanout": True}, "plumtree.eager_fanout: must be an integer"),
     ],
 )

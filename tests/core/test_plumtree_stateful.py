@@ -1,11 +1,14 @@
 """Hypothesis drives several Plumtree cores over a lossy network with a fake clock.
 
+Faults: loss, nodes cut off for a while, restarts from saved state, replayed messages.
 Invariants: eager and lazy sets are disjoint and never hold the node itself; no node ever
-delivers a message twice; once the network heals, every node delivers every broadcast.
+delivers a message twice (across its restarts too); once the network heals, every node
+delivers every broadcast, and nothing is declared lost (retention outlasts the run).
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 from hypothesis import settings
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from plumtree.core import events as ev
+from plumtree.core.plumtree import Plumtree
 from tests.core.harness import Net, config
 
 
@@ -27,6 +31,8 @@ class PlumtreeCluster(RuleBasedStateMachine):
             graft_timeout=0.1,
             graft_max_retries=4,
             sync_interval=0.5,
+            repair_delay=0.2,
+            repair_interval=0.05,
             maintenance_interval=0.5,
         )
         self.net = Net(names, cfg, seed=seed)
@@ -60,6 +66,34 @@ class PlumtreeCluster(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         self.net.advance(seconds, step=0.02)
 
+    @rule(who=st.integers(0, 5), seconds=st.floats(0.1, 3.0))
+    def cut_off(self, who: int, seconds: float) -> None:
+        """A node hears nothing and is heard by nobody (frozen, or partitioned)."""
+        name = list(self.net.nodes)[who % len(self.net.nodes)]
+        self.net.advance(seconds, drop=lambda s, d, m: name in (s, d), step=0.05)
+
+    @rule(who=st.integers(0, 5))
+    def restart(self, who: int) -> None:
+        """kill -9 and a restart from its store: same name, same epoch, same state."""
+        net = self.net
+        name = list(net.nodes)[who % len(net.nodes)]
+        old = net.nodes[name]
+        peers = old.peers.names()
+        net.queue = type(net.queue)(x for x in net.queue if name not in (x[0], x[1]))
+        net.nodes[name] = Plumtree(
+            name, old.config, random.Random(self.counter), net.now, restored=old.snapshot(net.now)
+        )
+        for peer in peers:
+            net.link(name, peer)
+
+    @rule(k=st.integers(0, 10_000))
+    def replay(self, k: int) -> None:
+        """Something sent long ago arrives again (a replayed frame, a flushed queue)."""
+        if self.net.sent:
+            src, dst, msg = self.net.sent[k % len(self.net.sent)]
+            self.net.nodes[dst].receive(src, msg, self.net.now)
+            self.net.collect()
+
     @invariant()
     def peer_sets_are_sane(self) -> None:
         for name, node in self.net.nodes.items():
@@ -90,6 +124,9 @@ class PlumtreeCluster(RuleBasedStateMachine):
             got = {e.id for e in self.net.events[name] if isinstance(e, ev.Delivered)}
             missing = [b.hex() for b in self.broadcasts if b not in got]
             assert not missing, f"{name} never delivered {missing}"
+            node = self.net.nodes[name]
+            assert node.counters.lost_unavailable + node.counters.lost_limit == 0, name
+            assert node.streams.missing() == 0, name
         self.nothing_delivered_twice()
 
 

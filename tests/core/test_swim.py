@@ -567,7 +567,7 @@ def test_hostile_messages_never_raise() -> None:
         Alive("a", MAX_INCARNATION, "a", {}),
         Suspect("a", MAX_INCARNATION, "x"),
         Dead("a", MAX_INCARNATION, "x"),
-        Gossip(b"\0" * 16, 0, "x", b""),
+        Gossip(b"\0" * 16, 0, "x", 0, b""),
         PushPull(False, False, []),
     ]
     for msg in hostile:

@@ -23,7 +23,10 @@ from plumtree.core.messages import (
     PingReq,
     Prune,
     PushPull,
+    Repair,
+    StreamDigest,
     Suspect,
+    Sync,
 )
 from plumtree.core.wire import DecodeError, Envelope, decode, encode
 
@@ -33,10 +36,31 @@ seqs = st.integers(0, limits.MAX_SEQ)
 incs = st.integers(0, limits.MAX_INCARNATION)
 names = st.text(min_size=1, max_size=20)
 addrs = st.text(max_size=30)
+epochs = st.integers(0, 2**63 - 1)
+stream_seqs = st.integers(0, 2**63 - 1)
 metas = st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=4)
 
 messages = st.one_of(
-    st.builds(Gossip, ids, rounds, names, st.binary(max_size=256)),
+    st.builds(Gossip, ids, rounds, names, epochs, st.binary(max_size=256)),
+    st.builds(Repair, ids, rounds, names, epochs, st.binary(max_size=256)),
+    st.builds(
+        Sync,
+        st.lists(
+            st.builds(
+                StreamDigest,
+                names,
+                epochs,
+                stream_seqs,
+                stream_seqs,
+                stream_seqs,
+                st.lists(st.tuples(stream_seqs, stream_seqs), max_size=4),
+            ),
+            max_size=4,
+        ),
+        st.booleans(),
+        st.booleans(),
+        st.booleans(),
+    ),
     st.builds(IHave, st.lists(st.tuples(ids, rounds), max_size=8)),
     st.builds(Graft, st.lists(ids, max_size=8)),
     st.just(Prune()),

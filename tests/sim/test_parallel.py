@@ -55,7 +55,7 @@ def test_default_split_follows_size_and_cores() -> None:
 
 
 def _gossip(k: int, size: int) -> Gossip:
-    return Gossip(k.to_bytes(16, "big"), k % 7, f"n{k}", bytes([k % 251]) * size)
+    return Gossip(k.to_bytes(16, "big"), k % 7, f"n{k}", 0, bytes([k % 251]) * size)
 
 
 def _swap_big_batches(part: int, mesh: parallel.Mesh | None) -> list[int]:
