@@ -98,6 +98,37 @@ class CacheEvicted(Event, tag="cache_evicted", frozen=True):
     count: int
 
 
+# --- the stack (core/stack.py) ---------------------------------------------------------
+
+
+class JoinPending(Event, tag="join_pending", frozen=True):
+    """Join attempt ``attempt`` through ``seeds`` taught us no member yet; the next
+    one goes out in ``retry_in`` seconds."""
+
+    seeds: list[str]
+    attempt: int
+    retry_in: float
+
+
+class Joined(Event, tag="joined", frozen=True):
+    """A join succeeded: ``alive`` members are known alive (ourselves included)."""
+
+    alive: int
+
+
+class Isolated(Event, tag="isolated", frozen=True):
+    """No member besides this node is alive: it joins through its seeds again."""
+
+    seeds: list[str]
+
+
+class Reconciled(Event, tag="reconciled", frozen=True):
+    """Plumtree's peers were set right against the member table (drift repaired)."""
+
+    added: int
+    removed: int
+
+
 # --- SWIM -----------------------------------------------------------------------------
 
 

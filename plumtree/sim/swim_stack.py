@@ -1,9 +1,8 @@
-"""``--membership swim``: every simulated node runs SWIM for membership under Plumtree.
+"""``--membership swim``: every simulated node runs the node's own stack (core/stack.py).
 
-Each node is a :class:`~plumtree.core.swim.Swim` plus a
-:class:`~plumtree.core.plumtree.Plumtree` (address == name). Membership events drive
-Plumtree's peer set (join/alive add a peer; fail/leave/reap remove it) and a periodic
-``reconcile`` against the live member list repairs any drift, as the runtime will do.
+Each node is a :class:`~plumtree.core.stack.Stack` (address == name): SWIM membership
+driving Plumtree, with the runtime's joining, reconciling and routing, so what the
+simulator reports is what the runtime does.
 
 The scenario: all nodes start within one second and join through node 0; we measure how
 long each takes to see all N members alive. Then the usual broadcasts run (warm-up, then
@@ -21,10 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 from plumtree.core import events as ev
-from plumtree.core.config import PlumtreeConfig, SwimConfig
+from plumtree.core.config import PlumtreeConfig, ProtocolConfig, SwimConfig
 from plumtree.core.dissemination import retransmit_limit
 from plumtree.core.ids import MessageId
 from plumtree.core.plumtree import Plumtree
+from plumtree.core.stack import PLUMTREE_TYPE_SET, Stack
+from plumtree.core.state import NodeState
 from plumtree.core.suspicion import suspicion_timeout
 from plumtree.core.swim import Outgoing, Swim
 from plumtree.sim.engine import Simulator
@@ -41,10 +42,6 @@ from plumtree.sim.scenario import (
 )
 from plumtree.sim.stats import percentile
 
-#: Seconds between reconcile passes (skipped when the membership did not change).
-RECONCILE_INTERVAL = 5.0
-#: Seconds between join retries while a node has not heard back from a seed.
-JOIN_RETRY = 1.0
 #: Nodes start at uniform times in [0, START_SPREAD).
 START_SPREAD = 1.0
 #: Give up waiting for convergence after this many simulated seconds.
@@ -53,141 +50,100 @@ CONVERGENCE_LIMIT = 60.0
 _JOINED = ev.MemberJoined
 _ALIVE = ev.MemberAlive
 _FAILED = ev.MemberFailed
-_LEFT = ev.MemberLeft
-_REAPED = ev.MemberReaped
 
 
 class SwimStackNode:
-    """One simulated node: SWIM membership driving a Plumtree broadcast layer."""
+    """One simulated node: the engine's surface over a :class:`Stack`."""
 
-    __slots__ = (
-        "_events",
-        "_next_join",
-        "_next_reconcile",
-        "_reconciled_version",
-        "name",
-        "plumtree",
-        "plumtree_config",
-        "rng",
-        "seeds",
-        "swim",
-        "swim_config",
-    )
+    __slots__ = ("config", "name", "rng", "stack", "starts")
 
     def __init__(
         self, name: str, swim_config: SwimConfig, plumtree_config: PlumtreeConfig, seed: int
     ) -> None:
         self.name = name
-        self.swim_config = swim_config
-        self.plumtree_config = plumtree_config
+        self.config = ProtocolConfig("sim", plumtree_config, swim_config)
         self.rng = random.Random(seed)
-        self.swim: Swim | None = None
-        self.plumtree: Plumtree | None = None
-        self.seeds: list[str] = []
-        self._events: list[ev.Event] = []
-        self._next_join: float | None = None
-        self._next_reconcile = math.inf
-        self._reconciled_version = -1
+        self.stack: Stack | None = None
+        #: how often it started: a restart without its store is a new epoch
+        self.starts = 0
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self, now: float, seeds: list[str]) -> None:
-        self.swim = Swim(self.name, self.name, self.swim_config, self.rng, now)
-        self.plumtree = Plumtree(self.name, self.plumtree_config, self.rng, now)
-        self.seeds = seeds
+    def start(
+        self,
+        now: float,
+        seeds: list[str],
+        restored: NodeState | None = None,
+        fresh: bool = False,
+    ) -> None:
+        """(Re)start the process: from ``restored`` (its store), or without history."""
+        self.starts += 1
+        self.stack = Stack(
+            self.name,
+            self.name,
+            self.config,
+            self.rng,
+            now,
+            epoch=self.starts,
+            restored=restored,
+            fresh=fresh,
+        )
         if seeds:
-            self.swim.join(seeds, now)
-            self._next_join = now + JOIN_RETRY
-        self._next_reconcile = now + RECONCILE_INTERVAL * (1.0 + self.rng.random())
+            self.stack.join(seeds, now)
+
+    def stop(self) -> None:
+        """The process is gone (a crash): it keeps nothing but what ``snapshot`` saved."""
+        self.stack = None
+
+    @property
+    def swim(self) -> Swim | None:
+        return self.stack.swim if self.stack is not None else None
+
+    @property
+    def plumtree(self) -> Plumtree | None:
+        return self.stack.plumtree if self.stack is not None else None
 
     @property
     def counters(self) -> Any:
         """Plumtree's counters (what the shared report reads, e.g. graft failures)."""
-        return self.plumtree.counters if self.plumtree is not None else None
+        return self.stack.plumtree.counters if self.stack is not None else None
 
     def broadcast(self, payload: bytes, now: float) -> MessageId:
-        assert self.plumtree is not None
-        return self.plumtree.broadcast(payload, now)
+        assert self.stack is not None
+        return self.stack.broadcast(payload, now)
 
     # ------------------------------------------------------------ the engine's surface
 
     def receive(self, sender: str, message: Any, now: float) -> None:
-        swim = self.swim
-        if swim is None:
-            return  # not started yet: the process is not listening
+        stack = self.stack
+        if stack is None:
+            return  # not started (or crashed): the process is not listening
         if type(message) is Outgoing:
-            if message.reliable:
-                swim.receive_stream(sender, sender, message.messages[0], now)
-            else:
-                swim.receive_packet(sender, sender, message.messages, now)
-            self._drain_swim(now)
+            stack.receive(sender, sender, message.messages, message.reliable, now)
         else:
-            self.plumtree.receive(sender, message, now)  # type: ignore[union-attr]
+            stack.receive(sender, sender, (message,), True, now)
 
     def handle_timer(self, now: float) -> None:
-        swim = self.swim
-        plumtree = self.plumtree
-        if swim is None or plumtree is None:
-            return
-        if swim.next_deadline() <= now:
-            swim.handle_timer(now)
-        if self._next_join is not None and now >= self._next_join:
-            if swim.joined:
-                self._next_join = None
-            else:
-                swim.join(self.seeds, now)
-                self._next_join = now + JOIN_RETRY
-        self._drain_swim(now)
-        if now >= self._next_reconcile:
-            self._next_reconcile = now + RECONCILE_INTERVAL
-            if swim.version != self._reconciled_version:
-                self._reconciled_version = swim.version
-                plumtree.reconcile(swim.live_names(), now)
-        if plumtree.next_deadline() <= now:
-            plumtree.handle_timer(now)
+        if self.stack is not None:
+            self.stack.handle_timer(now)
 
     def next_deadline(self) -> float | None:
-        swim = self.swim
-        if swim is None or self.plumtree is None:
-            return None
-        deadline = swim.next_deadline()
-        other = self.plumtree.next_deadline()
-        if other < deadline:
-            deadline = other
-        if self._next_reconcile < deadline:
-            deadline = self._next_reconcile
-        if self._next_join is not None and self._next_join < deadline:
-            deadline = self._next_join
-        return deadline
+        return self.stack.next_deadline() if self.stack is not None else None
 
     def take_outgoing(self) -> list[tuple[str, Any]]:
+        if self.stack is None:
+            return []
         out: list[tuple[str, Any]] = []
-        if self.swim is not None:
-            out = [(o.addr, o) for o in self.swim.take_outgoing()]
-        if self.plumtree is not None:
-            out.extend(self.plumtree.take_outgoing())
+        for o in self.stack.take_outgoing():
+            if o.reliable and type(o.messages[0]) in PLUMTREE_TYPE_SET:
+                # one by one: the engine counts and times each Plumtree message
+                out.extend((o.addr, m) for m in o.messages)
+            else:
+                out.append((o.addr, o))
         return out
 
     def take_events(self) -> list[ev.Event]:
-        out, self._events = self._events, []
-        if self.plumtree is not None:
-            out.extend(self.plumtree.take_events())
-        return out
-
-    def _drain_swim(self, now: float) -> None:
-        """Membership events drive the Plumtree peer set (and go on to the recorder)."""
-        events = self.swim.take_events()  # type: ignore[union-attr]
-        if not events:
-            return
-        plumtree = self.plumtree
-        assert plumtree is not None
-        for event in events:
-            kind = type(event)
-            if kind is _JOINED or kind is _ALIVE:
-                plumtree.add_peer(getattr(event, "name"), now)  # noqa: B009 - hot path, no isinstance
-            elif kind is _FAILED or kind is _LEFT or kind is _REAPED:
-                plumtree.remove_peer(getattr(event, "name"), now)  # noqa: B009
-        self._events.extend(events)
+        return self.stack.take_events() if self.stack is not None else []
 
 
 class _SwimRecorder(_Recorder):
