@@ -1,4 +1,4 @@
-"""The node health model of ``monitoring-guide.md`` as a pure function of numbers.
+"""The node health model of the monitoring guide (docs/monitoring.md) as pure functions.
 
 Each check maps to a row of the seed's alert table or a health-check criterion: a
 critical condition makes the node Unhealthy, a warning condition Degraded. The
@@ -90,6 +90,9 @@ class HealthInputs:
     #: unrepaired gap has lasted
     messages_missing: int = 0
     missing_for: float = 0.0
+    #: the durable store cannot commit (the node refuses broadcasts): and why
+    store_failing: bool = False
+    store_error: str = ""
 
     @property
     def total_peers(self) -> int:
@@ -133,6 +136,7 @@ def evaluate(inputs: HealthInputs, t: Thresholds = SEED_THRESHOLDS) -> HealthRep
         _pending_grafts(inputs, t),
         _backlog(inputs, t),
         _delivery(inputs, t),
+        _store(inputs),
     ]
     status = worst([c.status for c in checks])
     bad = sorted((c for c in checks if c.status != Status.HEALTHY), key=lambda c: -c.status.rank)
@@ -233,6 +237,14 @@ def _delivery(i: HealthInputs, t: Thresholds) -> Check:
     if i.messages_missing:
         return Check("delivery", Status.HEALTHY, f"repairing: {i.messages_missing} missing")
     return Check("delivery", Status.HEALTHY, "nothing missing")
+
+
+def _store(i: HealthInputs) -> Check:
+    """A node that cannot keep what it acknowledges must not acknowledge: critical."""
+    if i.store_failing:
+        why = f": {i.store_error}" if i.store_error else ""
+        return Check("store", Status.UNHEALTHY, f"store failing{why}; broadcasts are refused")
+    return Check("store", Status.HEALTHY, "store commits (or no store)")
 
 
 class CounterWindow:

@@ -183,6 +183,9 @@ class Plumtree:
             stream.held_above = sum(hi - lo + 1 for lo, hi in stream.above)
             stream.lost_total = saved.lost_total
             stream.lost = list(saved.lost)
+            if saved.lost_total > sum(hi - lo + 1 for lo, hi in saved.lost):
+                # older losses were forgotten: below the kept ones, cannot be told apart
+                stream.lost_horizon = saved.lost[0][0] - 1 if saved.lost else saved.wm
             stream.last_activity = now
             stream.dirty = False
         for kept in state.messages:
@@ -450,7 +453,9 @@ class Plumtree:
         blocks = self.repair.blocks
         return max((now - b.since for b in blocks.values()), default=0.0)
 
-    def health(self, now: float) -> HealthReport:
+    def health(self, now: float, store_error: str | None = None) -> HealthReport:
+        """The health model on this node's numbers (``store_error``: the runtime's
+        durable store cannot commit, and why)."""
         seconds, (sent, failed, delivered, dups, drops, lost) = self._health_window.deltas(
             now, self._health_counters()
         )
@@ -474,6 +479,8 @@ class Plumtree:
                 lost_detail=self.last_loss,
                 messages_missing=g.messages_missing,
                 missing_for=self.missing_for(now),
+                store_failing=store_error is not None,
+                store_error=store_error or "",
             )
         )
 

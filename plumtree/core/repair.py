@@ -128,14 +128,11 @@ class Repairer:
             self._helped.add(peer)
 
     def peer_added(self, now: float) -> None:
-        """A node without history starts its clock when it first has someone to ask,
-        and asks at once: a restart should not wait a sync period to learn where it is."""
-        if self.adopting:
-            if self._adopt_deadline is None:
-                self._adopt_deadline = now + self.tree.config.adopt_timeout
-            if self.next_sync > now:
-                self.next_sync = now
-                self.tree.lower_deadline(now)
+        """A node without history asks at once: a restart should not wait a sync period
+        to learn where it is."""
+        if self.adopting and self.next_sync > now:
+            self.next_sync = now
+            self.tree.lower_deadline(now)
 
     # ------------------------------------------------------------------ sending
 
@@ -146,7 +143,7 @@ class Repairer:
         tree = self.tree
         cfg = tree.config
         self.next_sync = now + cfg.sync_interval * tree.rng.uniform(0.75, 1.25)
-        if self.adopting and self._adopt_deadline is not None:
+        if self.adopting:
             # keep asking until an established peer answers
             self.next_sync = min(self.next_sync, now + cfg.repair_interval * 5)
         names = tree.peers.names()
@@ -277,8 +274,16 @@ class Repairer:
 
     def on_sync(self, sender: str, msg: Sync, now: float) -> None:
         tree = self.tree
-        if self.adopting and not msg.fresh:
-            self._adopt(msg.streams)
+        if self.adopting:
+            if not msg.fresh:
+                self._adopt(msg.streams)
+            elif self._adopt_deadline is None:
+                # only peers without history answer: a brand-new cluster. Its clock
+                # starts now, not when the first peer appeared (a restarted node whose
+                # peers still hold it dead hears nothing for a while, and must not
+                # time out and be sent everything it had delivered before)
+                self._adopt_deadline = now + tree.config.adopt_timeout
+                tree.lower_deadline(self._adopt_deadline)
         streams = tree.streams
         by_origin = streams.by_origin
         own = tree.own_stream

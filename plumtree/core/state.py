@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
+from plumtree.core.ids import format_id, message_id, stream_key
 from plumtree.core.streams import Range, Stream
 
 
@@ -34,6 +37,27 @@ class StreamState:
             stream.lost_total,
             tuple(stream.lost),
         )
+
+
+class DeliveryRecord(msgspec.Struct, frozen=True, gc=False):
+    """One delivery as the node's delivery log keeps it: ``cursor`` is the node's
+    delivery number (1, 2, 3...), ``at`` the wall-clock time of the delivery. One is
+    made per delivery (a struct, untracked by the collector); the durable store saves
+    exactly these."""
+
+    cursor: int
+    origin: str
+    epoch: int
+    seq: int
+    hops: int
+    sender: str
+    at: float
+    payload: bytes | None
+
+    @property
+    def id(self) -> str:
+        """The message id (hex), derived from ``(origin, epoch, seq)``."""
+        return format_id(message_id(stream_key(self.origin, self.epoch), self.seq))
 
 
 @dataclass(frozen=True, slots=True)

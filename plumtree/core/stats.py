@@ -1,8 +1,8 @@
 """Counters, gauges and histograms kept as plain numbers inside the core.
 
 The runtime exports these to Prometheus at scrape time (so gauges are always current);
-the simulator reads them directly. Names match ``monitoring-guide.md`` without the
-``plumtree_`` prefix and ``_total`` suffix.
+the simulator reads them directly. Names match the monitoring guide (docs/monitoring.md)
+without the ``plumtree_`` prefix and ``_total`` suffix.
 """
 
 from __future__ import annotations
@@ -150,3 +150,6 @@ class PlumtreeGauges:
     store_bytes_capacity: int = 0
     #: age of the oldest payload held: how far back this node can repair others
     retention_seconds: float = 0.0
+    #: how long the oldest unrepaired gap has lasted (filled in by the caller, who has
+    #: the clock: see Plumtree.missing_for)
+    messages_missing_seconds: float = 0.0

@@ -22,8 +22,9 @@ from plumtree.core.messages import StreamDigest
 #: Delivered ranges kept above a stream's watermark; one more gives up the lowest hole.
 MAX_RANGES = 4096
 #: Lost ranges remembered per stream, to answer "is this id lost?" (the count is exact
-#: whatever this bound; only the oldest ranges' details are forgotten).
-LOST_RANGES_KEPT = 64
+#: whatever this bound; past it the oldest ranges' details are forgotten, and a seq
+#: below them is "settled, unknown whether delivered": see ``settled_unknown``).
+LOST_RANGES_KEPT = 1024
 #: Streams retired (origin -> highest retired epoch) remembered at most.
 RETIRED_MAX = 100_000
 
@@ -44,6 +45,7 @@ class Stream:
         "key",
         "last_activity",
         "lost",
+        "lost_horizon",
         "lost_total",
         "origin",
         "released",
@@ -71,6 +73,9 @@ class Stream:
         #: lost ranges, oldest first (the last LOST_RANGES_KEPT), and their total count
         self.lost: list[Range] = []
         self.lost_total = 0
+        #: the highest seq of lost ranges forgotten (LOST_RANGES_KEPT): below it, a seq
+        #: that is settled may have been delivered or lost
+        self.lost_horizon = 0
         #: a newer epoch of the same origin exists (this one gets no new messages)
         self.superseded = False
         self.last_activity = 0.0
@@ -98,8 +103,12 @@ class Stream:
         return i > 0 and above[i - 1][1] >= seq
 
     def delivered(self, seq: int) -> bool:
-        """Delivered here (not merely settled as lost)."""
-        return self.has(seq) and not self.is_lost(seq)
+        """Delivered here (not merely settled as lost); False when it cannot be told."""
+        return self.has(seq) and not self.is_lost(seq) and seq > self.lost_horizon
+
+    def settled_unknown(self, seq: int) -> bool:
+        """Settled, but whether delivered or lost is forgotten (very old losses)."""
+        return self.has(seq) and seq <= self.lost_horizon and not self.is_lost(seq)
 
     def is_lost(self, seq: int) -> bool:
         return any(lo <= seq <= hi for lo, hi in self.lost)
@@ -219,8 +228,11 @@ class Stream:
             self.floor = last + 1
         for r in gone:
             self.lost_total += r[1] - r[0] + 1
-        self.lost.extend(gone)
-        del self.lost[:-LOST_RANGES_KEPT]
+        lost = self.lost
+        lost.extend(gone)
+        if len(lost) > LOST_RANGES_KEPT:
+            self.lost_horizon = max(self.lost_horizon, lost[-LOST_RANGES_KEPT - 1][1])
+            del lost[:-LOST_RANGES_KEPT]
         self.dirty = True
         self.wire = None
         return gone

@@ -37,6 +37,7 @@ def test_a_normal_node_is_healthy_with_every_component_reported() -> None:
         "pending_grafts",
         "backlog",
         "delivery",
+        "store",
     }
 
 
