@@ -9,7 +9,9 @@ with new Gossip from one member, and everything it sends is encoded into frames 
 peer links would, then dropped. So one delivery here is what it costs on a cluster
 minus the system calls, the wake-ups and the other processes: the part of
 ``bench/loopback.py``'s CPU per delivery that Python code decides. Two cases: one
-message per frame (a quiet cluster) and 10 (a busy one, whose reads find many).
+message per frame (a quiet cluster) and 10 (a busy one, whose reads find many); each
+in memory and with a data dir (the durable store's cost: its writer thread's CPU is the
+process's too, and the run ends once every delivery is committed).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -54,11 +57,15 @@ class _NoSocket:
         pass
 
 
-async def one_run(deliveries: int, per_frame: int, seed: int) -> float:
+async def one_run(deliveries: int, per_frame: int, seed: int, data_dir: str | None = None) -> float:
     """CPU seconds a node spends on ``deliveries`` new messages, ``per_frame`` a frame."""
     node = Node(
         NodeConfig(
-            name="me", bind="127.0.0.1:0", api=None, protocol=ProtocolConfig.from_profile("local")
+            name="me",
+            bind="127.0.0.1:0",
+            api=None,
+            protocol=ProtocolConfig.from_profile("local"),
+            data_dir=data_dir,
         )
     )
     await node.start()
@@ -94,6 +101,8 @@ async def one_run(deliveries: int, per_frame: int, seed: int) -> float:
         for start in range(0, len(stream), chunk):
             reader.data_received(bytes(stream[start : start + chunk]))
             await asyncio.sleep(0)  # the loop's turn: timers (IHave flushes, maintenance)
+        while data_dir is not None and node.log.last < node.plumtree.counters.messages_delivered:
+            await asyncio.sleep(0.001)  # until the store committed every delivery
         seconds = time.process_time() - started
         delivered = node.plumtree.counters.messages_delivered
         assert delivered == deliveries // per_frame * per_frame, delivered
@@ -108,12 +117,18 @@ def main(argv: list[str] | None = None) -> int:
 
     async def measure() -> None:
         for per_frame in (1, 10):
-            costs = []
-            for r in range(args.repeats):
-                seconds = await one_run(args.deliveries, per_frame, args.seed + r)
-                costs.append(1e6 * seconds / args.deliveries)
-            case = f"{per_frame} message{'s' if per_frame > 1 else ''} a frame"
-            add_costs(out, case, costs)
+            for durable in (False, True):
+                costs = []
+                for r in range(args.repeats):
+                    with tempfile.TemporaryDirectory(prefix="plumtree-bench-") as tmp:
+                        seconds = await one_run(
+                            args.deliveries, per_frame, args.seed + r, tmp if durable else None
+                        )
+                    costs.append(1e6 * seconds / args.deliveries)
+                case = f"{per_frame} message{'s' if per_frame > 1 else ''} a frame" + (
+                    ", data dir" if durable else ", memory"
+                )
+                add_costs(out, case, costs)
 
     run(measure())
     out.note(f"{args.deliveries:,} deliveries per run; machine: {load_line()}")

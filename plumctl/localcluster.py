@@ -131,22 +131,16 @@ def _arg_after(args: list[str], flag: str) -> str | None:
         return None
 
 
-def spawn_node(
-    directory: Path,
+def node_command(
     name: str,
-    profile: str,
-    join: list[str],
+    bind: str,
+    api: str,
+    data_dir: Path,
+    join: list[str] | tuple[str, ...] = (),
     extra: list[str] | None = None,
-) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    """Start ``plumctl node start`` in its own session, logging to DIR/logs/NAME.log."""
-    logs = directory / "logs"
-    run = directory / "run"
-    logs.mkdir(parents=True, exist_ok=True)
-    run.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{name}.log"
-    ready = run / f"{name}.json"
-    ready.unlink(missing_ok=True)
-    cmd = [
+) -> list[str]:
+    """The ``plumctl node start`` command line of one node (this interpreter's plumctl)."""
+    return [
         sys.executable,
         "-m",
         "plumctl",
@@ -155,16 +149,40 @@ def spawn_node(
         "--name",
         name,
         "--bind",
-        "127.0.0.1:0",
+        bind,
         "--api",
-        "127.0.0.1:0",
-        "--profile",
-        profile,
-        "--ready-file",
-        str(ready),
+        api,
+        "--data-dir",
+        str(data_dir),
         *[arg for seed in join for arg in ("--join", seed)],
         *(extra or []),
     ]
+
+
+def spawn_node(
+    directory: Path,
+    name: str,
+    profile: str,
+    join: list[str],
+    extra: list[str] | None = None,
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """Start ``plumctl node start`` in its own session, logging to DIR/logs/NAME.log and
+    keeping its state in DIR/data/NAME (a restarted node resumes from it)."""
+    logs = directory / "logs"
+    run = directory / "run"
+    logs.mkdir(parents=True, exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    ready = run / f"{name}.json"
+    ready.unlink(missing_ok=True)
+    cmd = node_command(
+        name,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        directory / "data" / name,
+        join,
+        ["--profile", profile, "--ready-file", str(ready), *(extra or [])],
+    )
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             cmd,

@@ -3,7 +3,7 @@
 A custom collector reads the cores at scrape time: gauges are always current, counters
 are the cores' own totals (no second bookkeeping), no ``_created`` series are emitted,
 and each node has its own ``CollectorRegistry`` (several nodes can share a process).
-Names, types and buckets are exactly those of ``monitoring-guide.md``.
+Names, types and buckets are exactly those of the monitoring guide (docs/monitoring.md).
 """
 
 from __future__ import annotations
@@ -56,27 +56,43 @@ _EXTRA_COUNTER_HELP = {
     "ihave_skipped": "IHave announcements not sent: the lazy peer had announced the id to us",
     "pending_grafts_dropped": "Missing ids not tracked because too many were pending",
     "cache_evictions": "Payloads evicted from the cache before their TTL",
-    "seen_evictions": "Seen ids evicted before their TTL (dedup gap)",
+    "seen_evictions": "Per-message tree records evicted before their TTL (dedup is unaffected)",
     "optimizations": "Eager parents swapped for a shorter lazy path",
     "messages_too_large": "Broadcasts refused for exceeding max_message_size",
     "graft_premature": "Grafted messages whose eager copy arrived after all (timer too short)",
     "graft_undone": "Links a premature Graft made, pruned again by the node that grafted",
-    "sync_sent": "Anti-entropy digests sent",
-    "sync_received": "Anti-entropy digests received",
-    "sync_gaps_announced": "Ids a digest's sender lacked, announced back to it",
+    "sync_sent": "Anti-entropy digests (version vectors) sent",
+    "sync_received": "Anti-entropy digests (version vectors) received",
+    "messages_repaired": "Messages delivered by anti-entropy (not down the tree)",
+    "repair_sent": "Messages sent to peers that lacked them (anti-entropy answers)",
+    "repair_duplicate": "Anti-entropy copies of messages already delivered",
+    "repair_requests": "Digests sent asking peers to repair a gap that lasted",
+    "messages_rejected": "Messages refused: an id not of its stream, a retired epoch, ours",
+    "streams_retired": "Finished origin streams forgotten (their epochs stay refused)",
 }
 
 _GAUGE_HELP = {
     "eager_peers": "Current eager peer count",
     "lazy_peers": "Current lazy peer count",
     "total_peers": "Total peer count",
-    "cache_size": "Messages in cache",
-    "cache_capacity": "Capacity of the message cache (plumtree_cache_size alert divisor)",
+    "cache_size": "Messages in cache (payloads kept for repair)",
+    "cache_capacity": (
+        "Messages the cache holds at the current mean size: its count or byte bound,"
+        " whichever binds (plumtree_cache_size alert divisor)"
+    ),
     "ihave_queue_size": "Pending IHave announcements",
     "ihave_queue_capacity": "Capacity of the IHave queue (plumtree_ihave_queue_size divisor)",
     "pending_grafts": "Pending Graft requests",
-    "seen_size": "Message ids remembered for deduplication",
+    "seen_size": "Messages the tree keeps per-message records of",
     "ihave_timeout_seconds": "Current adaptive wait after an IHave before grafting",
+    "messages_missing": "Messages known to exist and not delivered here yet (being repaired)",
+    "messages_missing_seconds": "How long the oldest unrepaired gap has lasted (0: none)",
+    "streams": "Origin streams (origin, epoch) this node keeps a watermark for",
+    "store_bytes": "Bytes of payloads kept for repair (with per-entry overhead)",
+    "store_bytes_capacity": "Byte bound of the payloads kept for repair",
+    "retention_seconds": (
+        "Span of the payloads kept, oldest to newest: how far back this node repairs"
+    ),
 }
 
 _HISTOGRAM_HELP = {
@@ -126,14 +142,26 @@ class NodeCollector(Collector):
             )
         for name, doc in _EXTRA_COUNTER_HELP.items():
             yield CounterMetricFamily(f"plumtree_{name}", doc, value=getattr(counters, name))
+        lost = CounterMetricFamily(
+            "plumtree_messages_lost",
+            "Messages given up: no reachable member holds them (unavailable), or too many"
+            " gaps at once (limit)",
+            labels=["reason"],
+        )
+        lost.add_metric(["unavailable"], counters.lost_unavailable)
+        lost.add_metric(["limit"], counters.lost_limit)
+        yield lost
         gauges = tree.gauges()
+        missing_for = tree.missing_for(node._now())
         for name, doc in _GAUGE_HELP.items():
-            yield GaugeMetricFamily(f"plumtree_{name}", doc, value=getattr(gauges, name))
+            value = missing_for if name == "messages_missing_seconds" else getattr(gauges, name)
+            yield GaugeMetricFamily(f"plumtree_{name}", doc, value=value)
         for name, hist in tree.histograms.items():
             yield histogram_family(f"plumtree_{name}", _HISTOGRAM_HELP[name], hist)
         yield self._health(node)
         yield from self._transport(node)
         yield from self._swim(node)
+        yield from self._store(node)
         yield from self._runtime(node)
 
     def _health(self, node: Node) -> Metric:
@@ -202,6 +230,37 @@ class NodeCollector(Collector):
             "swim_local_health", "Lifeguard local health (0 is best)", value=swim.local_health()
         )
         yield histogram_family("swim_probe_rtt_seconds", "Probe round-trip time", swim.probe_rtt)
+
+    def _store(self, node: Node) -> Iterator[Metric]:
+        """The durable store (absent without --data-dir)."""
+        persistence = node.persistence
+        if persistence is None:
+            return
+        yield CounterMetricFamily(
+            "plumtree_store_commits",
+            "Group commits to the durable store",
+            value=persistence.commits,
+        )
+        yield CounterMetricFamily(
+            "plumtree_store_errors",
+            "Commits to the durable store that failed",
+            value=persistence.errors,
+        )
+        yield GaugeMetricFamily(
+            "plumtree_store_commit_seconds",
+            "Duration of the last commit (submit to durable)",
+            value=persistence.commit_seconds,
+        )
+        yield GaugeMetricFamily(
+            "plumtree_store_backlog",
+            "Batches waiting for the store's writer",
+            value=persistence.writer.pending,
+        )
+        yield GaugeMetricFamily(
+            "plumtree_store_failing",
+            "1 while the store cannot commit (the node then refuses broadcasts)",
+            value=1.0 if persistence.failing else 0.0,
+        )
 
     def _runtime(self, node: Node) -> Iterator[Metric]:
         yield CounterMetricFamily(

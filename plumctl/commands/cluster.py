@@ -269,6 +269,12 @@ def down(
     grace: Annotated[
         float, typer.Option(min=0.0, help="Seconds to wait for a graceful leave before SIGKILL.")
     ] = 10.0,
+    keep_data: Annotated[
+        bool,
+        typer.Option(
+            "--keep-data", help="Keep DIR/data (each node's state) for a later cluster up."
+        ),
+    ] = False,
 ) -> None:
     import shutil
 
@@ -292,6 +298,8 @@ def down(
     (where / "cluster.json").unlink(missing_ok=True)
     shutil.rmtree(where / "run", ignore_errors=True)
     shutil.rmtree(where / "logs", ignore_errors=True)
+    if not keep_data:
+        shutil.rmtree(where / "data", ignore_errors=True)
     if opts.json:
         emit_json(
             {

@@ -17,7 +17,15 @@ EXAMPLES = """Examples:
 
   plumctl node start --name n2 --bind 127.0.0.1:7948 --api 127.0.0.1:7949 --join 127.0.0.1:7946
 
+  plumctl node start --name n1 --data-dir /var/lib/plumtree/n1 --join 10.0.0.2:7946
+
   plumctl node start --config node.toml --log-json
+
+With --data-dir the node keeps its state there (its epoch and sequence numbers, what it
+delivered, the payloads kept for repair, its delivery log and the member list): a
+broadcast is acknowledged once it is committed there, and after a restart the node
+delivers nothing twice, catches up on what it missed (within the retention) and finds
+its cluster again without --join. Without it, state is in memory only.
 
 SIGTERM or Ctrl-C leaves the cluster gracefully (others see *left*, not *dead*),
 drains the send queues and exits 0; a second signal exits at once.
@@ -69,6 +77,17 @@ def start(
     token_file: Annotated[
         Path | None, typer.Option(help="File holding the bearer token for mutating API calls.")
     ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep the node's state here across restarts (default: memory only)."),
+    ] = None,
+    fsync: Annotated[
+        str | None,
+        typer.Option(
+            help="normal: a commit survives a crash of the node; full: of the machine too"
+            " (slower). Default normal."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_json: Annotated[
         bool, typer.Option("--log-json", help="One JSON object per log line.")
@@ -81,7 +100,19 @@ def start(
 
     try:
         settings = _settings(
-            name, bind, advertise, api, join, profile, config, label, tag, keyring, token_file
+            name,
+            bind,
+            advertise,
+            api,
+            join,
+            profile,
+            config,
+            label,
+            tag,
+            keyring,
+            token_file,
+            data_dir,
+            fsync,
         )
     except (ValueError, OSError) as exc:
         fail(str(exc), exitcodes.USAGE)
@@ -114,6 +145,8 @@ def _settings(
     tags: list[str] | None,
     keyring: Path | None,
     token_file: Path | None,
+    data_dir: Path | None = None,
+    fsync: str | None = None,
 ) -> Any:
     """Merge the config file and the flags (flags win) into a NodeConfig."""
     from plumtree.core.config import ConfigError, load_toml, protocol_config_from_mapping
@@ -136,6 +169,8 @@ def _settings(
         "profile",
         "token_file",
         "keyring",
+        "data_dir",
+        "fsync",
     }
     for key in node:
         if key not in known:
@@ -152,7 +187,18 @@ def _settings(
         profile=profile,
     )
     cfg = NodeConfig(protocol=protocol)
-    cfg.name = name or node.get("name") or cfg.name
+    directory = data_dir or node.get("data_dir")
+    if directory is not None:
+        if not isinstance(directory, str | Path):
+            raise ConfigError(f"node.data_dir: must be a path, got {directory!r}")
+        cfg.data_dir = str(directory)
+    fsync_value = fsync or node.get("fsync") or cfg.fsync
+    if fsync_value not in ("normal", "full"):
+        raise ConfigError(f"--fsync: expected normal or full, got {fsync_value!r}")
+    cfg.fsync = fsync_value
+    # a data dir remembers whose it is: its name is the default
+    stored = _stored_name(cfg.data_dir) if cfg.data_dir else None
+    cfg.name = name or node.get("name") or stored or cfg.name
     cfg.bind = bind or node.get("bind") or cfg.bind
     cfg.advertise = advertise or node.get("advertise")
     api_value = api or node.get("api") or cfg.api
@@ -196,6 +242,15 @@ def _settings(
     return cfg
 
 
+def _stored_name(directory: str) -> str | None:
+    from plumtree.store import StoreError, stored_name
+
+    try:
+        return stored_name(directory)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
+
+
 #: Profiling hook: with this variable set to a directory, the node runs under cProfile and
 #: writes DIR/<node name>.prof when it stops (``python -m pstats`` reads it).
 PROFILE_ENV = "PLUMTREE_CPROFILE_DIR"
@@ -231,11 +286,15 @@ async def _main(cfg: Any, ready_file: Path | None) -> int:
     from plumtree.admin.server import AddressInUse
     from plumtree.runtime.node import Node
     from plumtree.runtime.transport import BindError
+    from plumtree.store import StoreError
 
     log = logging.getLogger("plumtree.node")
     node = Node(cfg)
     try:
         await node.start()
+    except StoreError as exc:
+        error(str(exc))
+        return exitcodes.USAGE
     except (BindError, AddressInUse) as exc:
         error(exc.strerror or str(exc))
         return exitcodes.FAILED

@@ -1,10 +1,12 @@
-"""A cluster node: the SWIM and Plumtree cores on real sockets, timers and an admin API.
+"""A cluster node: the protocol stack on real sockets, timers and, with a data dir, a store.
 
-The node is the thin adapter of the design: it feeds the cores what the sockets receive
-(with ``loop.time()`` as ``now``, never behind a timer that fired), sends what the cores
-queue, arms one ``call_at`` timer at the cores' earliest deadline, and turns core events
-into deliveries, logs, metrics and the /v1/events stream. Several nodes can run in one
-process (the tests do).
+The node is the thin adapter of the design: it feeds the stack (``core/stack.py``) what
+the sockets receive (with ``loop.time()`` as ``now``, never behind a timer that fired),
+sends what the stack queues, arms one ``call_at`` timer at the stack's earliest deadline,
+and turns events into deliveries, the delivery log, logs, metrics and the /v1/events
+stream. With ``data_dir`` every pump's output is committed to the store in a group
+commit (``runtime/persistence.py``); our own broadcasts leave only once durable.
+Several nodes can run in one process (the tests do).
 """
 
 from __future__ import annotations
@@ -16,40 +18,44 @@ import os
 import random
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from plumtree import __version__
 from plumtree.core import events as ev
 from plumtree.core.config import ProtocolConfig, describe
 from plumtree.core.health import HealthReport
-from plumtree.core.ids import format_id, parse_id
-from plumtree.core.members import is_live
-from plumtree.core.messages import PLUMTREE_TYPES, PushPull
+from plumtree.core.ids import STREAM_KEY_LEN, format_id, parse_id
 from plumtree.core.plumtree import MessageTooLarge, Plumtree
+from plumtree.core.stack import Stack
+from plumtree.core.state import DeliveryRecord, NodeState
 from plumtree.core.swim import Swim
 from plumtree.core.wire import VERSION as WIRE_VERSION
 from plumtree.core.wire import Envelope
 from plumtree.runtime.addresses import format_addr, parse_addr
 from plumtree.runtime.crypto import OVERHEAD, Keyring
+from plumtree.runtime.deliverylog import DeliveryLog
 from plumtree.runtime.eventhub import EventHub
 from plumtree.runtime.eventloop import loop_name
 from plumtree.runtime.transport import Transport
 
+if TYPE_CHECKING:
+    from plumtree.runtime.persistence import Persistence
+    from plumtree.store import NodeStore
+
 log = logging.getLogger("plumtree.node")
 msglog = logging.getLogger("plumtree.messages")
 
-__all__ = ["Delivery", "MessageTooLarge", "Node", "NodeConfig"]
+__all__ = ["Delivery", "MessageTooLarge", "Node", "NodeConfig", "StoreUnavailable"]
 
-#: exact types (the messages are never subclassed): a set lookup beats isinstance
-PLUMTREE_TYPE_SET = frozenset(PLUMTREE_TYPES)
-#: How often the peer sets are reconciled against the full member table.
-RECONCILE_INTERVAL = 5.0
-#: How often a node with seeds checks that it is not alone (then it joins again).
-ISOLATION_CHECK_INTERVAL = 1.0
 #: At most one "cache full" log line per this many seconds.
 EVICTION_LOG_INTERVAL = 10.0
+
+
+class StoreUnavailable(RuntimeError):
+    """The durable store cannot commit: a broadcast would not be acknowledged."""
 
 
 @dataclass(slots=True)
@@ -69,11 +75,18 @@ class NodeConfig:
     send_queue_limit: int = 4096
     delivery_queue_limit: int = 10_000
     join_retry_max: float = 10.0
+    #: where the node keeps its state across restarts (None: memory only)
+    data_dir: str | None = None
+    #: "normal": a commit survives a crash of the process; "full": of the machine too
+    fsync: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A broadcast as the application receives it (exactly once per id)."""
+    """A broadcast as the application receives it (exactly once per id).
+
+    ``cursor`` numbers this node's deliveries: resume after the last one handled.
+    """
 
     id: str
     payload: bytes
@@ -81,6 +94,9 @@ class Delivery:
     sender: str
     hops: int
     at: float  # unix time
+    cursor: int = 0
+    epoch: int = 0
+    seq: int = 0
 
 
 class Node:
@@ -96,8 +112,6 @@ class Node:
         self.events = EventHub()
         self._render_delivered = self._delivered_doc  # (one bound method, not one a message)
         self.delivery_dropped = 0
-        self.unroutable = 0
-        self.unknown_senders = 0
         self._subscribers: list[asyncio.Queue[Delivery]] = []
         self._rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         self.transport = Transport(
@@ -107,11 +121,16 @@ class Node:
             keyring=config.keyring,
             queue_limit=config.send_queue_limit,
         )
-        self.plumtree: Plumtree = None  # type: ignore[assignment]  # set in start()
+        self.stack: Stack = None  # type: ignore[assignment]  # set in start()
+        self.plumtree: Plumtree = None  # type: ignore[assignment]
         self.swim: Swim = None  # type: ignore[assignment]
         self.admin: Any = None
         self.gossip_addr = ""
         self.admin_url: str | None = None
+        self.store: NodeStore | None = None
+        self.persistence: Persistence | None = None
+        self.log: DeliveryLog = DeliveryLog(0)
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -119,23 +138,38 @@ class Node:
         self._clock_floor = 0.0
         self._clock_offset = 0.0
         self._started_at = 0.0
-        self._next_reconcile = 0.0
-        self._join_task: asyncio.Task[None] | None = None
         self._evicted_unlogged = 0
         self._evictions_logged_at = float("-inf")
         self.stopped = asyncio.Event()
         self._stopping = False
 
+    @property
+    def unroutable(self) -> int:
+        return self.stack.unroutable if self.stack is not None else 0
+
+    @property
+    def unknown_senders(self) -> int:
+        return self.stack.unknown_senders if self.stack is not None else 0
+
+    @property
+    def durable(self) -> bool:
+        return self.persistence is not None
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Bind sockets, start the admin API, then join the seeds (in the background)."""
+        """Open the store, bind sockets, start the admin API, then join (in the background)."""
         loop = self._loop = asyncio.get_running_loop()
         cfg = self.config
         self._clock_offset = time.time() - loop.time()
         self._started_at = loop.time()
-        host, port = parse_addr(cfg.bind, 7946)
-        bound_host, bound_port = await self.transport.start(host, port)
+        restored = self._open_store()
+        try:
+            host, port = parse_addr(cfg.bind, 7946)
+            bound_host, bound_port = await self.transport.start(host, port)
+        except BaseException:
+            self._close_store()
+            raise
         adv_host, adv_port = (
             parse_addr(cfg.advertise, bound_port) if cfg.advertise else (bound_host, bound_port)
         )
@@ -151,29 +185,35 @@ class Node:
                 self.admin_url = await self.admin.start()
         except BaseException:
             await self.transport.close()
+            self._close_store()
             raise
-        swim_cfg = cfg.protocol.swim
+        protocol = cfg.protocol
         if cfg.keyring is not None:
-            from dataclasses import replace
-
-            swim_cfg = replace(swim_cfg, udp_buffer_size=swim_cfg.udp_buffer_size - OVERHEAD)
+            swim = replace(protocol.swim, udp_buffer_size=protocol.swim.udp_buffer_size - OVERHEAD)
+            protocol = replace(protocol, swim=swim)
         now = loop.time()
         meta = dict(cfg.tags)
         if self.admin_url:
             meta["admin"] = self.admin_url
-        self.swim = Swim(
+        epoch = restored.epoch if restored is not None else _new_epoch()
+        if self.store is not None and restored is None:
+            self.store.begin_epoch(cfg.name, epoch)
+        self.stack = Stack(
             cfg.name,
             self.gossip_addr,
-            swim_cfg,
-            random.Random(self._rng.random()),
+            protocol,
+            self._rng,
             now,
-            meta,
+            meta=meta,
             label=cfg.label,
+            epoch=epoch,
+            restored=restored,
+            fresh=restored is None,
+            join_retry_max=cfg.join_retry_max,
         )
-        self.plumtree = Plumtree(
-            cfg.name, cfg.protocol.plumtree, random.Random(self._rng.random()), now
-        )
-        self._next_reconcile = now + RECONCILE_INTERVAL
+        self.swim = self.stack.swim
+        self.plumtree = self.stack.plumtree
+        self._start_log(epoch, restored)
         log.info(
             "node %s started: gossip %s, admin %s, profile %s, %s loop%s",
             self.name,
@@ -184,54 +224,77 @@ class Node:
             ", encrypted" if cfg.keyring else "",
             extra={"fields": {"node": self.name, "label": cfg.label, "join": cfg.join}},
         )
+        if self.store is None:
+            log.warning(
+                "state is kept in memory only (no --data-dir): after a restart this node"
+                " neither resumes its delivery cursor nor catches up on what it missed"
+            )
+        else:
+            log.info(
+                "state in %s (fsync %s): %s",
+                cfg.data_dir,
+                cfg.fsync,
+                "resumed" if restored is not None else "new; this node starts where its peers are",
+                extra={"fields": {"data_dir": cfg.data_dir, "epoch": epoch}},
+            )
         log.debug(
             "effective configuration",
             extra={
-                "fields": {"plumtree": describe(cfg.protocol.plumtree), "swim": describe(swim_cfg)}
+                "fields": {
+                    "plumtree": describe(protocol.plumtree),
+                    "swim": describe(protocol.swim),
+                }
             },
         )
+        seeds = list(cfg.join)
+        if self.store is not None:
+            # a restarted node finds its cluster again without --join (serf's snapshot)
+            seeds += [a for n, a in self.store.members().items() if n != cfg.name]
+        if seeds:
+            self.stack.join(seeds, now)
         self._pump()
-        if cfg.join:
-            self._join_task = loop.create_task(self._join_loop(), name=f"{self.name} join")
 
-    async def _join_loop(self) -> None:
-        """Join through the seeds, then keep watching: a node left alone (every member
-        it knew failed or left, say its seed restarted while the others were gone)
-        joins through its seeds again, as it first did, instead of staying a cluster of
-        one. It stops only when the node leaves or stops."""
-        while not self._stopping:
-            await self._join_once()
-            while not self._stopping and not self.swim.left and self.swim.joined:
-                await asyncio.sleep(ISOLATION_CHECK_INTERVAL)
-            if self._stopping or self.swim.left:
-                return
-            log.warning(
-                "alone: no member besides this node is alive; rejoining through %s",
-                ", ".join(self.config.join),
-                extra={"fields": {"seeds": self.config.join}},
-            )
+    def _open_store(self) -> NodeState | None:
+        """The durable state to resume from (None: first start, or memory only)."""
+        cfg = self.config
+        if cfg.data_dir is None:
+            return None
+        from plumtree.store import NodeStore, Retention, StoreWriter
 
-    async def _join_once(self) -> None:
-        """Push-pull with the seeds until one answers, backing off (and saying so)."""
-        delay = 0.2
-        attempt = 0
-        while not self._stopping and not self.swim.left and not self.swim.joined:
-            attempt += 1
-            self.swim.join(list(self.config.join), self._now())
-            self._pump()
-            await asyncio.sleep(delay)
-            if self.swim.joined or self.swim.left:
-                break
-            log.warning(
-                "cannot join through %s yet (attempt %d); retrying in %.1fs",
-                ", ".join(self.config.join),
-                attempt,
-                min(delay * 2, self.config.join_retry_max),
-                extra={"fields": {"seeds": self.config.join, "attempt": attempt}},
-            )
-            delay = min(delay * 2, self.config.join_retry_max)
-        if self.swim.joined and not self.swim.left:
-            log.info("joined the cluster (%d members alive)", self.swim.alive_count)
+        pt = cfg.protocol.plumtree
+        retention = Retention(pt.retention_bytes, pt.retention_age, pt.retention_messages)
+        store = NodeStore.open(
+            cfg.data_dir, cfg.name, retention, "full" if cfg.fsync == "full" else "normal"
+        )
+        try:
+            restored = store.load(time.time())
+            from plumtree.runtime.persistence import Persistence
+
+            assert self._loop is not None
+            writer = StoreWriter(store)
+            self.persistence = Persistence(writer, self._loop, self._on_durable)
+        except BaseException:
+            store.close()
+            raise
+        self.store = store
+        return restored
+
+    def _start_log(self, epoch: int, restored: NodeState | None) -> None:
+        store = self.store
+        if store is None:
+            self.log = DeliveryLog(epoch)
+            return
+        cursor = restored.cursor if restored is not None else 0
+        self.log = DeliveryLog(epoch, cursor, store.deliveries, store.oldest_cursor)
+
+    def _close_store(self) -> None:
+        if self.persistence is not None:
+            self.persistence.close()
+            self.persistence.writer.close()
+            self.persistence = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     async def leave(self, timeout: float = 2.0) -> None:
         """Announce a graceful leave and give it time to spread (bounded)."""
@@ -239,7 +302,7 @@ class Node:
             return
         loop = asyncio.get_running_loop()
         self.events.publish({"kind": "leaving", "at": time.time(), "node": self.name})
-        self.swim.leave(self._now())
+        self.stack.leave(self._now())
         self._pump()
         deadline = loop.time() + timeout
         # a few gossip rounds carry the Dead(self) announcement; stop early if alone
@@ -258,26 +321,36 @@ class Node:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.leave(timeout=timeout * 0.7), timeout)
         self._stopping = True
-        if self._join_task is not None:
-            self._join_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._join_task
         if self._timer is not None:
             self._timer.cancel()
         for sub in list(self.events.subscribers):
             sub.offer({"kind": "stream_end", "level": "error", "at": time.time()})
+        self.log.close()
         if self.admin is not None:
             await self.admin.stop()
         await self.transport.close()
+        if self.persistence is not None:
+            # what is queued is committed (bounded): a clean stop loses nothing
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.persistence.writer.close, timeout
+            )
+        self._close_store()
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(RuntimeError("node is not running"))
         log.info("node %s stopped", self.name)
         self.stopped.set()
 
     # ------------------------------------------------------------------ application API
 
     def broadcast(self, payload: bytes) -> str:
-        """Broadcast ``payload`` to the cluster; returns the message id (hex)."""
+        """Broadcast ``payload``; returns the message id (hex). With a store it leaves
+        once durable (``publish`` waits for that)."""
         self._check_running()
-        msg_id = self.plumtree.broadcast(payload, self._now())
+        persistence = self.persistence
+        if persistence is not None and persistence.failing:
+            raise StoreUnavailable(f"the store cannot commit: {persistence.last_error}")
+        msg_id = self.stack.broadcast(payload, self._now(), hold=persistence is not None)
         hexid = format_id(msg_id)
         if msglog.isEnabledFor(logging.DEBUG):  # per message, as the delivery lines are:
             # at INFO this line cost more CPU than the broadcast itself (~0.3 ms)
@@ -288,6 +361,24 @@ class Node:
                 extra={"fields": {"id": hexid, "hops": 0, "size": len(payload)}},
             )
         self._pump()
+        return hexid
+
+    async def publish(self, payload: bytes) -> str:
+        """Broadcast and return once the message is durable in our store (at once
+        without one): what the HTTP API acknowledges."""
+        hexid = self.broadcast(payload)
+        if self.persistence is None:
+            return hexid
+        seq = int(hexid[2 * STREAM_KEY_LEN :], 16)
+        if (
+            self.plumtree.own_stream.released is not None
+            and self.plumtree.own_stream.released >= seq
+        ):
+            return hexid
+        assert self._loop is not None
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append((seq, waiter))
+        await waiter
         return hexid
 
     async def deliveries(self, limit: int | None = None) -> AsyncIterator[Delivery]:
@@ -334,31 +425,85 @@ class Node:
 
     def health(self) -> HealthReport:
         self._check_running()
-        return self.plumtree.health(self._now())
+        persistence = self.persistence
+        failing = persistence is not None and persistence.failing
+        error = (persistence.last_error or "commit failed") if failing and persistence else None
+        return self.plumtree.health(self._now(), store_error=error)
 
     def message(self, hexid: str) -> dict[str, Any]:
         """What this node knows of a message id (raises ValueError on a malformed id)."""
         self._check_running()
         msg_id = parse_id(hexid)
-        entry = self.plumtree.lookup(msg_id)
-        if entry is None:
-            return {
-                "id": hexid,
-                "delivered": False,
-                "at": None,
-                "hops": None,
-                "from": None,
-                "origin": None,
-                "pending": self.plumtree.is_pending(msg_id),
-            }
-        return {
+        tree = self.plumtree
+        stream, seq = tree.locate(msg_id)
+        entry = tree.lookup(msg_id)
+        doc: dict[str, Any] = {
             "id": hexid,
-            "delivered": True,
-            "at": self._wall(entry.at),
-            "hops": entry.hops,
-            "from": entry.parent,
-            "origin": entry.origin,
-            "pending": False,
+            "delivered": False,
+            "lost": False,
+            "missing": False,
+            "at": None,
+            "hops": None,
+            "from": None,
+            "origin": None,
+            "epoch": None,
+            "seq": seq,
+            "pending": tree.is_pending(msg_id),
+        }
+        if stream is None:
+            return doc
+        doc["origin"] = stream.origin
+        doc["epoch"] = stream.epoch
+        doc["lost"] = stream.is_lost(seq)
+        if stream.settled_unknown(seq) and entry is None and tree.stored(msg_id) is None:
+            doc["lost"] = None  # settled long ago; whether delivered or lost is forgotten
+            doc["delivered"] = None
+            return doc
+        if stream.delivered(seq):
+            doc["delivered"] = True
+            stored = tree.stored(msg_id)
+            if entry is not None:
+                doc.update(at=self._wall(entry.at), hops=entry.hops, **{"from": entry.parent})
+            elif stored is not None:
+                doc.update(at=self._wall(stored.at), hops=stored.hops)
+        elif not stream.has(seq) and seq <= stream.head:
+            doc["missing"] = True
+        return doc
+
+    def vector(self) -> dict[str, Any]:
+        """Per stream: what this node delivered, lacks, and gave up (``plumctl audit``)."""
+        self._check_running()
+        tree = self.plumtree
+        own = tree.own_stream
+        streams = []
+        for s in tree.streams:
+            if not s.head and not s.wm:
+                continue
+            streams.append(
+                {
+                    "origin": s.origin,
+                    "epoch": s.epoch,
+                    "own": s is own,
+                    "delivered": s.wm,
+                    "above": [[lo, hi] for lo, hi in s.above],
+                    "head": s.head,
+                    "acked": s.shown_wm() if s is own else None,
+                    "floor": s.floor,
+                    "missing": s.missing(),
+                    "lost": s.lost_total,
+                    "lost_ranges": [[lo, hi] for lo, hi in s.lost],
+                }
+            )
+        return {
+            "kind": "Vector",
+            "node": self.name,
+            "epoch": tree.epoch,
+            "durable": self.durable,
+            # origin -> highest epoch retired here: finished, forgotten, refused if replayed
+            "retired": dict(tree.streams.retired),
+            "missing": sum(x["missing"] for x in streams),
+            "lost": sum(x["lost"] for x in streams),
+            "streams": streams,
         }
 
     def status(self) -> dict[str, Any]:
@@ -367,6 +512,16 @@ class Node:
         counts: dict[str, int] = {"alive": 0, "suspect": 0, "dead": 0, "left": 0}
         for m in self.swim.members():
             counts[m.state] = counts.get(m.state, 0) + 1
+        store: dict[str, Any] | None = None
+        if self.store is not None and self.persistence is not None:
+            store = {
+                "data_dir": cfg.data_dir,
+                "fsync": cfg.fsync,
+                "errors": self.persistence.errors,
+                "last_error": self.persistence.last_error,
+                "backlog": self.persistence.writer.pending,
+                **self.store.stats(),  # rows, bytes, commits, ...
+            }
         return {
             "name": self.name,
             "version": self.version,
@@ -377,9 +532,13 @@ class Node:
             "uptime_s": round(self._now() - self._started_at, 3),
             "profile": cfg.protocol.profile,
             "encrypted": cfg.keyring is not None,
-            "joined": self.swim.joined or not cfg.join,
+            "joined": self.swim.joined or not self.stack.seeds,
             "members": counts,
             "incarnation": self.swim.incarnation,
+            "epoch": self.plumtree.epoch,
+            "durable": self.durable,
+            "store": store,
+            "delivery_cursor": self.log.last,
             "config": {
                 "plumtree": describe(cfg.protocol.plumtree),
                 "swim": describe(cfg.protocol.swim),
@@ -404,37 +563,9 @@ class Node:
         return round(core_time + self._clock_offset, 6)
 
     def _on_envelope(self, envelope: Envelope, source: str, reliable: bool) -> None:
-        if self._stopping or self.swim is None:
+        if self._stopping or self.stack is None:
             return
-        now = self._now()
-        sender = envelope.sender
-        if sender == self.name:
-            return
-        swim_msgs: list[Any] = []
-        table = self.swim.table
-        # Plumtree takes messages from live members only; looked up once per envelope
-        # (again after a push-pull, which may have taught us the sender)
-        live = is_live(table.get(sender))
-        receive = self.plumtree.receive
-        for msg in envelope.messages:
-            if type(msg) in PLUMTREE_TYPE_SET:
-                if live:
-                    receive(sender, msg, now)  # type: ignore[arg-type]
-                else:
-                    self.unknown_senders += 1  # not (or no longer) a live member
-            elif reliable and isinstance(msg, PushPull):
-                # the TCP source port is ephemeral: answer at the address the sender
-                # advertises for itself in its own state (or the one we know)
-                reply = next((m.addr for m in msg.members if m.name == sender), None)
-                if reply is None:
-                    known = table.get(sender)
-                    reply = known.addr if known is not None else source
-                self.swim.receive_stream(reply, sender, msg, now)
-                live = is_live(table.get(sender))
-            else:
-                swim_msgs.append(msg)
-        if swim_msgs:
-            self.swim.receive_packet(source, sender, swim_msgs, now)
+        self.stack.receive(source, envelope.sender, envelope.messages, reliable, self._now())
         self._pump()
 
     def _on_timer(self) -> None:
@@ -450,54 +581,32 @@ class Node:
         # The timer is for ``due``, so the cores' clock moves to it.
         if due is not None and due > self._clock_floor:
             self._clock_floor = due
-        now = self._now()
-        self.swim.handle_timer(now)
-        self.plumtree.handle_timer(now)
-        if now >= self._next_reconcile:
-            self._next_reconcile = now + RECONCILE_INTERVAL
-            added, removed = self.plumtree.reconcile(self.swim.live_names(), now)
-            if added or removed:
-                log.info("reconciled peers with membership: +%d -%d", added, removed)
+        self.stack.handle_timer(self._now())
         self._pump()
 
     def _pump(self) -> None:
-        """Move everything the cores produced to the sockets and the application."""
-        swim, tree, transport = self.swim, self.plumtree, self.transport
-        for _ in range(100):
-            for out in swim.take_outgoing():
-                if out.reliable:
-                    transport.send_reliable(out.addr, out.messages)
-                else:
-                    transport.send_datagram(out.addr, out.messages)
-            membership = swim.take_events()
-            for event in membership:
-                self._membership_event(event)  # may make Plumtree output: taken below
-            outgoing = tree.take_outgoing()
-            if outgoing:
-                by_peer: dict[str, list[Any]] = {}
-                for peer, msg in outgoing:
-                    by_peer.setdefault(peer, []).append(msg)
-                for peer, msgs in by_peer.items():
-                    member = swim.table.get(peer)
-                    if not is_live(member):
-                        self.unroutable += len(msgs)
-                        continue
-                    transport.send_reliable(member.addr, msgs)
-            for event in tree.take_events():
-                self._tree_event(event)
-            # Sending makes no core output, and what the membership events made was
-            # taken above: another pass only after those, in case that ever changes.
-            # (An application's on_deliver that broadcasts pumps by itself.)
-            if not membership:
-                break
+        """Move everything the stack produced to the sockets, the application and the
+        store. Sending makes no core output, and events are handled after what made
+        them was sent (an application's on_deliver that broadcasts pumps by itself)."""
+        stack, transport = self.stack, self.transport
+        for out in stack.take_outgoing():
+            if out.reliable:
+                transport.send_reliable(out.addr, out.messages)
+            else:
+                transport.send_datagram(out.addr, out.messages)
+        for event in stack.take_events():
+            if type(event) is ev.Delivered:
+                self._deliver(event)
+            else:
+                self._event(event)
+        if self.persistence is not None:
+            self.persistence.flush(self.plumtree.take_dirty_streams())
         self._arm_timer()
 
     def _arm_timer(self) -> None:
         if self._stopping or self._loop is None:
             return
-        deadline = min(
-            self.swim.next_deadline(), self.plumtree.next_deadline(), self._next_reconcile
-        )
+        deadline = self.stack.next_deadline()
         if self._timer_at is not None and self._timer_at <= deadline:
             return
         if self._timer is not None:
@@ -505,25 +614,27 @@ class Node:
         self._timer_at = deadline
         self._timer = self._loop.call_at(deadline, self._on_timer)
 
-    def _membership_event(self, event: ev.Event) -> None:
-        now = self._now()
-        doc = _event_doc(event, self._clock_offset + now)
+    def _event(self, event: ev.Event) -> None:
+        """Log, persist and publish a non-delivery event."""
+        doc = _event_doc(event, self._clock_offset + self._now())
+        persistence = self.persistence
         match event:
             case ev.MemberJoined(name=name) | ev.MemberAlive(name=name):
-                if name != self.name:
-                    self.plumtree.add_peer(name, now)
+                if persistence is not None and name != self.name:
+                    member = self.swim.table.get(name)
+                    persistence.member(name, member.addr if member is not None else None)
                 how = "joined" if isinstance(event, ev.MemberJoined) else "is alive again"
                 log.info("member %s %s", name, how, extra={"fields": {"member": name}})
             case ev.MemberFailed(name=name) | ev.MemberLeft(name=name) | ev.MemberReaped(name=name):
-                removed = self.plumtree.remove_peer(name, now)
                 member = self.swim.table.get(name)
                 if member is not None:
                     self.transport.close_link(member.addr)
+                if persistence is not None and not isinstance(event, ev.MemberFailed):
+                    persistence.member(name, None)  # failed members may come back
                 how = {ev.MemberFailed: "failed", ev.MemberLeft: "left", ev.MemberReaped: "reaped"}[
                     type(event)
                 ]
-                if removed or not isinstance(event, ev.MemberReaped):
-                    log.info("member %s %s", name, how, extra={"fields": {"member": name}})
+                log.info("member %s %s", name, how, extra={"fields": {"member": name}})
             case ev.MemberSuspected(name=name, by=by):
                 log.info("member %s suspected by %s", name, by, extra={"fields": {"member": name}})
             case ev.PartitionSuspected(failed=failed, alive=alive):
@@ -535,16 +646,45 @@ class Node:
                 )
             case ev.Refuted(incarnation=incarnation, by=by):
                 log.info("refuted a suspicion by %s with incarnation %d", by, incarnation)
-            case _:
-                pass
-        self.events.publish(doc)
-
-    def _tree_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.Delivered):
-            self._deliver(event)
-            return
-        doc = _event_doc(event, self._clock_offset + self._now())
-        match event:
+            case ev.JoinPending(seeds=seeds, attempt=attempt, retry_in=retry_in):
+                log.warning(
+                    "cannot join through %s yet (attempt %d); retrying in %.1fs",
+                    ", ".join(seeds),
+                    attempt,
+                    retry_in,
+                    extra={"fields": {"seeds": seeds, "attempt": attempt}},
+                )
+            case ev.Joined(alive=alive):
+                log.info("joined the cluster (%d members alive)", alive)
+            case ev.Isolated(seeds=seeds):
+                log.warning(
+                    "alone: no member besides this node is alive; rejoining through %s",
+                    ", ".join(seeds),
+                    extra={"fields": {"seeds": seeds}},
+                )
+            case ev.Reconciled(added=added, removed=removed):
+                log.info("reconciled peers with membership: +%d -%d", added, removed)
+            case ev.MessagesLost(origin=origin, epoch=epoch, first=first, last=last, count=count):
+                log.warning(
+                    "lost %d message(s) of %s (epoch %d, seq %d-%d): %s",
+                    count,
+                    origin,
+                    epoch,
+                    first,
+                    last,
+                    "no reachable member holds them any more"
+                    if event.reason == "unavailable"
+                    else "too many gaps open at once",
+                    extra={
+                        "fields": {
+                            "origin": origin,
+                            "epoch": epoch,
+                            "first": first,
+                            "last": last,
+                            "reason": event.reason,
+                        }
+                    },
+                )
             case ev.GraftFailed(id=msg_id, attempts=attempts):
                 hexid = format_id(msg_id)
                 msglog.info(
@@ -572,12 +712,12 @@ class Node:
         self.events.publish(doc)
 
     def _log_evictions(self, count: int) -> None:
-        """One INFO line per interval, not one per message, while the cache is full."""
+        """One INFO line per interval, not one per message, while the store is full."""
         self._evicted_unlogged += count
         now = self._now()
         if now - self._evictions_logged_at >= EVICTION_LOG_INTERVAL:
             log.info(
-                "cache full: evicted %d payloads before their TTL (since last report)",
+                "store full: dropped %d payloads before their retention age (since last report)",
                 self._evicted_unlogged,
                 extra={"fields": {"evicted": self._evicted_unlogged}},
             )
@@ -585,6 +725,7 @@ class Node:
             self._evictions_logged_at = now
 
     def _deliver(self, event: ev.Delivered) -> None:
+        hexid: str | None = None
         if msglog.isEnabledFor(logging.DEBUG):
             hexid = format_id(event.id)
             msglog.debug(
@@ -597,18 +738,42 @@ class Node:
                         "hops": event.hops,
                         "origin": event.origin,
                         "from": event.sender,
+                        "cursor": event.cursor,
                     }
                 },
             )
-        if self.on_deliver is not None or self._subscribers:  # (plumctl node start: neither)
+        wall = self._wall(event.at)
+        record = DeliveryRecord(
+            event.cursor,
+            event.origin,
+            event.epoch,
+            event.seq,
+            event.hops,
+            event.sender,
+            wall,
+            event.payload,
+        )
+        persistence = self.persistence
+        if persistence is not None:
+            # our own broadcast of this epoch: released once this record is durable
+            own = event.hops == 0 and event.origin == self.name
+            persistence.delivery(
+                record, event.seq if own and event.epoch == self.plumtree.epoch else 0
+            )
+        else:
+            self.log.append([record])
+        if self.on_deliver is not None or self._subscribers:  # (node start: neither)
             self._hand_over(
                 Delivery(
-                    format_id(event.id),
+                    hexid or format_id(event.id),
                     event.payload,
                     event.origin,
                     event.sender,
                     event.hops,
-                    self._wall(event.at),
+                    wall,
+                    event.cursor,
+                    event.epoch,
+                    event.seq,
                 )
             )
         # rendered only if someone reads it (see EventHub.publish_deferred); the record
@@ -617,6 +782,21 @@ class Node:
             (event.id, event.at, event.hops, event.origin, event.sender, len(event.payload)),
             self._render_delivered,
         )
+
+    def _on_durable(self, entries: list[DeliveryRecord], own_seq: int) -> None:
+        """A batch is committed: its deliveries join the log; our own broadcasts in it
+        leave, and their callers get their answer."""
+        if self._stopping or self.stack is None:
+            return
+        self.log.append(entries)
+        if own_seq:
+            self.plumtree.release(own_seq, self._now())
+            waiters = self._waiters
+            while waiters and waiters[0][0] <= own_seq:
+                _, waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._pump()
 
     def _delivered_doc(self, seq: int, record: tuple[Any, ...]) -> dict[str, Any]:
         msg_id, at, hops, origin, sender, size = record
@@ -650,6 +830,11 @@ class Node:
                 )
             else:
                 queue.put_nowait(delivery)
+
+
+def _new_epoch() -> int:
+    """A start without a store: microseconds since the epoch, so a node's epochs grow."""
+    return time.time_ns() // 1000
 
 
 def _event_doc(event: ev.Event, at: float) -> dict[str, Any]:
