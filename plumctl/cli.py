@@ -23,6 +23,8 @@ Examples:
 
   plumctl health --all                # exit 0 healthy, 4 degraded
 
+  plumctl audit                       # exit 0: nothing behind, nothing lost
+
   plumctl sim --nodes 1000            # simulate 1,000 nodes in-process
 """
 
@@ -73,6 +75,7 @@ def main(
 
 def _register() -> None:
     from plumctl.commands import (
+        audit,
         broadcast,
         cluster,
         completion,
@@ -95,6 +98,7 @@ def _register() -> None:
         members,
         peers,
         health,
+        audit,
         metrics,
         monitor,
         top,

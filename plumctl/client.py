@@ -350,12 +350,82 @@ def _message_path(message_id: str) -> str:
     return f"/v1/messages/{quote(message_id, safe='')}"
 
 
+#: ``GET /v1/deliveries``: the longest long poll the node accepts, and the largest page
+DELIVERIES_WAIT_MAX = 60.0
+DELIVERIES_LIMIT_MAX = 1000
+
+
+def _deliveries_params(after: int, limit: int, wait: float, payload: bool) -> dict[str, str]:
+    if after < 0 or not 1 <= limit <= DELIVERIES_LIMIT_MAX or not 0 <= wait <= DELIVERIES_WAIT_MAX:
+        raise ValueError(
+            f"deliveries: after >= 0, limit 1-{DELIVERIES_LIMIT_MAX}, "
+            f"wait 0-{DELIVERIES_WAIT_MAX:g} s (got {after}, {limit}, {wait:g})"
+        )
+    params = {"after": str(after), "limit": str(limit), "wait": f"{wait:g}"}
+    if payload:
+        params["payload"] = "1"
+    return params
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ranges_ok(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(r, list) and len(r) == 2 and _is_int(r[0]) and _is_int(r[1]) for r in value
+    )
+
+
+def _shape_error(base_url: str, what: str, problem: str) -> BadResponse:
+    return BadResponse(
+        f"node at {base_url} answered {what} {problem}; "
+        "is it a plumtree node of a compatible version?",
+        url=base_url,
+    )
+
+
+def _vector_body(response: httpx.Response, base_url: str) -> dict[str, Any]:
+    """``/v1/vector``: every stream with the fields ``plumctl audit`` computes with."""
+    body = _json_body(response, base_url, _VECTOR_KEYS)
+    what = "GET /v1/vector"
+    streams = body["streams"]
+    if not isinstance(streams, list):
+        raise _shape_error(base_url, what, "with 'streams' not a list")
+    for s in streams:
+        if not isinstance(s, dict):
+            raise _shape_error(base_url, what, "with a stream that is not an object")
+        if not isinstance(s.get("origin"), str) or not all(
+            _is_int(s.get(k)) for k in ("epoch", "delivered", "head")
+        ):
+            raise _shape_error(base_url, what, "with a stream lacking origin/epoch/delivered/head")
+        if not _ranges_ok(s.get("above", [])):
+            raise _shape_error(base_url, what, "with a stream whose 'above' is not [lo, hi] pairs")
+        if s.get("acked") is not None and not _is_int(s["acked"]):
+            raise _shape_error(base_url, what, "with a stream whose 'acked' is not a number")
+    return body
+
+
+def _deliveries_body(response: httpx.Response, base_url: str) -> dict[str, Any]:
+    """``/v1/deliveries``: numbered deliveries, ascending cursors."""
+    body = _json_body(response, base_url, _DELIVERIES_KEYS)
+    what = "GET /v1/deliveries"
+    if not all(_is_int(body.get(k)) for k in ("log", "last", "first", "skipped")):
+        raise _shape_error(base_url, what, "without numeric log/first/last/skipped")
+    for item in body["items"]:
+        if not isinstance(item, dict) or not _is_int(item.get("cursor")):
+            raise _shape_error(base_url, what, "with an item that has no cursor")
+    return body
+
+
 _STATUS_KEYS = ("name", "version")
 _LIST_KEYS = ("items",)
 _HEALTH_KEYS = ("status",)
 _BROADCAST_KEYS = ("id",)
 _MESSAGE_KEYS = ("id", "delivered")
 _LEAVE_KEYS = ("left",)
+_VECTOR_KEYS = ("node", "streams")
+_DELIVERIES_KEYS = ("log", "first", "last", "skipped", "items")
 
 
 # -- sync client -------------------------------------------------------------------------
@@ -405,12 +475,21 @@ class Client:
         accept: str = JSON_ACCEPT,
         content: bytes | None = None,
         ok: frozenset[int] = frozenset(),
+        params: dict[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         headers = {"Accept": accept}
         if content is not None:
             headers["Content-Type"] = "application/octet-stream"
         try:
-            response = self._http.request(method, path, content=content, headers=headers)
+            response = self._http.request(
+                method,
+                path,
+                content=content,
+                headers=headers,
+                params=params,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             raise _unreachable(exc, self.base_url, self.timeout) from exc
         if response.status_code not in ok:
@@ -450,6 +529,24 @@ class Client:
     def message(self, message_id: str) -> dict[str, Any]:
         """``GET /v1/messages/{id}``: delivered here? when, hops, from whom."""
         return self._get_json(_message_path(message_id), _MESSAGE_KEYS)
+
+    def vector(self) -> dict[str, Any]:
+        """``GET /v1/vector``: per origin stream, what the node delivered, lacks, lost."""
+        return _vector_body(self._send("GET", "/v1/vector"), self.base_url)
+
+    def deliveries(
+        self, after: int = 0, limit: int = 100, wait: float = 0.0, payload: bool = False
+    ) -> dict[str, Any]:
+        """``GET /v1/deliveries``: the delivery log after cursor ``after`` (at most
+        ``limit``); with ``wait`` the node holds the request up to that many seconds
+        while nothing is after ``after`` (a long poll: the read timeout grows by it)."""
+        response = self._send(
+            "GET",
+            "/v1/deliveries",
+            params=_deliveries_params(after, limit, wait, payload),
+            timeout=httpx.Timeout(self.timeout, read=self.timeout + wait),
+        )
+        return _deliveries_body(response, self.base_url)
 
     def leave(self) -> dict[str, Any]:
         """``POST /v1/leave``: graceful leave, then the node shuts down."""
@@ -546,6 +643,8 @@ class AsyncClient:
         accept: str = JSON_ACCEPT,
         content: bytes | None = None,
         ok: frozenset[int] = frozenset(),
+        params: dict[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         headers = {**self._headers, "Accept": accept}
         if content is not None:
@@ -556,7 +655,8 @@ class AsyncClient:
                 self._url(path),
                 content=content,
                 headers=headers,
-                timeout=httpx.Timeout(self.timeout),
+                params=params,
+                timeout=httpx.Timeout(self.timeout) if timeout is None else timeout,
                 follow_redirects=False,
             )
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
@@ -598,6 +698,22 @@ class AsyncClient:
     async def message(self, message_id: str) -> dict[str, Any]:
         """``GET /v1/messages/{id}``."""
         return await self._get_json(_message_path(message_id), _MESSAGE_KEYS)
+
+    async def vector(self) -> dict[str, Any]:
+        """``GET /v1/vector``."""
+        return _vector_body(await self._send("GET", "/v1/vector"), self.base_url)
+
+    async def deliveries(
+        self, after: int = 0, limit: int = 100, wait: float = 0.0, payload: bool = False
+    ) -> dict[str, Any]:
+        """``GET /v1/deliveries`` (see :meth:`Client.deliveries`)."""
+        response = await self._send(
+            "GET",
+            "/v1/deliveries",
+            params=_deliveries_params(after, limit, wait, payload),
+            timeout=httpx.Timeout(self.timeout, read=self.timeout + wait),
+        )
+        return _deliveries_body(response, self.base_url)
 
     async def leave(self) -> dict[str, Any]:
         """``POST /v1/leave``."""

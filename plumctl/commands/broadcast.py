@@ -20,7 +20,9 @@ EXAMPLES = """Examples:
   echo hello | plumctl broadcast - -o json
 
 --wait follows delivery on every live member (progress on stderr; per-node delivery
-times with -o json) and exits 0 once all delivered, 124 if --timeout passes first.
+times with -o json) and exits 0 once all delivered, 124 if --timeout passes first, 1
+if a live member lost it (it gave up: no reachable member held it any more; -o json
+lists them under "lost").
 """
 
 
@@ -71,6 +73,16 @@ def broadcast(
     else:
         typer.echo(msg_id)
         _summary(result)
+    if result["lost"]:
+        waiting = result["members"] - result["delivered"] - len(result["lost"])
+        fail(
+            f"lost on {', '.join(result['lost'])} (no reachable member holds it any more); "
+            f"delivered on {result['delivered']} of {result['members']} live members"
+            + (
+                f"; timed out after {opts.timeout:g}s waiting for {waiting} more" if waiting else ""
+            ),
+            exitcodes.FAILED,
+        )
     if not result["complete"]:
         fail(
             f"timed out after {opts.timeout:g}s: delivered on {result['delivered']} of {result['members']} live members",
@@ -117,6 +129,7 @@ async def _follow(opts: GlobalOptions, msg_id: str, live: list[Any]) -> dict[str
 
     deadline = time.monotonic() + opts.timeout
     done: dict[str, dict[str, Any]] = {}
+    lost: set[str] = set()  # gave it up: waiting longer would not bring it
     errors: dict[str, str] = {}
 
     async def ask(client: AsyncClient) -> dict[str, Any]:
@@ -145,7 +158,7 @@ async def _follow(opts: GlobalOptions, msg_id: str, live: list[Any]) -> dict[str
         task = progress.add_task("wait", total=len(live))
     try:
         while True:
-            pending = [t for t in live if t.name not in done]
+            pending = [t for t in live if t.name not in done and t.name not in lost]
             left = deadline - time.monotonic()
             if not pending or left <= 0:
                 break
@@ -160,9 +173,12 @@ async def _follow(opts: GlobalOptions, msg_id: str, live: list[Any]) -> dict[str
                 elif r is not None and r.get("delivered"):
                     done[t.name] = r
                     errors.pop(t.name, None)
+                elif r is not None and r.get("lost"):
+                    lost.add(t.name)
+                    errors.pop(t.name, None)
             if progress is not None and task is not None:
                 progress.update(task, completed=len(done))
-            if len(done) < len(live):
+            if len(done) + len(lost) < len(live):
                 await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
     finally:
         if progress is not None:
@@ -184,6 +200,7 @@ async def _follow(opts: GlobalOptions, msg_id: str, live: list[Any]) -> dict[str
                 else round(1000 * (float(at) - origin_at), 3),
                 "hops": None if r is None else r.get("hops"),
                 "from": None if r is None else r.get("from"),
+                "lost": t.name in lost,
                 "error": errors.get(t.name),
             }
         )
@@ -191,6 +208,7 @@ async def _follow(opts: GlobalOptions, msg_id: str, live: list[Any]) -> dict[str
         "members": len(live),
         "delivered": len(done),
         "complete": len(done) == len(live),
+        "lost": [t.name for t in live if t.name in lost],
         "items": items,
     }
 
