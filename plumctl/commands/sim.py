@@ -18,6 +18,13 @@ EXAMPLES = """Examples:
   plumctl sim --nodes 1000 --crash 0.2 --seed 7
 
   plumctl sim --membership swim --nodes 200 --loss 0.05 --slow 0.1 --duration 600
+
+  plumctl sim --nodes 1000 --fault freeze --fault-duration 70 -o json
+
+A --fault run (freeze, partition, restart or churn; on the node's own stack, as with
+--membership swim) broadcasts at --interval all along the fault and accounts for every
+message: duplicates_delivered, lost (given up and counted), missing (known, not yet
+delivered) and undelivered (owed and none of those: a silent loss, always 0).
 """
 
 
@@ -76,6 +83,19 @@ def sim(
             "nodes on 2+ cores). The report does not depend on it.",
         ),
     ] = 0,
+    fault: Annotated[
+        str | None,
+        typer.Option(
+            help="freeze, partition, restart or churn a fraction of the nodes while "
+            "broadcasting, and account for every message."
+        ),
+    ] = None,
+    fault_fraction: Annotated[
+        float, typer.Option(min=0.001, max=0.5, help="Fraction of the nodes the fault hits.")
+    ] = 0.05,
+    fault_duration: Annotated[
+        float, typer.Option(min=0.1, help="Simulated seconds the fault lasts.")
+    ] = 30.0,
 ) -> None:
     from plumctl import exitcodes
     from plumctl.output import emit_json, fail
@@ -90,6 +110,10 @@ def sim(
         )
     if membership not in ("oracle", "swim"):
         fail(f"--membership: must be 'oracle' or 'swim', got {membership!r}", exitcodes.USAGE)
+    from plumtree.sim.faults import FAULTS
+
+    if fault is not None and fault not in FAULTS:
+        fail(f"--fault: expected one of {', '.join(FAULTS)}, got {fault!r}", exitcodes.USAGE)
     params = SimParams(
         nodes=nodes,
         broadcasts=broadcasts,
@@ -105,6 +129,9 @@ def sim(
         slow=slow,
         duration=duration,
         workers=workers,
+        fault=fault or "",
+        fault_fraction=fault_fraction,
+        fault_duration=fault_duration,
     )
     try:
         report = _run_with_progress(run, params, quiet=opts.json)
@@ -114,6 +141,9 @@ def sim(
     if opts.json:
         emit_json({"kind": "SimReport", **data})
         return
+    if fault:
+        _print_fault_report(data)
+        return
     _print_report(data, wide=opts.wide)
 
 
@@ -122,9 +152,12 @@ def _run_with_progress(run: Any, params: Any, quiet: bool) -> Any:
         return run(params)
     from plumctl.output import stderr
 
-    with stderr().status(
-        f"simulating {params.nodes} nodes x {params.warmup + params.broadcasts} broadcasts"
-    ):
+    what = (
+        f"a {params.fault} of {params.fault_duration:g}s"
+        if params.fault
+        else f"{params.warmup + params.broadcasts} broadcasts"
+    )
+    with stderr().status(f"simulating {params.nodes} nodes x {what}"):
         return run(params)
 
 
@@ -156,6 +189,7 @@ def _print_report(d: dict[str, Any], wide: bool) -> None:
     t.add_row("Grafts sent", f(d["graft_messages"]), "")
     t.add_row("Graft failures", f(d["graft_failures"]), "")
     t.add_row("duplicates delivered to apps", f(d["duplicates_delivered"]), "")
+    t.add_row("lost / missing at the end", f"{d['lost']} / {d['missing']}", "")
     if d["crash"]:
         t.add_row("nodes crashed", f(d["crashed"]), "")
         t.add_row("broadcasts to heal", f(d["broadcasts_to_heal"]), "")
@@ -187,6 +221,35 @@ def _print_report(d: dict[str, Any], wide: bool) -> None:
         + (f", {d['workers']} processes)" if d.get("workers", 1) > 1 else ")"),
         "",
     )
+    stdout().print(t)
+
+
+def _print_fault_report(d: dict[str, Any]) -> None:
+    from plumctl.output import stdout, table
+
+    t = table(
+        "metric",
+        "value",
+        title=(
+            f"{d['nodes']} nodes · {d['fault']} of {d['fault_nodes']} nodes for "
+            f"{d['fault_duration_s']:g}s · {d['profile']} · seed {d['seed']}"
+        ),
+    )
+    rows = [
+        ("messages broadcast", d["messages"]),
+        ("deliveries owed", d["owed_deliveries"]),
+        ("delivered exactly once", d["delivered_once"]),
+        ("duplicates delivered", d["duplicates_delivered"]),
+        ("lost (given up, counted)", d["lost"]),
+        ("missing (known, not delivered yet)", d["missing"]),
+        ("undelivered and silent", d["undelivered"]),
+        ("delivered by anti-entropy", d["repaired"]),
+        ("settled after the stream stopped (s)", f"{d['settled_after_s']:.1f}"),
+        ("simulated seconds", f"{d['sim_seconds']:.1f}"),
+        ("wall seconds", f"{d['wall_seconds']:.1f}"),
+    ]
+    for name, value in rows:
+        t.add_row(name, str(value))
     stdout().print(t)
 
 

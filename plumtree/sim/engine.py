@@ -446,6 +446,7 @@ class Simulator:
         timers = self._timers
         emit = self._emit
         arm = self._arm
+        frozen = self.network.frozen
         cur = cal.cur  # the current slot's heap; a new list only when advance() moves on
         while True:
             if not cur:
@@ -454,7 +455,18 @@ class Simulator:
                 cur = cal.cur
             if cur[0][0] > t_end:
                 break
-            when, _, dst, src, obj = pop(cur)
+            when, key, dst, src, obj = pop(cur)
+            if frozen and src != _ACTION and dst in frozen and when < frozen[dst]:
+                # a frozen process: what arrives waits in its socket buffers, its timers
+                # fire late; all of it is handled, in order, the moment it wakes
+                until = frozen[dst]
+                if src == _TIMER:
+                    del timers[dst][0]
+                    arm(dst, until, when)
+                else:
+                    cal.push((until, key, dst, src, obj))
+                cur = cal.cur
+                continue
             if src >= 0:
                 if crashed and dst in crashed:
                     continue

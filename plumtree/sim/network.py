@@ -57,6 +57,9 @@ class Network:
         self.slow: dict[int, float] = {}
         #: partition group per node; messages only flow within a group (None: no partition)
         self.group: list[int] | None = None
+        #: frozen nodes (SIGSTOP): node -> until when. Their messages and timers wait and
+        #: are handled, in order, when it wakes (the engine defers them)
+        self.frozen: dict[int, float] = {}
         self._links: dict[int, list[float]] = {}
         #: mean of the exponential per-message jitter
         self.jitter = profile.jitter_mean

@@ -52,6 +52,11 @@ class SimParams:
     #: processes to split an oracle-membership run across (0: as many as pay off here,
     #: see ``parallel.default_parts``); the report is the same whatever the split
     workers: int = 0
+    #: a fault scenario on the node's own stack (see ``plumtree.sim.faults``): freeze,
+    #: partition, restart or churn, on this fraction of the nodes, for this long
+    fault: str = ""
+    fault_fraction: float = 0.05
+    fault_duration: float = 30.0
 
     def plumtree_config(self) -> PlumtreeConfig:
         return self.plumtree or PlumtreeConfig.preset(self.profile)
@@ -154,10 +159,30 @@ class _Tally:
     gossip_by_id: dict[bytes, int]
     events: int
     graft_failures: int
+    lost: int = 0
+    missing: int = 0
 
 
-def _tally(sim: Simulator, nodes: list[Any]) -> _Tally:
-    return _Tally(sim.gossip_by_id, sim.processed, _graft_failures(nodes))
+def _tally(sim: Simulator, nodes: list[Any], live: list[int] | None = None) -> _Tally:
+    lost, missing = _exactness(nodes, live)
+    return _Tally(sim.gossip_by_id, sim.processed, _graft_failures(nodes), lost, missing)
+
+
+def _exactness(nodes: list[Any], live: list[int] | None = None) -> tuple[int, int]:
+    """(messages given up, messages known and not delivered yet) over the nodes (the
+    live ones only for what is missing: a crashed node's gaps are nobody's concern)."""
+    lost = missing = 0
+    alive = None if live is None else set(live)
+    for i, node in enumerate(nodes):
+        tree = getattr(node, "plumtree", node)
+        counters = getattr(tree, "counters", None)
+        streams = getattr(tree, "streams", None)
+        if counters is None or streams is None:
+            continue
+        lost += counters.lost_unavailable + counters.lost_limit
+        if alive is None or i in alive:
+            missing += streams.missing()
+    return lost, missing
 
 
 def _graft_failures(nodes: list[Any]) -> int:
@@ -192,6 +217,10 @@ class ProtocolResult:
     wall_seconds: float
     #: processes the run was split across (the numbers above do not depend on it)
     workers: int = 1
+    #: exact accounting at the end: messages nodes gave up (counted lost), and messages
+    #: they know exist and have not delivered yet
+    lost: int = 0
+    missing: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +264,8 @@ class SimReport:
             "prune_messages": p.messages.get("Prune", 0),
             "graft_failures": p.graft_failures,
             "duplicates_delivered": p.duplicates_delivered,
+            "lost": p.lost,
+            "missing": p.missing,
             "broadcasts_to_heal": p.broadcasts_to_heal,
             "reliability_after_heal": p.reliability_after_heal,
             "events": p.events,
@@ -259,6 +290,12 @@ class SimReport:
 
 def run(params: SimParams) -> SimReport:
     """Run Plumtree (and the flood baseline) on the same overlay, faults and origins."""
+    if params.fault:
+        from importlib import import_module
+
+        faults: Any = import_module("plumtree.sim.faults")  # lazily: optional mode
+        fault_report: SimReport = faults.run_faults(params)
+        return fault_report
     if params.membership != "oracle":
         from importlib import import_module
 
@@ -280,6 +317,32 @@ def run(params: SimParams) -> SimReport:
     plumtree = _run_protocol(params, "plumtree", params.warmup + params.broadcasts)
     flood = run_flood(params) if params.flood else None
     return SimReport(asdict_params(params), plumtree, flood, crashed)
+
+
+def empty_result(wall: float, sim_seconds: float) -> ProtocolResult:
+    """A result with no broadcast measurements (scenarios that report their own)."""
+    return ProtocolResult(
+        reliability=1.0,
+        reliability_min=1.0,
+        rmr=0.0,
+        ldh=0.0,
+        ldh_max=0,
+        latency_p50_ms=0.0,
+        latency_p99_ms=0.0,
+        latency_max_ms=0.0,
+        last_delivery_p50_ms=0.0,
+        last_delivery_p99_ms=0.0,
+        duplicates_delivered=0,
+        messages={},
+        gossip_messages=0,
+        control_overhead=0.0,
+        broadcasts_to_heal=None,
+        reliability_after_heal=None,
+        graft_failures=0,
+        events=0,
+        sim_seconds=sim_seconds,
+        wall_seconds=wall,
+    )
 
 
 def run_flood(params: SimParams) -> ProtocolResult:
@@ -316,6 +379,8 @@ class _Part:
     crashed: set[int]
     wall: float
     end: float
+    lost: int = 0
+    missing: int = 0
 
 
 def _run_protocol(params: SimParams, protocol: str, total: int) -> ProtocolResult:
@@ -345,7 +410,13 @@ def _merge(params: SimParams, results: list[_Part], parts: int) -> ProtocolResul
             sent[kind] = sent.get(kind, 0) + count
     # every part runs every action: count them once
     events = sum(r.processed[0] for r in results) + results[0].processed[1]
-    tally = _Tally(gossip, events, sum(r.graft_failures for r in results))
+    tally = _Tally(
+        gossip,
+        events,
+        sum(r.graft_failures for r in results),
+        sum(r.lost for r in results),
+        sum(r.missing for r in results),
+    )
     crashed = results[0].crashed
     survivors = [i for i in range(params.nodes) if i not in crashed]
     crash_index = params.warmup + params.broadcasts // 2 if params.crash else -1
@@ -552,6 +623,7 @@ def _setup_part(
     end = start + total * params.interval + max(2.0, cfg_drain + 1.0)
 
     def finish(wall: float) -> _Part:
+        lost, missing = _exactness(nodes, [i for i in range(n) if i not in network.crashed])
         return _Part(
             registered=recorder.ordered,
             strays=recorder.strays or [],
@@ -562,6 +634,8 @@ def _setup_part(
             crashed=set(network.crashed),
             wall=wall,
             end=end,
+            lost=lost,
+            missing=missing,
         )
 
     return _Setup(sim, end, finish)
@@ -640,4 +714,6 @@ def _summarise(
         events=tally.events,
         sim_seconds=end,
         wall_seconds=wall,
+        lost=tally.lost,
+        missing=tally.missing,
     )

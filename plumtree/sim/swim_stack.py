@@ -378,7 +378,7 @@ def run_swim(params: SimParams) -> SimReport:
     measured = [b for b in recorder.ordered if b.index >= params.warmup]
     sent = {k: v - baseline.get(k, 0) for k, v in sim.sent_by_type.items()}
     result = _summarise(
-        params, measured, _tally(sim, list(c.nodes)), c.live, crash_index, wall, end, sent
+        params, measured, _tally(sim, list(c.nodes), c.live), c.live, crash_index, wall, end, sent
     )
     flood = None
     if params.flood:
