@@ -56,6 +56,9 @@ GAUGES: dict[str, str] = {
     "pending_grafts": "plumtree_pending_grafts",
     "ihave_queue_size": "plumtree_ihave_queue_size",
     "ihave_queue_capacity": "plumtree_ihave_queue_capacity",
+    "messages_missing": "plumtree_messages_missing",
+    "missing_for": "plumtree_messages_missing_seconds",
+    "store_failing": "plumtree_store_failing",  # only nodes with a data dir have it
 }
 #: Gauges without which a target cannot be judged at all.
 REQUIRED = ("eager_peers", "lazy_peers", "cache_size", "cache_capacity", "pending_grafts")
@@ -66,7 +69,11 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "delivered_in_window": ("plumtree_messages_delivered_total",),
     "duplicates_in_window": ("plumtree_messages_duplicate_total",),
     "drops_in_window": ("plumtree_ihave_dropped_total", "plumtree_pending_grafts_dropped_total"),
+    "lost_in_window": ("plumtree_messages_lost_total",),
 }
+
+#: counters exported with a label of their own, summed over it per target
+LABELED = {"plumtree_messages_lost_total": "reason"}
 
 Key = tuple[str, str]  # (job, instance)
 
@@ -87,7 +94,10 @@ def queries(window: str) -> dict[str, str]:
     out = {f"gauge:{field}": metric for field, metric in GAUGES.items()}
     for counters in COUNTERS.values():
         for metric in counters:
-            out[f"increase:{metric}"] = f"increase({metric}[{window}])"
+            expr = f"increase({metric}[{window}])"
+            if metric in LABELED:
+                expr = f"sum without({LABELED[metric]}) ({expr})"  # one value per target
+            out[f"increase:{metric}"] = expr
     out["score"] = SCORE
     out["score_sent_rate"] = SCORE_SENT_RATE
     out["score_failed_rate"] = SCORE_FAILED_RATE
@@ -189,8 +199,16 @@ def _judge(t: PromTarget, values: Mapping[str, Mapping[Key, float]], window_s: f
         ihave_queue_size=_whole(gauges["ihave_queue_size"]),
         # unknown capacity (an older node): 0, which the model reads as "not judged"
         ihave_queue_capacity=_whole(gauges["ihave_queue_capacity"]),
+        messages_missing=_whole(gauges["messages_missing"]),
+        missing_for=gauges["missing_for"] or 0.0,
+        store_failing=bool(gauges["store_failing"]),
         window_seconds=window_s,
-        **counts,
+        graft_sent_in_window=counts["graft_sent_in_window"],
+        graft_failed_in_window=counts["graft_failed_in_window"],
+        delivered_in_window=counts["delivered_in_window"],
+        duplicates_in_window=counts["duplicates_in_window"],
+        drops_in_window=counts["drops_in_window"],
+        lost_in_window=counts["lost_in_window"],
     )
     report = evaluate(inputs)
     node = NodeHealth(

@@ -31,6 +31,10 @@ COUNTERS: tuple[str, ...] = (
     "plumtree_transport_frames_dropped_total",
     "plumtree_transport_decode_errors_total",
     "plumtree_transport_connection_errors_total",
+    "plumtree_messages_lost_total",  # label reason="unavailable|limit"
+    "plumtree_messages_repaired_total",
+    "plumtree_repair_sent_total",
+    "plumtree_messages_rejected_total",
     "swim_probes_total",
     "swim_probe_failures_total",
     "swim_suspicions_total",
@@ -47,9 +51,18 @@ GAUGES: tuple[str, ...] = (
     "plumtree_ihave_queue_capacity",
     "plumtree_pending_grafts",
     "plumtree_seen_size",
+    "plumtree_messages_missing",
+    "plumtree_messages_missing_seconds",
+    "plumtree_store_bytes",
+    "plumtree_store_bytes_capacity",
+    "plumtree_retention_seconds",
+    "plumtree_store_failing",  # only nodes with a data dir (see WITH_DATA_DIR)
     "swim_members",  # label state="alive|suspect|dead|left"
     "swim_local_health",
 )
+
+#: exported only by nodes that keep a durable store (--data-dir)
+WITH_DATA_DIR: tuple[str, ...] = ("plumtree_store_failing",)
 
 # name -> bucket upper bounds (None: the library's defaults, not part of the contract)
 HISTOGRAMS: dict[str, tuple[float, ...] | None] = {

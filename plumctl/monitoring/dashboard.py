@@ -241,6 +241,39 @@ def _panels(t: Thresholds) -> list[tuple[dict[str, Any], int, int]]:
             24,
             8,
         ),
+        (
+            _timeseries(
+                "Messages Missing",
+                _targets(("plumtree_messages_missing", per_node)),
+                "short",
+                "Messages known to exist and not delivered yet on each node (being repaired "
+                "by anti-entropy). Alert: missing for 5 minutes.",
+                _thresholds((1, "orange")),
+                min=0,
+                decimals=0,
+            ),
+            12,
+            8,
+        ),
+        (
+            _timeseries(
+                "Messages Lost and Repaired",
+                _targets(
+                    (
+                        "sum without(reason) (increase(plumtree_messages_lost_total[5m]))",
+                        "lost {{instance}}",
+                    ),
+                    ("increase(plumtree_messages_repaired_total[5m])", "repaired {{instance}}"),
+                ),
+                "short",
+                "Repaired: delivered by anti-entropy, not down the tree. Lost: given up, "
+                "nobody reachable held them any more (alert at once).",
+                _thresholds((1, "red")),
+                min=0,
+            ),
+            12,
+            8,
+        ),
         (_row("Node $instance"), 24, 1),
         (
             _timeseries(
@@ -323,7 +356,7 @@ def dashboard(t: Thresholds = SEED_THRESHOLDS) -> dict[str, Any]:
         "id": None,
         "uid": UID,
         "title": TITLE,
-        "description": "plumtree gossip clusters: the seed monitoring guide's panels and key queries.",
+        "description": "plumtree gossip clusters: the monitoring guide's panels and key queries.",
         "tags": ["plumtree", "gossip"],
         "timezone": "browser",
         "editable": True,
