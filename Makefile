@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= .demo-cluster
 DEMO_NODES ?= 5
 
-.PHONY: venv test lint typecheck unit demo demo-down bench bench-quick bench-loopback bench-cli bench-core clean docs completions
+.PHONY: venv test lint typecheck unit demo demo-down bench bench-quick bench-loopback bench-cli bench-core bench-store bench-repair clean docs completions
 
 venv: $(STAMP)
 
@@ -57,6 +57,13 @@ bench-cli: $(STAMP)
 bench-core: $(STAMP)
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/node.py
+
+# the durable store's commits, and a node catching up after 60 s away at 200/s
+bench-store: $(STAMP)
+	$(BIN)/python bench/store.py
+
+bench-repair: $(STAMP)
+	$(BIN)/python bench/repair.py
 
 docs: $(STAMP)
 	$(BIN)/python -m plumctl.docs > docs/cli.md
