@@ -142,7 +142,8 @@ class Repairer:
     def _periodic(self, now: float) -> None:
         tree = self.tree
         cfg = tree.config
-        self.next_sync = now + cfg.sync_interval * tree.rng.uniform(0.75, 1.25)
+        interval = cfg.sync_interval
+        self.next_sync = now + interval * tree.rng.uniform(0.75, 1.25) if interval > 0 else math.inf
         if self.adopting:
             # keep asking until an established peer answers
             self.next_sync = min(self.next_sync, now + cfg.repair_interval * 5)

@@ -197,3 +197,15 @@ def test_repair_answers_are_bounded_and_the_catch_up_is_paced_by_them() -> None:
     assert max(answers) == 16, "no answer carries more than repair_batch"
     assert sum(answers) >= 100
     assert len([n for n in answers if n]) >= 100 // 16, "one bounded batch per round"
+
+
+def test_with_anti_entropy_off_a_fresh_node_does_not_spin() -> None:
+    """sync_interval 0 turns the periodic digests off; a node without history still asks
+    its first peers where they are, at the repair pace, and its deadline moves on."""
+    f = Plumtree("f", repair_config(sync_interval=0.0), random.Random(3), 0.0, fresh=True)
+    f.add_peer("a", 0.0)
+    for _ in range(3):
+        now = f.next_deadline()
+        f.handle_timer(now)
+        assert f.next_deadline() > now
+    assert [m for _, m in f.take_outgoing() if isinstance(m, Sync)]
