@@ -25,11 +25,9 @@ from plumtree.core.state import DeliveryRecord
 MEMORY_ENTRIES = 10_000
 MEMORY_BYTES = 16 * 1024 * 1024
 
-LogEntry = DeliveryRecord
-
 
 #: reads entries after a cursor from the durable store (None: no store)
-StoreReader = Callable[[int, int], Sequence[LogEntry]]
+StoreReader = Callable[[int, int], Sequence[DeliveryRecord]]
 
 
 class DeliveryLog:
@@ -48,7 +46,7 @@ class DeliveryLog:
         self.log_id = log_id
         #: the last cursor readable (durable, with a store)
         self.last = last
-        self._recent: deque[LogEntry] = deque()
+        self._recent: deque[DeliveryRecord] = deque()
         self._capacity = capacity
         self._max_bytes = max_bytes
         self._bytes = 0
@@ -66,7 +64,7 @@ class DeliveryLog:
                 return oldest
         return self._recent[0].cursor if self._recent else self.last + 1
 
-    def append(self, entries: Sequence[LogEntry]) -> None:
+    def append(self, entries: Sequence[DeliveryRecord]) -> None:
         if not entries:
             return
         recent = self._recent
@@ -78,7 +76,7 @@ class DeliveryLog:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def read(self, after: int, limit: int) -> list[LogEntry]:
+    def read(self, after: int, limit: int) -> list[DeliveryRecord]:
         """Entries with cursor > ``after``, ascending, at most ``limit``."""
         recent = self._recent
         if recent and recent[0].cursor <= after + 1:
