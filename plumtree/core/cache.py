@@ -39,6 +39,9 @@ class SeenEntry(msgspec.Struct, gc=False):
     seq: int = 0
     duplicates: int = 0
     shortcut_from: str | None = None
+    #: it came by anti-entropy: the first copy down the tree after it is no evidence
+    #: of a redundant eager link (it lost a race with the repair, not with another path)
+    repaired: bool = False
 
 
 _V = TypeVar("_V", bound=SeenEntry)

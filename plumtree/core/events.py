@@ -98,6 +98,15 @@ class CacheEvicted(Event, tag="cache_evicted", frozen=True):
     count: int
 
 
+class OwnSeqsSkipped(Event, tag="own_seqs_skipped", frozen=True):
+    """Peers hold our own epoch's seqs ``first..last`` that our store lost (a machine
+    crash with fsync normal): our next broadcasts are numbered after them."""
+
+    epoch: int
+    first: int
+    last: int
+
+
 # --- the stack (core/stack.py) ---------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ from plumtree.core import events as ev
 from plumtree.core.cache import SeenEntry, TimedStore
 from plumtree.core.config import PlumtreeConfig
 from plumtree.core.health import CounterWindow, HealthInputs, HealthReport, evaluate
+from plumtree.core.ids import MAX_SEQ as MAX_STREAM_SEQ
 from plumtree.core.ids import STREAM_KEY_LEN, MessageId, message_id
 from plumtree.core.lateness import LatenessEstimator
 from plumtree.core.limits import MAX_IHAVE_IDS, MAX_ROUND
@@ -139,6 +140,9 @@ class Plumtree:
         self._delivered_seq = 0
         #: our own broadcasts waiting for the durable store (see ``release``)
         self._held: list[Gossip] = []
+        #: False while the runtime cannot keep what is delivered (its store is failing
+        #: with a full backlog): new messages are left missing, to be repaired later
+        self.accepting = True
         #: payloads evicted early since the last CacheEvicted event (one per tick)
         self._evicted_unreported = 0
         #: the last loss, in words, for health
@@ -149,8 +153,6 @@ class Plumtree:
         self._outbox: list[tuple[str, PlumtreeMessage]] = []
         self._events: list[ev.Event] = []
         self._deadline = now
-        #: the live members as of the last reconcile (None: never told)
-        self.members: set[str] | None = None
         self._next_retire = now + RETIRE_INTERVAL
         if restored is not None:
             epoch = restored.epoch
@@ -162,6 +164,8 @@ class Plumtree:
         #: this node's own stream (current epoch)
         self.own_stream = own
         self.repair = Repairer(self, now, fresh=fresh and restored is None)
+        if restored is not None and self.streams.missing():
+            self.repair.gap_seen(now)  # gaps saved before the restart: nothing else wakes
         self._health_window = CounterWindow(HEALTH_WINDOW)
         self._health_window.record(now, self._health_counters())
         #: next_deadline(), kept up to date as timers are set (lowered on the spot) and
@@ -188,9 +192,17 @@ class Plumtree:
                 stream.lost_horizon = saved.lost[0][0] - 1 if saved.lost else saved.wm
             stream.last_activity = now
             stream.dirty = False
+        for origin, epoch, seq in state.replay:
+            stream = table.ensure(origin, epoch)
+            if stream is not None and 0 < seq <= MAX_STREAM_SEQ:
+                stream.add(seq)
+                stream.last_activity = now
         for kept in state.messages:
             stream = table.find(kept.origin, kept.epoch)
-            if stream is None or not stream.delivered(kept.seq) or kept.seq < stream.floor:
+            # a saved row proves the delivery (old losses may be beyond telling apart)
+            if stream is None or not stream.has(kept.seq) or stream.is_lost(kept.seq):
+                continue
+            if kept.seq < stream.floor:
                 continue
             msg_id = message_id(stream.key, kept.seq)
             self.store.put(
@@ -230,6 +242,24 @@ class Plumtree:
         while held and int.from_bytes(held[0].id[STREAM_KEY_LEN:], "big") <= seq:
             gossip = held.pop(0)
             self._publish(gossip, int.from_bytes(gossip.id[STREAM_KEY_LEN:], "big"), now)
+
+    def skip_own(self, seq: int, now: float) -> None:
+        """Peers hold our own epoch up to ``seq``, beyond what our store kept (a crash of
+        the machine lost the last commits of a node running with fsync normal): number
+        our next broadcasts after it, never again one a peer has. What we held back and
+        not yet released in that range collides with what peers hold (they take it
+        for a duplicate): the event says so; fsync full makes this impossible."""
+        own = self.own_stream
+        if seq <= own.wm or seq > MAX_STREAM_SEQ:
+            return
+        skipped = seq - own.wm
+        self.counters.own_seqs_skipped += skipped
+        own.wm = own.head = seq
+        own.released = seq
+        own.floor = max(own.floor, seq + 1)
+        own.dirty = True
+        own.wire = None
+        self._events.append(ev.OwnSeqsSkipped(self.epoch, seq - skipped + 1, seq))
 
     def _publish(self, gossip: Gossip, seq: int, now: float) -> None:
         self.own_stream.released = seq
@@ -349,7 +379,6 @@ class Plumtree:
         """
         wanted = [m for m in dict.fromkeys(members) if m != self.name]
         wanted_set = set(wanted)
-        self.members = wanted_set
         removed = sum(self.remove_peer(p, now) for p in self.peers.names() if p not in wanted_set)
         added = 0
         for member in wanted:
@@ -408,11 +437,12 @@ class Plumtree:
     def is_pending(self, msg_id: MessageId) -> bool:
         return msg_id in self._pending
 
-    def take_dirty_streams(self) -> list[StreamState]:
-        """Streams changed since the last call, as the durable store saves them."""
+    def take_dirty_streams(self, every: bool = False) -> list[StreamState]:
+        """Streams changed since the last call (``every``: all of them), as the durable
+        store saves them."""
         out = []
         for stream in self.streams:
-            if stream.dirty:
+            if stream.dirty or every:
                 stream.dirty = False
                 out.append(StreamState.of(stream))
         return out
@@ -498,6 +528,9 @@ class Plumtree:
         entry = self._seen.get(msg_id)
         if entry is not None:
             c.messages_duplicate += 1
+            if entry.repaired:
+                entry.repaired = False  # the tree's copy of a repaired message
+                return
             entry.duplicates += 1
             graft = entry.graft
             if graft is not None:
@@ -544,11 +577,17 @@ class Plumtree:
                 c.messages_rejected += 1  # an id that is not its stream's, or a retired epoch
                 return
         seq = int.from_bytes(msg_id[STREAM_KEY_LEN:], "big")
+        if seq > MAX_STREAM_SEQ:
+            c.messages_rejected += 1  # no stream gets that far: a forged id
+            return
         if stream.has(seq):
             c.messages_duplicate += 1  # settled long ago (its tree record forgotten)
             return
         if stream is self.own_stream:
             c.messages_rejected += 1  # nobody else numbers our messages
+            return
+        if not self.accepting:
+            c.messages_deferred += 1  # it stays missing; repaired once we take it
             return
         hops = min(msg.round + 1, MAX_ROUND)
         pending = self._pending.pop(msg_id, None)
@@ -600,8 +639,8 @@ class Plumtree:
                 stream = by_key.get(msg_id[:STREAM_KEY_LEN])
                 if stream is not None:
                     seq = int.from_bytes(msg_id[STREAM_KEY_LEN:], "big")
-                    if stream.has(seq) or stream is own:
-                        continue  # settled here (its tree record forgotten), or ours
+                    if stream.has(seq) or stream is own or seq > MAX_STREAM_SEQ:
+                        continue  # settled here (its tree record forgotten), ours, forged
                     if stream.learn_head(seq):
                         self.repair.gap_seen(now)  # should the Grafts fail
                 self._announced(sender, msg_id, now)
@@ -636,11 +675,17 @@ class Plumtree:
                 c.messages_rejected += 1
                 return
         seq = int.from_bytes(msg_id[STREAM_KEY_LEN:], "big")
+        if seq > MAX_STREAM_SEQ:
+            c.messages_rejected += 1
+            return
         if stream.has(seq):
             c.repair_duplicate += 1
             return
         if stream is self.own_stream:
             c.messages_rejected += 1
+            return
+        if not self.accepting:
+            c.messages_deferred += 1
             return
         self._pending.pop(msg_id, None)  # (its graft timer finds it gone)
         c.messages_repaired += 1
@@ -728,7 +773,7 @@ class Plumtree:
         stream.last_activity = now
         self._delivered_seq = cursor = self._delivered_seq + 1
         c.seen_evictions += self.seen.put(
-            msg_id, SeenEntry(now, hops, parent, origin, graft, cursor)
+            msg_id, SeenEntry(now, hops, parent, origin, graft, cursor, repaired=repaired)
         )
         evicted = self.store.put(msg_id, StoredMessage(now, hops, seq, stream, payload))
         if evicted:
@@ -1019,22 +1064,23 @@ class Plumtree:
         self._next_maintenance = now + cfg.maintenance_interval + jitter
 
     def _retire_streams(self, now: float) -> None:
-        """Forget finished streams: an epoch superseded by a newer one of its origin, or
-        an origin no longer a member, once nothing is missing and it has been quiet for
-        the retention age. Their epochs stay refused (a replay is not news). A walk over
-        every stream: once a minute is often enough for something an hour old."""
+        """Forget finished streams: an epoch superseded by a newer one of its origin
+        that delivered something here (a digest naming an epoch is not enough: forged,
+        it would retire a live stream), once nothing is missing and it has been quiet
+        for the retention age. Their epochs stay refused (a replay is not news). A walk
+        over every stream: once a minute is often enough for something an hour old."""
         if now < self._next_retire:
             return
         self._next_retire = now + RETIRE_INTERVAL
         horizon = now - self.config.retention_age
-        members = self.members
         own = self.own_stream
-        for stream in list(self.streams):
+        table = self.streams
+        for stream in list(table):
             if stream is own or stream.last_activity > horizon or stream.missing():
                 continue
-            gone = members is not None and stream.origin not in members
-            if stream.superseded or (gone and stream.origin != self.name):
-                self.streams.retire(stream)
+            epochs = table.by_origin.get(stream.origin, {})
+            if any(e > stream.epoch and other.top() > 0 for e, other in epochs.items()):
+                table.retire(stream)
                 self.counters.streams_retired += 1
 
     def _health_counters(self) -> tuple[int, int, int, int, int, int]:

@@ -7,8 +7,8 @@ cannot (a node frozen, partitioned, declared dead, restarted):
   The receiver sends back, as ``Repair`` messages, what the sender lacks and it holds
   (oldest first per stream, streams in turn, at most ``repair_batch``), and answers with
   its own vector when it lacks something the sender holds, so the exchange goes both
-  ways in one round trip. Messages younger than the lateness of eager copies (the
-  adaptive IHave timer) are left to the tree.
+  ways in one round trip. Messages younger than ``repair_delay`` (or the lateness of
+  eager copies, if longer) are left to the tree.
 * A stream whose lowest missing seq stays missing for ``repair_delay`` is *blocked*:
   repair rounds (every ``repair_interval``, or as soon as an answer arrives) ask a peer
   known to hold it, else a peer not heard from yet, with ``want`` set (answer me with
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from plumtree.core.ids import StreamKey, message_id
-from plumtree.core.limits import MAX_DIGEST_STREAMS
+from plumtree.core.limits import MAX_DIGEST_RANGES, MAX_DIGEST_STREAMS
 from plumtree.core.messages import Repair, StreamDigest, Sync
 from plumtree.core.streams import (
     Range,
@@ -54,14 +54,17 @@ REPAIR_BYTES = 2 * 1024 * 1024
 
 
 class PeerView:
-    """What one peer's latest vector said of a blocked seq."""
+    """What one peer's latest vector said of a blocked seq: whether it holds it, has
+    settled it (delivered or given up), the next seq above it it holds, and the highest
+    seq it has settled at all (evidence that seqs up to there existed)."""
 
-    __slots__ = ("holds", "next_held", "settled")
+    __slots__ = ("holds", "next_held", "settled", "top")
 
-    def __init__(self, holds: bool, settled: bool, next_held: float) -> None:
+    def __init__(self, holds: bool, settled: bool, next_held: float, top: int = 0) -> None:
         self.holds = holds
         self.settled = settled
         self.next_held = next_held
+        self.top = top
 
 
 class Block:
@@ -268,7 +271,13 @@ class Repairer:
             last = int(min([v.next_held for v in live] + [stream.head + 1])) - 1
             if stream.above:
                 last = min(last, stream.above[0][0] - 1)
-            tree.give_up(stream, last, "unavailable")
+            # only what some peer settled is known to have existed: a head learned from
+            # an announcement or a digest alone (forged, or about seqs the other side of
+            # a partition holds) is never given up; it stays missing, and visible
+            evidence = max(v.top for v in live)
+            if evidence < block.seq:
+                continue
+            tree.give_up(stream, min(last, evidence), "unavailable")
             del self.blocks[key]
 
     # ------------------------------------------------------------------ receiving
@@ -277,7 +286,7 @@ class Repairer:
         tree = self.tree
         if self.adopting:
             if not msg.fresh:
-                self._adopt(msg.streams)
+                self._adopt(msg.streams, now)
             elif self._adopt_deadline is None:
                 # only peers without history answer: a brand-new cluster. Its clock
                 # starts now, not when the first peer appeared (a restarted node whose
@@ -305,6 +314,10 @@ class Repairer:
             if stream.wire == d and not blocks:
                 continue  # the common case: the very same state (compared in C)
             if stream is own:
+                if d.wm > own.wm:
+                    # a peer has more of our own epoch than our store kept (a machine
+                    # crash took the last commits): never number those seqs again
+                    tree.skip_own(d.wm, now)
                 if giving and d.wm < own.shown_wm():
                     lack = list(subtract(own.held_ranges_shown(), settled_ranges(d)))
                     if lack:
@@ -316,7 +329,11 @@ class Repairer:
             if blocks:
                 block = blocks.get(stream.key)
                 if block is not None:
-                    block.views[sender] = _view(d, block.seq)
+                    view = _view(d, block.seq)
+                    if view is None:
+                        block.views.pop(sender, None)  # its digest cannot tell: ask again
+                    else:
+                        block.views[sender] = view
             if d.wm == stream.wm and not d.above and not stream.above:
                 continue  # the same contiguous prefix: nothing to trade
             if not lacks_for_me and any(
@@ -355,7 +372,7 @@ class Repairer:
                 tree.lower_deadline(now)
             self._helped.discard(sender)
 
-    def _adopt(self, vector: list[StreamDigest]) -> None:
+    def _adopt(self, vector: list[StreamDigest], now: float) -> None:
         tree = self.tree
         own = tree.own_stream
         for d in vector:
@@ -366,6 +383,8 @@ class Repairer:
             stream.adopt(start, d.head)
         self.adopting = False
         self._adopt_deadline = None
+        if tree.streams.missing():
+            self.gap_seen(now)  # what is owed past the start point
 
     def _send_repairs(self, peer: str, give: list[tuple[Stream, list[Range]]], now: float) -> None:
         """What ``peer`` lacks and we hold, oldest first per stream, streams in turn,
@@ -373,12 +392,15 @@ class Repairer:
         tree = self.tree
         budget = tree.config.repair_batch
         room = REPAIR_BYTES
-        # younger than the lateness of eager copies: maybe still on its way down the tree
-        settled_before = now - tree.lateness.timeout
+        # younger than this may still be on its way down the tree: pushed now, it raced
+        # the eager copy, and under load (queues of 100 ms and more) the loser was a
+        # duplicate for the tree (bench/loopback.py at 1,600/s: RMR 0.93, was 0)
+        settled_before = now - max(tree.config.repair_delay, tree.lateness.timeout)
         store = tree.store.view
         c = tree.counters
         queues = [(stream, _seqs(ranges)) for stream, ranges in give]
-        while queues and budget > 0 and room > 0:
+        misses = 4 * budget  # seqs walked past without a payload, at most (CPU bound)
+        while queues and budget > 0 and room > 0 and misses > 0:
             still: list[tuple[Stream, Iterator[int]]] = []
             for stream, seqs in queues:
                 seq = next(seqs, None)
@@ -387,6 +409,7 @@ class Repairer:
                 msg_id = message_id(stream.key, seq)
                 stored = store.get(msg_id)
                 if stored is None:
+                    misses -= 1
                     still.append((stream, seqs))
                     continue
                 if stored.at > settled_before:
@@ -414,7 +437,11 @@ def _settled_here(stream: Stream) -> Iterator[Range]:
     yield from ((lo, hi) for lo, hi in stream.above)
 
 
-def _view(d: StreamDigest, seq: int) -> PeerView:
+def _view(d: StreamDigest, seq: int) -> PeerView | None:
+    """What ``d`` says of ``seq`` (None: it cannot tell, its ranges were cut short)."""
+    above = d.above
+    if len(above) >= MAX_DIGEST_RANGES and seq > above[-1][1]:
+        return None
     holds = False
     next_held: float = math.inf
     for lo, hi in digest_held(d):
@@ -425,7 +452,8 @@ def _view(d: StreamDigest, seq: int) -> PeerView:
             break
         next_held = lo
         break
-    return PeerView(holds, digest_has(d, seq), next_held)
+    top = max([d.wm, *(hi for _, hi in above)])
+    return PeerView(holds, digest_has(d, seq), next_held, top)
 
 
 __all__ = ["Block", "PeerView", "Repairer"]

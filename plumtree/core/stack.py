@@ -190,18 +190,22 @@ class Stack:
         (in order), addressed to where each member says it is."""
         out = self.swim.take_outgoing()
         messages = self.plumtree.take_outgoing()
-        if messages:
-            by_peer: dict[str, list[Any]] = {}
-            for peer, msg in messages:
-                by_peer.setdefault(peer, []).append(msg)
-            table = self.swim.table
-            for peer, msgs in by_peer.items():
-                member = table.get(peer)
-                if not is_live(member):
-                    self.unroutable += len(msgs)
-                    continue
-                assert member is not None
-                out.append(Outgoing(member.addr, msgs, True))
+        if not messages:
+            return out
+        by_peer: dict[str, list[Any]] = {}
+        for peer, msg in messages:
+            msgs = by_peer.get(peer)
+            if msgs is None:
+                by_peer[peer] = [msg]
+            else:
+                msgs.append(msg)
+        get = self.swim.table.by_name.get
+        for peer, msgs in by_peer.items():
+            member = get(peer)
+            if member is None or not is_live(member):
+                self.unroutable += len(msgs)
+                continue
+            out.append(Outgoing(member.addr, msgs, True))
         return out
 
     def take_events(self) -> list[ev.Event]:

@@ -76,13 +76,16 @@ class KeptMessage:
 class NodeState:
     """Everything a restarted node resumes from.
 
-    ``epoch`` is this node's own epoch (its own stream is among ``streams``, its
-    watermark the last durable seq); ``cursor`` the number of its last delivery;
-    ``messages`` oldest first, with floors in ``streams`` that already account for
-    the payloads left out.
+    ``epoch`` is this node's own epoch (its own stream is among ``streams``, or its
+    seqs in ``replay``); ``cursor`` the number of its last delivery; ``messages``
+    oldest first, with floors in ``streams`` that already account for the payloads
+    left out; ``replay``: deliveries newer than the saved streams.
     """
 
     epoch: int
     cursor: int = 0
     streams: list[StreamState] = field(default_factory=list)
     messages: list[KeptMessage] = field(default_factory=list)
+    #: deliveries committed after the streams were last saved, in order: ``(origin,
+    #: epoch, seq)`` (the streams are checkpoints; the delivery rows are the truth)
+    replay: list[tuple[str, int, int]] = field(default_factory=list)

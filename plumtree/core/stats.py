@@ -87,6 +87,8 @@ class PlumtreeCounters:
     lost_limit: int = 0
     messages_rejected: int = 0
     streams_retired: int = 0
+    own_seqs_skipped: int = 0
+    messages_deferred: int = 0
     graft_premature: int = 0
     graft_undone: int = 0
 

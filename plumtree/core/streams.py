@@ -27,6 +27,10 @@ MAX_RANGES = 4096
 LOST_RANGES_KEPT = 1024
 #: Streams retired (origin -> highest retired epoch) remembered at most.
 RETIRED_MAX = 100_000
+#: Streams a node keeps at most, and epochs of one origin: more are refused (counted by
+#: the caller), so no message or digest can make the table grow without bound.
+MAX_STREAMS = 65_536
+MAX_EPOCHS_PER_ORIGIN = 64
 
 Range = tuple[int, int]
 _END = 1 << 64  # greater than any seq: bisect sentinel
@@ -49,7 +53,6 @@ class Stream:
         "lost_total",
         "origin",
         "released",
-        "superseded",
         "wire",
         "wm",
     )
@@ -76,8 +79,6 @@ class Stream:
         #: the highest seq of lost ranges forgotten (LOST_RANGES_KEPT): below it, a seq
         #: that is settled may have been delivered or lost
         self.lost_horizon = 0
-        #: a newer epoch of the same origin exists (this one gets no new messages)
-        self.superseded = False
         self.last_activity = 0.0
         #: changed since the durable store last saved it
         self.dirty = True
@@ -215,6 +216,10 @@ class Stream:
         if last <= self.wm:
             return []
         gone = [(lo, min(hi, last)) for lo, hi in self.holes() if lo <= last]
+        # a digest's "held" is [floor, wm] and the ranges: lost seqs are not held, the
+        # delivered ranges merged in just above them still are
+        if self.floor <= last:
+            self.floor = last + 1
         above = self.above
         while above and above[0][0] <= last + 1:
             lo, hi = above.pop(0)
@@ -224,8 +229,6 @@ class Stream:
         self.wm = last
         if last > self.head:
             self.head = last
-        if self.floor <= last:
-            self.floor = last + 1
         for r in gone:
             self.lost_total += r[1] - r[0] + 1
         lost = self.lost
@@ -241,14 +244,14 @@ class Stream:
         """A node without history starts where a peer is: everything up to ``wm`` is
         before its time (not owed to it, not lost), and it holds none of it."""
         if wm > self.wm:
+            if self.floor <= wm:
+                self.floor = wm + 1  # (not past the ranges merged in: those are held)
             above = self.above
             while above and above[0][0] <= wm + 1:
                 lo, hi = above.pop(0)
                 self.held_above -= hi - lo + 1
                 wm = max(wm, hi)
             self.wm = wm
-            if self.floor <= wm:
-                self.floor = wm + 1
             self.dirty = True
             self.wire = None
         self.learn_head(max(head, wm))
@@ -365,6 +368,10 @@ class StreamTable:
                 return stream if key is None or key == stream.key else None
         if epoch <= self.retired.get(origin, -1):
             return None
+        if len(self.by_key) >= MAX_STREAMS or (
+            epochs is not None and len(epochs) >= MAX_EPOCHS_PER_ORIGIN
+        ):
+            return None
         computed = stream_key(origin, epoch)
         if key is not None and key != computed:
             return None
@@ -374,11 +381,6 @@ class StreamTable:
         self.by_key[computed] = stream
         if epochs is None:
             epochs = self.by_origin[origin] = {}
-        for other in epochs.values():
-            if other.epoch < epoch:
-                other.superseded = True
-            elif other.epoch > epoch:
-                stream.superseded = True
         epochs[epoch] = stream
         return stream
 

@@ -47,6 +47,7 @@ LEVELS = {
     "prune_sent": "debug",
     "cache_evicted": "warn",
     "messages_lost": "warn",
+    "own_seqs_skipped": "warn",
     "join_pending": "warn",
     "joined": "info",
     "isolated": "warn",

@@ -10,7 +10,10 @@ every node is counted per message, so the report says exactly what the promise s
 * ``lost``: messages nodes gave up and counted (nobody reachable held them any more);
 * ``missing``: messages nodes know exist and have not delivered yet (being repaired);
 * ``undelivered``: owed, yet neither delivered nor counted lost nor known missing: a
-  silent loss, which must never happen.
+  silent loss, which must never happen;
+* ``history_redelivered``: messages broadcast before a restart without the store,
+  which the old process may have delivered, delivered again to the new application
+  (it should start where its peers are; what came while it was down may or may not).
 
 Faults (a fraction of the nodes, never node 0, for ``fault_duration`` seconds):
 
@@ -58,7 +61,10 @@ class _Ledger:
         #: per node: when its current application started (a restart without the store
         #: starts a new one; with the store it is the same application)
         self.app_since = [math.inf] * n
+        #: per node: when its previous application ended (killed), for history
+        self.old_app_until = [-math.inf] * n
         self.duplicates = 0
+        self.history_redelivered = 0
         self.repaired = 0
         self.latest: dict[int, float] = {}
 
@@ -68,6 +74,14 @@ class _Ledger:
         msg = self.messages.get(event.id)
         if msg is None:
             return  # not one of the measured broadcasts
+        if msg.sent_at < self.app_since[i]:
+            # a new application (a restart without the store) is not owed history: it
+            # should start where its peers are, not be sent everything again. What was
+            # broadcast while it was down may come (its start point is its first peer's
+            # vector); what its old process may have seen must not
+            if msg.sent_at < self.old_app_until[i]:
+                self.history_redelivered += 1
+            return
         seen = msg.got.get(i, 0)
         if seen:
             self.duplicates += 1
@@ -114,6 +128,7 @@ class FaultCluster(SwimCluster):
         """kill -9: the process and its memory are gone; returns what its store held."""
         node = self.nodes[i]
         saved = node.plumtree.snapshot(self.sim.now) if node.plumtree is not None else None
+        self.ledger.old_app_until[i] = self.sim.now
         self.network.crashed.add(i)
         node.stop()
         self.down.add(i)
@@ -201,7 +216,7 @@ def run_faults(params: SimParams) -> SimReport:
     settle_start = sim.now
     while sim.now < settle_start + SETTLE_LIMIT:
         sim.run_until(sim.now + 1.0)
-        if _missing(c) == 0:
+        if _missing(c) == 0 and not c.down:
             break
     settled_in = sim.now - settle_start
     wall = time.perf_counter() - t0
@@ -274,6 +289,7 @@ def _report(
         "owed_deliveries": owed,
         "delivered_once": delivered,
         "duplicates_delivered": ledger.duplicates,
+        "history_redelivered": ledger.history_redelivered,
         "lost": lost,
         "missing": missing,
         "lost_owed": gave_up,

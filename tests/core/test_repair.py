@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 
 from plumtree.core import events as ev
 from plumtree.core.config import PlumtreeConfig
 from plumtree.core.health import Status
-from plumtree.core.messages import Gossip, Graft, PlumtreeMessage, Repair, Sync
+from plumtree.core.messages import (
+    Gossip,
+    Graft,
+    IHave,
+    PlumtreeMessage,
+    Repair,
+    StreamDigest,
+    Sync,
+)
 from plumtree.core.plumtree import Plumtree
-from tests.core.harness import Net, config
+from plumtree.core.state import StreamState
+from tests.core.harness import Net, config, mid
 
 NAMES = ["a", "b", "c", "d", "e"]
 
@@ -209,3 +219,100 @@ def test_with_anti_entropy_off_a_fresh_node_does_not_spin() -> None:
         f.handle_timer(now)
         assert f.next_deadline() > now
     assert [m for _, m in f.take_outgoing() if isinstance(m, Sync)]
+
+
+def test_a_forged_head_never_makes_a_node_give_up_real_messages() -> None:
+    """A digest claiming seqs nobody has settled (forged, or news from the other side
+    of a partition) leaves them missing, visible; it cannot get them declared lost,
+    nor the origin's next real broadcasts dropped as settled (a review found both)."""
+    net = mesh(repair_config())
+    broadcast(net, "a", 3)
+    net.advance(1.0)
+    e = net.nodes["e"]
+    stream = e.streams.find("a", 0)
+    assert stream is not None
+    forged = Sync([StreamDigest("a", 0, 3, 2**63 - 1, 1, [])])
+    e.receive("b", forged, net.now)
+    net.advance(5.0)
+    assert e.counters.lost_unavailable == 0 and stream.wm == 3
+    assert stream.missing() > 0, "it stays missing: the alert and health say so"
+    later = broadcast(net, "a", 1)
+    net.advance(1.0)
+    assert later[0] in ids_delivered(net, "e")
+
+
+def test_an_id_past_the_largest_seq_is_refused_everywhere() -> None:
+    a = Plumtree("a", repair_config(), random.Random(1))
+    a.add_peer("b", 0.0)
+    key = mid(1, "o")[:8]
+    huge = key + (2**64 - 1).to_bytes(8, "big")
+    a.receive("b", Gossip(huge, 0, "o", 0, b"x"), 0.0)
+    a.receive("b", Repair(huge, 0, "o", 0, b"x"), 0.0)
+    a.receive("b", IHave([(huge, 0)]), 0.0)
+    assert a.counters.messages_rejected == 2
+    stream = a.streams.find("o", 0)
+    assert stream is None or stream.head == 0
+    assert not [e for e in a.take_events() if isinstance(e, ev.Delivered)]
+
+
+def test_gaps_saved_before_a_restart_get_a_verdict_after_it() -> None:
+    """Nothing else wakes a quiet stream's old gap: missing forever, never given up,
+    never in health (a review found it)."""
+    net = mesh(repair_config(retention_age=1.0))
+    broadcast(net, "a", 5, drop=cut({"e"}))
+    net.advance(3.0, drop=cut({"e"}))  # everyone's store forgets them meanwhile
+    e = net.nodes["e"]
+    stream = e.streams.ensure("a", 0)
+    assert stream is not None
+    stream.learn_head(5)  # e knew they existed when it stopped
+    saved = e.snapshot(net.now)
+    restarted = Plumtree("e", net.cfg, random.Random(5), net.now, restored=saved)
+    for peer in e.peers.names():
+        restarted.add_peer(peer, net.now)
+    restarted.take_outgoing()  # (no digest on joining: only the old gap can wake it)
+    net.nodes["e"] = restarted
+    net.advance(4.0)
+    assert restarted.counters.lost_unavailable == 5
+    assert restarted.streams.missing() == 0
+
+
+def test_an_origin_whose_store_lost_its_last_commits_numbers_past_what_peers_hold() -> None:
+    """fsync normal and a machine crash: peers hold seqs 2-3 of our epoch that our store
+    lost. Reusing them, our next broadcasts would be taken for duplicates everywhere."""
+    net = mesh(names=["a", "b"])
+    broadcast(net, "a", 3)
+    net.advance(1.0)
+    saved = net.nodes["a"].snapshot(net.now)
+    own = next(s for s in saved.streams if s.origin == "a")
+    rolled_back = replace(
+        saved, streams=[replace(own, wm=1, head=1)] + [s for s in saved.streams if s.origin != "a"]
+    )
+    a = Plumtree("a", net.cfg, random.Random(4), net.now, restored=rolled_back)
+    net.nodes["a"] = a
+    a.add_peer("b", net.now)
+    net.nodes["b"].add_peer("a", net.now)
+    net.advance(2.0)  # a digest from b tells a where its own epoch really is
+    assert a.counters.own_seqs_skipped == 2
+    fresh = a.broadcast(b"after", net.now)
+    assert int.from_bytes(fresh[8:], "big") == 4
+    net.advance(1.0)
+    assert fresh in ids_delivered(net, "b")
+
+
+def test_deliveries_replayed_over_the_saved_streams_are_settled_after_a_restart() -> None:
+    """The store saves streams at checkpoints; deliveries committed after the last one
+    replay on them at restart: not delivered again, and our own seq not reused."""
+    a = Plumtree("a", repair_config(), random.Random(1))
+    first = a.broadcast(b"one", 0.0)
+    saved = a.snapshot(0.0)
+    state = replace(
+        saved,
+        streams=[StreamState(s.origin, s.epoch, 0, 0, 1) for s in saved.streams],
+        replay=[("a", 0, 1), ("o", 0, 1), ("o", 0, 2)],
+    )
+    b = Plumtree("a", repair_config(), random.Random(2), 1.0, restored=state)
+    assert b.own_stream.wm == 1 and b.own_stream.released == 1
+    other = b.streams.find("o", 0)
+    assert other is not None and other.wm == 2
+    assert int.from_bytes(b.broadcast(b"two", 1.0)[8:], "big") == 2
+    assert first != b.broadcast(b"three", 1.0)

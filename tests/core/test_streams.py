@@ -44,9 +44,27 @@ def test_giving_up_settles_the_holes_counts_them_and_moves_the_floor() -> None:
     gone = s.give_up(7)
     assert gone == [(2, 4), (7, 7)]
     assert (s.wm, s.above, s.lost_total, s.floor) == (7, [[9, 9]], 4, 8)
+    assert list(s.held_ranges()) == [(9, 9)]
     assert s.has(3) and not s.delivered(3) and s.is_lost(3)
     assert s.delivered(5), "delivered, not lost (its payload is no longer offered)"
     assert s.add(8) and s.wm == 9, "the next delivery closes up to the range above"
+
+
+def test_giving_up_a_hole_below_delivered_ranges_still_offers_those_ranges() -> None:
+    """The floor moves past what was given up, not past the delivered range merged in
+    above it: peers that were away still get 20..30 from us (a review found the floor
+    at 31, and a node away declared them lost too)."""
+    s = Stream("o", 0)
+    s.add(1)
+    for seq in range(20, 31):
+        s.add(seq)
+    s.give_up(19)
+    assert (s.wm, s.floor) == (30, 20)
+    assert list(s.held_ranges()) == [(20, 30)]
+    t = Stream("o", 0)
+    t.add(12)
+    t.adopt(11, 15)
+    assert (t.wm, t.floor) == (12, 12) and list(t.held_ranges()) == [(12, 12)]
 
 
 def test_adopting_a_peers_start_skips_history_without_counting_it_lost() -> None:
@@ -90,12 +108,22 @@ def test_the_table_refuses_a_retired_epoch_and_a_key_that_is_not_the_streams() -
     old = t.ensure("o", 1)
     assert old is not None
     new = t.ensure("o", 2)
-    assert new is not None and old.superseded and not new.superseded
+    assert new is not None
     t.retire(old)
     assert t.ensure("o", 1) is None, "a replay of a retired epoch is not news"
     assert t.ensure("o", 0) is None
     assert t.ensure("o", 3, key=stream_key("x", 3)) is None
     assert t.ensure("o", 3, key=stream_key("o", 3)) is not None
+
+
+def test_the_table_refuses_more_streams_than_its_bound() -> None:
+    from plumtree.core import streams as mod
+
+    t = StreamTable()
+    for epoch in range(mod.MAX_EPOCHS_PER_ORIGIN):
+        assert t.ensure("o", epoch) is not None
+    assert t.ensure("o", 10_000) is None, "an origin cannot make the table grow"
+    assert t.ensure("other", 0) is not None
 
 
 def test_empty_streams_stay_out_of_the_digest() -> None:

@@ -32,6 +32,7 @@ def test_1000_nodes_deliver_everything_exactly_once_through(fault: str) -> None:
     assert d["owed_deliveries"] >= 0.95 * 1000 * d["messages"] > 0
     assert d["delivered_once"] == d["owed_deliveries"], d
     assert (d["duplicates_delivered"], d["lost"], d["missing"], d["undelivered"]) == (0, 0, 0, 0)
+    assert d["history_redelivered"] == 0
     if fault != "churn":  # churned nodes are back before most of what they missed settled
         assert d["repaired"] > 0, "the nodes the fault hit caught up by anti-entropy"
 
