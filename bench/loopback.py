@@ -84,6 +84,9 @@ COUNTERS = {
     "graft_undone": "plumtree_graft_undone_total",
     "optimizations": "plumtree_optimizations_total",
     "graft_retries": "plumtree_graft_retries_total",
+    # anti-entropy at work (a node repairing what the tree did not bring)
+    "repaired": "plumtree_messages_repaired_total",
+    "repair_sent": "plumtree_repair_sent_total",
 }
 #: shown per rate step: what a saturated CPU does to the tree
 CHURN_COUNTERS = (
@@ -94,6 +97,8 @@ CHURN_COUNTERS = (
     "graft_premature",
     "graft_undone",
     "optimizations",
+    "repaired",
+    "repair_sent",
 )
 DROP_COUNTERS = (
     "graft_failed",  # a gap: every Graft attempt for a missing message ran out

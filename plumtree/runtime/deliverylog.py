@@ -53,6 +53,8 @@ class DeliveryLog:
         self._reader = reader
         self._oldest = oldest
         self._changed = asyncio.Event()
+        #: long polls waiting for what comes next (an append wakes them only then)
+        self._waiting = 0
         self.closed = False
 
     @property
@@ -65,16 +67,29 @@ class DeliveryLog:
         return self._recent[0].cursor if self._recent else self.last + 1
 
     def append(self, entries: Sequence[DeliveryRecord]) -> None:
-        if not entries:
-            return
+        for entry in entries:
+            self.append_one(entry)
+
+    def append_one(self, entry: DeliveryRecord) -> None:
+        """One delivery, in cursor order (the per-delivery path of a node without a
+        store: no allocation beyond the deque's)."""
         recent = self._recent
-        recent.extend(entries)
-        self._bytes += sum(len(e.payload or b"") for e in entries)
-        while len(recent) > self._capacity or (self._bytes > self._max_bytes and len(recent) > 1):
-            self._bytes -= len(recent.popleft().payload or b"")
-        self.last = max(self.last, entries[-1].cursor)
-        self._changed.set()
-        self._changed = asyncio.Event()
+        recent.append(entry)
+        payload = entry.payload
+        if payload:
+            self._bytes += len(payload)
+        if len(recent) > self._capacity or self._bytes > self._max_bytes:
+            while len(recent) > self._capacity or (
+                self._bytes > self._max_bytes and len(recent) > 1
+            ):
+                old = recent.popleft().payload
+                if old:
+                    self._bytes -= len(old)
+        if entry.cursor > self.last:
+            self.last = entry.cursor
+        if self._waiting:
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     def read(self, after: int, limit: int) -> list[DeliveryRecord]:
         """Entries with cursor > ``after``, ascending, at most ``limit``."""
@@ -91,8 +106,12 @@ class DeliveryLog:
         if self.last > after or timeout <= 0:
             return
         changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
+        self._waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
+        finally:
+            self._waiting -= 1
 
     def close(self) -> None:
         """The node stops: wake every long poll (they answer that it is going away)."""

@@ -79,6 +79,9 @@ class NodeConfig:
     data_dir: str | None = None
     #: "normal": a commit survives a crash of the process; "full": of the machine too
     fsync: str = "normal"
+    #: how long deliveries wait for company before a commit (none wait when someone in
+    #: this process consumes them, or for our own broadcasts)
+    commit_interval: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +262,7 @@ class Node:
         cfg = self.config
         if cfg.data_dir is None:
             return None
-        from plumtree.store import NodeStore, Retention, StoreWriter
+        from plumtree.store import InlineWriter, NodeStore, Retention, StoreWriter
 
         pt = cfg.protocol.plumtree
         retention = Retention(pt.retention_bytes, pt.retention_age, pt.retention_messages)
@@ -271,8 +274,16 @@ class Node:
             from plumtree.runtime.persistence import Persistence
 
             assert self._loop is not None
-            writer = StoreWriter(store)
-            self.persistence = Persistence(writer, self._loop, self._on_durable)
+            # fsync full waits for the disk: a thread then; else commits are short and
+            # the loop makes them itself (see InlineWriter)
+            writer = StoreWriter(store) if cfg.fsync == "full" else InlineWriter(store)
+            self.persistence = Persistence(
+                writer,
+                self._loop,
+                lambda every: self.plumtree.take_dirty_streams(every),
+                self._on_durable,
+                cfg.commit_interval,
+            )
         except BaseException:
             store.close()
             raise
@@ -290,8 +301,15 @@ class Node:
     def _close_store(self) -> None:
         if self.persistence is not None:
             self.persistence.close()
-            self.persistence.writer.close()
+            writer = self.persistence.writer
+            writer.close()
             self.persistence = None
+            if writer.alive:
+                # still committing (a stuck disk): closing the store under it would lose
+                # its batch; the process ends soon anyway, and the lock with it
+                log.error("store writer did not finish; leaving the store open")
+                self.store = None
+                return
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -330,7 +348,10 @@ class Node:
             await self.admin.stop()
         await self.transport.close()
         if self.persistence is not None:
-            # what is queued is committed (bounded): a clean stop loses nothing
+            # what is gathered and queued is committed (bounded): a clean stop loses
+            # nothing; what commits after this is not announced (we are stopping)
+            self.persistence.commit(streams=True)
+            self.persistence.close()
             await asyncio.get_running_loop().run_in_executor(
                 None, self.persistence.writer.close, timeout
             )
@@ -599,8 +620,11 @@ class Node:
                 self._deliver(event)
             else:
                 self._event(event)
-        if self.persistence is not None:
-            self.persistence.flush(self.plumtree.take_dirty_streams())
+        persistence = self.persistence
+        if persistence is not None:
+            # someone in this process waits on each delivery: commit now, not soon
+            persistence.poke(urgent=self.on_deliver is not None or bool(self._subscribers))
+            self.plumtree.accepting = not persistence.paused
         self._arm_timer()
 
     def _arm_timer(self) -> None:
@@ -685,6 +709,15 @@ class Node:
                         }
                     },
                 )
+            case ev.OwnSeqsSkipped(epoch=epoch, first=first, last=last):
+                log.warning(
+                    "peers hold this node's own seqs %d-%d (epoch %d) that its store lost"
+                    " (a crash of the machine with fsync normal?): numbering after them",
+                    first,
+                    last,
+                    epoch,
+                    extra={"fields": {"epoch": epoch, "first": first, "last": last}},
+                )
             case ev.GraftFailed(id=msg_id, attempts=attempts):
                 hexid = format_id(msg_id)
                 msglog.info(
@@ -755,27 +788,17 @@ class Node:
         )
         persistence = self.persistence
         if persistence is not None:
-            # our own broadcast of this epoch: released once this record is durable
+            # our own broadcast of this epoch: released once this record is durable;
+            # the application gets every delivery once durable too (what it saw, a
+            # restart neither takes back nor numbers again)
             own = event.hops == 0 and event.origin == self.name
             persistence.delivery(
                 record, event.seq if own and event.epoch == self.plumtree.epoch else 0
             )
         else:
-            self.log.append([record])
-        if self.on_deliver is not None or self._subscribers:  # (node start: neither)
-            self._hand_over(
-                Delivery(
-                    hexid or format_id(event.id),
-                    event.payload,
-                    event.origin,
-                    event.sender,
-                    event.hops,
-                    wall,
-                    event.cursor,
-                    event.epoch,
-                    event.seq,
-                )
-            )
+            self.log.append_one(record)
+            if self.on_deliver is not None or self._subscribers:  # (node start: neither)
+                self._hand_over(_delivery(record, hexid or format_id(event.id)))
         # rendered only if someone reads it (see EventHub.publish_deferred); the record
         # leaves the payload out, so the ring never holds payloads alive
         self.events.publish_deferred(
@@ -789,6 +812,9 @@ class Node:
         if self._stopping or self.stack is None:
             return
         self.log.append(entries)
+        if self.on_deliver is not None or self._subscribers:
+            for record in entries:
+                self._hand_over(_delivery(record, record.id))
         if own_seq:
             self.plumtree.release(own_seq, self._now())
             waiters = self._waiters
@@ -830,6 +856,20 @@ class Node:
                 )
             else:
                 queue.put_nowait(delivery)
+
+
+def _delivery(record: DeliveryRecord, hexid: str) -> Delivery:
+    return Delivery(
+        hexid,
+        record.payload or b"",
+        record.origin,
+        record.sender,
+        record.hops,
+        record.at,
+        record.cursor,
+        record.epoch,
+        record.seq,
+    )
 
 
 def _new_epoch() -> int:

@@ -11,12 +11,13 @@ from plumtree.store.sqlite import (
     StoreError,
     stored_name,
 )
-from plumtree.store.writer import StoreWriter
+from plumtree.store.writer import InlineWriter, StoreWriter
 
 __all__ = [
     "ROW_OVERHEAD",
     "Batch",
     "DeliveryRecord",
+    "InlineWriter",
     "NodeStore",
     "Retention",
     "StoreError",

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+
 from plumtree.core.state import DeliveryRecord, KeptMessage, NodeState, StreamState
 from plumtree.core.streams import Range
 
@@ -41,6 +43,8 @@ ROW_OVERHEAD = 200
 #: The schema this code writes; a newer one is refused, never guessed at.
 SCHEMA_VERSION = 1
 DB_NAME = "node.db"
+#: Seconds between background WAL checkpoints (see Checkpointer).
+CHECKPOINT_INTERVAL = 1.0
 LOCK_NAME = "LOCK"
 #: How long a connection waits for a lock held by a checkpoint before it gives up.
 BUSY_TIMEOUT = 5.0
@@ -131,7 +135,14 @@ def _ranges(text: str) -> tuple[Range, ...]:
 
 
 def _ranges_json(ranges: Iterable[Range]) -> str:
-    return json.dumps([[lo, hi] for lo, hi in ranges], separators=(",", ":"))
+    """Compact JSON of ``[[lo, hi], ...]`` (msgspec: a stream is saved at each commit
+    that changed it, and json.dumps was most of a small commit's cost)."""
+    if not ranges:
+        return "[]"
+    return _JSON.encode([[lo, hi] for lo, hi in ranges]).decode()
+
+
+_JSON = msgspec.json.Encoder()
 
 
 def _size(payload: bytes | None) -> int:
@@ -210,6 +221,7 @@ class NodeStore:
         self.commits = 0
         self.last_commit_seconds = 0.0
         self.deleted = 0
+        self._checkpointer: Checkpointer | None = Checkpointer(self.path)
 
     # ------------------------------------------------------------------ opening
 
@@ -276,6 +288,10 @@ class NodeStore:
             # FULL also fsyncs it (survives power loss)
             conn.execute(f"PRAGMA synchronous={fsync.upper()}")
             conn.execute("PRAGMA journal_size_limit=67108864")
+            # checkpoints (copying the WAL into the database, and its fsync) run on a
+            # thread of their own (Checkpointer), never inside a commit: an automatic
+            # one blocked the committing event loop for tens of milliseconds
+            conn.execute("PRAGMA wal_autocheckpoint=0")
         except BaseException:
             conn.close()
             raise
@@ -381,6 +397,15 @@ class NodeStore:
             # saved floors already account for every row retention deleted
             kept = self._newest_that_fit(conn, now_wall, raise_floor)
             cursor = int(meta.get("cursor") or 0)
+            # the streams are a checkpoint: deliveries committed after it replay on them
+            checkpoint = int(meta.get("streams_cursor") or 0)
+            replay = [
+                (o, e, q)
+                for o, e, q in conn.execute(
+                    "SELECT origin, epoch, seq FROM messages WHERE cursor > ? ORDER BY cursor",
+                    (checkpoint,),
+                )
+            ]
         streams = [
             s
             if floors[(s.origin, s.epoch)] == s.floor
@@ -389,7 +414,7 @@ class NodeStore:
         ]
         # a payload below its stream's floor is one the core must not offer: left out
         messages = [m for m in reversed(kept) if m.seq >= floors.get((m.origin, m.epoch), 1)]
-        return NodeState(int(meta["epoch"]), cursor, streams, messages)
+        return NodeState(int(meta["epoch"]), cursor, streams, messages, replay)
 
     def _newest_that_fit(
         self,
@@ -484,6 +509,10 @@ class NodeStore:
                     "DELETE FROM members WHERE name = ?",
                     [(n,) for n, a in batch.members.items() if a is None],
                 )
+            if batch.streams:
+                # the streams now cover every delivery committed so far (the caller saves
+                # their state as it was when it gathered this batch's last delivery)
+                conn.execute(_SET_META, ("streams_cursor", cursor))
             if deliveries:
                 rows, payload_bytes, oldest_at = self._enforce(
                     conn, rows, payload_bytes, oldest_at, newest_at
@@ -585,6 +614,9 @@ class NodeStore:
 
     def close(self) -> None:
         """Close both connections and release the directory (idempotent)."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         with self._read_lock:
             reader, self._reader = self._reader, None
             if reader is not None:
@@ -648,3 +680,35 @@ def stored_name(directory: str | Path) -> str | None:
     except sqlite3.Error as e:
         raise StoreError(f"cannot read {db}: {_one_line(e)}") from e
     return row[0] if row is not None and isinstance(row[0], str) else None
+
+
+class Checkpointer:
+    """Copies the WAL into the database file from a thread and connection of its own,
+    every ``CHECKPOINT_INTERVAL`` seconds. In WAL mode a passive checkpoint runs beside
+    the writer (it takes no lock a commit needs), so the committer never waits for the
+    copy or its fsync; the WAL stays as long as a few seconds of commits."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.checkpoints = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="plumtree-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self.db, isolation_level=None, timeout=BUSY_TIMEOUT)
+        except sqlite3.Error:
+            return  # the store reports its own errors; without this, SQLite's default
+        try:
+            while not self._stop.wait(CHECKPOINT_INTERVAL):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    self.checkpoints += 1
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(BUSY_TIMEOUT + 1.0)

@@ -625,3 +625,26 @@ def test_close_commits_what_is_queued_then_refuses(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.write(Batch())
+
+
+def test_deliveries_after_the_last_stream_checkpoint_are_replayed_at_load(
+    tmp_path: Path,
+) -> None:
+    """An acknowledgement's commit carries the deliveries alone; a restart replays the
+    ones committed after the streams were last saved."""
+    retention = Retention(1 << 30, 3600.0, 1_000_000)
+    with NodeStore.open(tmp_path / "d", "me", retention) as store:
+        store.begin_epoch("me", 5)
+        store.write(
+            Batch(
+                deliveries=[DeliveryRecord(1, "o", 1, 1, 1, "p", 1000.0, b"a")],
+                streams=[StreamState("o", 1, 1, 1, 1)],
+            )
+        )
+        store.write(Batch(deliveries=[DeliveryRecord(2, "me", 5, 1, 0, "me", 1001.0, b"b")]))
+        store.write(Batch(deliveries=[DeliveryRecord(3, "o", 1, 2, 1, "p", 1002.0, b"c")]))
+    with NodeStore.open(tmp_path / "d", "me", retention) as store:
+        state = store.load(1003.0)
+    assert state is not None
+    assert state.replay == [("me", 5, 1), ("o", 1, 2)]
+    assert [(s.origin, s.wm) for s in state.streams] == [("o", 1)]
