@@ -3,6 +3,7 @@ kill -9 durability, concurrent reads, bad files, and the group-committing writer
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ from plumtree.store import (
     StoreError,
     StoreWriter,
 )
-from plumtree.store.sqlite import Fsync
+from plumtree.store.sqlite import PURGE_CHUNKS, Fsync
 
 ROOT = Path(__file__).resolve().parents[2]
 PLENTY = Retention(max_bytes=1 << 30, max_age=1e9, max_messages=1 << 20)
@@ -180,14 +181,19 @@ def test_a_directory_held_by_another_process_is_refused_with_its_pid(tmp_path: P
 # ---------------------------------------------------------------- retention and floors
 
 
+def write_each(store: NodeStore, records: list[DeliveryRecord], *streams: StreamState) -> None:
+    """One write (one chunk) per record, the streams with the last: retention works on
+    whole chunks, so a chunk per row deletes row by row."""
+    for r in records[:-1]:
+        store.write(Batch([r]))
+    store.write(Batch(records[-1:], list(streams)))
+
+
 def test_retention_by_count_deletes_oldest_first_and_raises_floors(tmp_path: Path) -> None:
     store = NodeStore.open(tmp_path, "n", Retention(1 << 30, 1e9, 5))
     store.begin_epoch("n", 1)
-    store.write(
-        Batch(
-            [rec(i, "a", i, 100.0 + i) for i in range(1, 9)],
-            [StreamState("a", 1, 8, 8, 1)],
-        )
+    write_each(
+        store, [rec(i, "a", i, 100.0 + i) for i in range(1, 9)], StreamState("a", 1, 8, 8, 1)
     )
     assert [d.cursor for d in store.deliveries(0, 100)] == [4, 5, 6, 7, 8]
     assert store.oldest_cursor() == 4 and store.stats()["rows"] == 5
@@ -227,7 +233,7 @@ def test_retention_by_bytes_keeps_exact_floors_and_the_byte_total_across_reopen(
             [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("b", 3)], start=1
         )
     ]
-    store.write(Batch(rows, [StreamState("a", 1, 3, 3, 1), StreamState("b", 1, 3, 3, 1)]))
+    write_each(store, rows, StreamState("a", 1, 3, 3, 1), StreamState("b", 1, 3, 3, 1))
     assert [d.cursor for d in store.deliveries(0, 10)] == [4, 5, 6]
     assert store.stats()["bytes"] == 900
     state = store.load(20.0)
@@ -260,8 +266,8 @@ def test_retention_by_bytes_keeps_exact_floors_and_the_byte_total_across_reopen(
 def test_retention_by_age_at_write_and_at_load(tmp_path: Path) -> None:
     store = NodeStore.open(tmp_path, "n", Retention(1 << 30, 3.5, 1000))
     store.begin_epoch("n", 1)
-    store.write(
-        Batch([rec(i, "a", i, 1000.0 + i) for i in range(1, 11)], [StreamState("a", 1, 10, 10, 1)])
+    write_each(
+        store, [rec(i, "a", i, 1000.0 + i) for i in range(1, 11)], StreamState("a", 1, 10, 10, 1)
     )
     # relative to the newest row written (1010): rows at 1006.5 and later stay
     assert [d.cursor for d in store.deliveries(0, 100)] == [7, 8, 9, 10]
@@ -646,5 +652,390 @@ def test_deliveries_after_the_last_stream_checkpoint_are_replayed_at_load(
     with NodeStore.open(tmp_path / "d", "me", retention) as store:
         state = store.load(1003.0)
     assert state is not None
-    assert state.replay == [("me", 5, 1), ("o", 1, 2)]
+    # the streams cover what was committed before their write; that write's own
+    # deliveries replay too (a no-op for the core: the stream has them)
+    assert state.replay == [("o", 1, 1), ("me", 5, 1), ("o", 1, 2)]
     assert [(s.origin, s.wm) for s in state.streams] == [("o", 1)]
+
+
+def test_deliveries_merged_after_a_checkpoint_batch_are_replayed(tmp_path: Path) -> None:
+    """StoreWriter merges the batches submitted during a commit: a checkpoint's streams
+    and an acknowledgement's deliveries gathered after them share one write. Counting
+    those deliveries as covered by the streams lost them at a restart (the node took
+    them for missing and delivered them again when a peer repaired them)."""
+    store = gated(tmp_path)
+    writer = StoreWriter(store)
+    blocked = writer.submit(Batch(members={"m": "10.0.0.1:7946"}))
+    deadline = time.monotonic() + 10
+    while writer.pending and time.monotonic() < deadline:
+        time.sleep(0.001)  # until the thread took it and waits at the gate
+    checkpoint = writer.submit(Batch([rec(1, "o", 1, 1.0)], [StreamState("o", 1, 1, 1, 1)]))
+    ack = writer.submit(Batch([rec(2, "o", 2, 2.0), rec(3, "n", 1, 3.0)]))
+    assert writer.pending == 2
+    store.gate.set()
+    for f in (blocked, checkpoint, ack):
+        f.result(10)
+    assert writer.commits == 2, "the checkpoint and the acknowledgement in one write"
+    writer.close()
+    state = store.load(5.0)
+    assert state is not None and state.streams == [StreamState("o", 1, 1, 1, 1)]
+    assert ("o", 1, 2) in state.replay and ("n", 1, 1) in state.replay
+    store.close()
+
+
+# ---------------------------------------------------------------- chunks
+
+
+def cursors(records: list[DeliveryRecord]) -> list[int]:
+    return [r.cursor for r in records]
+
+
+def gappy_store(tmp_path: Path, retention: Retention = PLENTY) -> NodeStore:
+    """Three chunks with gaps between and inside them (a crash leaves gaps)."""
+    store = NodeStore.open(tmp_path, "n", retention)
+    store.begin_epoch("n", 1)
+    for batch in ([1, 2, 5], [9], [10, 20, 21]):
+        store.write(Batch([rec(c, "a", c, float(c), bytes([c])) for c in batch]))
+    return store
+
+
+def test_chunks_with_gaps_round_trip_in_cursor_order(tmp_path: Path) -> None:
+    store = gappy_store(tmp_path)
+    assert store.stats()["rows"] == 7 and store.stats()["chunks"] == 3
+    store.close()
+    store = NodeStore.open(tmp_path, "n", PLENTY)
+    every = store.deliveries(0, 100)
+    assert cursors(every) == [1, 2, 5, 9, 10, 20, 21]
+    assert [r.payload for r in every] == [bytes([c]) for c in cursors(every)]
+    assert every[0] == rec(1, "a", 1, 1.0, b"\x01"), "every field survives"
+    assert store.oldest_cursor() == 1
+    stats = store.stats()
+    assert (stats["rows"], stats["chunks"], stats["cursor"]) == (7, 3, 21)
+    assert stats["payload_bytes"] == 7 and stats["oldest_at"] == 1.0
+    state = store.load(30.0)
+    assert state is not None and state.cursor == 21
+    assert [m.seq for m in state.messages] == [1, 2, 5, 9, 10, 20, 21]
+    assert [q for _, _, q in state.replay] == [1, 2, 5, 9, 10, 20, 21], "no checkpoint yet"
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("after", "limit", "expected"),
+    [
+        (0, 100, [1, 2, 5, 9, 10, 20, 21]),  # before the oldest
+        (-5, 2, [1, 2]),
+        (1, 1, [2]),  # inside a chunk
+        (2, 100, [5, 9, 10, 20, 21]),
+        (3, 2, [5, 9]),  # in a gap inside a chunk, the page crossing into the next one
+        (5, 2, [9, 10]),  # at a chunk's end
+        (7, 1, [9]),  # in a gap between chunks
+        (9, 100, [10, 20, 21]),  # a one-row chunk
+        (10, 1, [20]),
+        (20, 5, [21]),
+        (21, 5, []),  # the newest
+        (1000, 5, []),  # beyond the newest
+        (0, 0, []),
+    ],
+)
+def test_deliveries_from_any_cursor(
+    tmp_path: Path, after: int, limit: int, expected: list[int]
+) -> None:
+    store = gappy_store(tmp_path)
+    assert cursors(store.deliveries(after, limit)) == expected
+    store.close()
+
+
+def test_deliveries_before_the_oldest_start_at_the_oldest_left(tmp_path: Path) -> None:
+    store = gappy_store(tmp_path, Retention(1 << 30, 1e9, 4))
+    # 7 rows, 4 kept at most: the first chunk has no row that fits and goes whole
+    assert cursors(store.deliveries(0, 100)) == [9, 10, 20, 21]
+    assert cursors(store.deliveries(3, 2)) == [9, 10]
+    assert store.oldest_cursor() == 9
+    store.close()
+
+
+def test_a_retried_batch_below_the_cursor_fills_its_gaps_and_never_a_taken_cursor(
+    tmp_path: Path,
+) -> None:
+    """A failed commit is retried after later ones committed, with what came since: its
+    cursors lie below, between and inside the chunks already there."""
+    store = gappy_store(tmp_path)
+    retry = [rec(c, "b", c + 1, 50.0) for c in (0, 3, 4, 7, 8, 15, 22, 23)]
+    store.write(Batch(retry, [StreamState("b", 1, 23, 23, 1)]))
+    every = [1, 2, 5, 9, 10, 20, 21]
+    assert cursors(store.deliveries(-1, 100)) == sorted(every + cursors(retry))
+    assert cursors(store.deliveries(4, 3)) == [5, 7, 8]
+    assert store.stats()["rows"] == 15 and store.stats()["cursor"] == 23
+    assert store.oldest_cursor() == 0
+    store.close()
+    store = NodeStore.open(tmp_path, "n", PLENTY)
+    assert store.stats()["rows"] == 15 and store.stats()["cursor"] == 23
+    state = store.load(60.0)
+    assert state is not None and state.cursor == 23
+    assert state.replay == [("b", 1, 23), ("b", 1, 24)], "what came after the cursor 21"
+    assert len(state.messages) == 15
+    # a cursor already in the log fails the write whole, inside a chunk or between
+    for taken in ([4], [11, 20], [6, 22]):
+        with pytest.raises(StoreError, match="write failed: UNIQUE constraint failed"):
+            store.write(Batch([rec(c, "c", c, 70.0) for c in taken]))
+    with pytest.raises(StoreError, match="UNIQUE"):
+        store.write(Batch([rec(30, "c", 1, 70.0), rec(30, "c", 2, 70.0)]))
+    assert store.stats()["rows"] == 15
+    assert cursors(store.deliveries(-1, 100)) == sorted(every + cursors(retry))
+    store.close()
+
+
+# ---------------------------------------------------------------- whole-chunk retention
+
+
+def chunk_of(first: int, last: int, origin: str, at: float, size: int = 100) -> Batch:
+    return Batch([rec(c, origin, c, at + c, bytes(size)) for c in range(first, last + 1)])
+
+
+def test_retention_by_count_deletes_whole_chunks_and_load_returns_what_fits(
+    tmp_path: Path,
+) -> None:
+    store = NodeStore.open(tmp_path, "n", Retention(1 << 30, 1e9, 5))
+    store.begin_epoch("n", 1)
+    store.write(chunk_of(1, 8, "a", 100.0))
+    # one chunk: it holds the newest row, so it stays whole though 8 > 5
+    assert cursors(store.deliveries(0, 100)) == list(range(1, 9))
+    store.write(chunk_of(9, 11, "a", 100.0))
+    store.write(chunk_of(12, 13, "b", 100.0))
+    # 13 rows: the first chunk has no row among the newest 5 and went; the second has
+    # 11 (with 12 and 13 behind it) and stays whole
+    assert cursors(store.deliveries(0, 100)) == [9, 10, 11, 12, 13]
+    store.write(chunk_of(14, 15, "b", 100.0))
+    assert cursors(store.deliveries(0, 100)) == [9, 10, 11, 12, 13, 14, 15]
+    assert store.stats()["rows"] == 7 and store.stats()["deleted"] == 8
+    store.write(Batch(streams=[StreamState("a", 1, 11, 11, 1), StreamState("b", 1, 15, 15, 1)]))
+    state = store.load(200.0)
+    assert state is not None
+    assert [(m.origin, m.seq) for m in state.messages] == [("a", 11)] + [
+        ("b", s) for s in range(12, 16)
+    ]
+    # "a": 1-8 deleted (gone), 9 and 10 stored but left out: the floor is past both
+    assert floors(state) == {("a", 1): 11, ("b", 1): 1}
+    assert_no_payload_below_floor(state)
+    store.close()
+
+
+def test_retention_by_bytes_deletes_whole_chunks_and_the_gone_floor_holds(
+    tmp_path: Path,
+) -> None:
+    retention = Retention(max_bytes=4 * (100 + ROW_OVERHEAD), max_age=1e9, max_messages=100)
+    store = NodeStore.open(tmp_path, "n", retention)
+    store.begin_epoch("n", 1)
+    store.write(chunk_of(1, 3, "a", 10.0))
+    store.write(chunk_of(4, 5, "b", 10.0))
+    store.write(chunk_of(6, 7, "b", 10.0))
+    # 7 rows of 300 accounted bytes, 4 fit: rows 4-7 are two whole chunks
+    assert cursors(store.deliveries(0, 100)) == [4, 5, 6, 7]
+    assert store.stats()["bytes"] == 1200 and store.oldest_cursor() == 4
+    # "a" is saved only now: its floor comes from what retention deleted
+    store.write(Batch(streams=[StreamState("a", 1, 3, 3, 1)]))
+    state = store.load(20.0)
+    assert state is not None
+    assert floors(state) == {("a", 1): 4}
+    assert [(m.origin, m.seq) for m in state.messages] == [("b", s) for s in range(4, 8)]
+    # rows 5-8 fit, so the chunk 4-5 keeps a row that fits and stays whole
+    store.write(Batch([rec(8, "b", 8, 18.0, bytes(100))], [StreamState("b", 1, 8, 8, 1)]))
+    assert cursors(store.deliveries(0, 100)) == [4, 5, 6, 7, 8]
+    assert store.stats()["bytes"] == 1500, "over the bound by part of one chunk"
+    state = store.load(20.0)
+    assert state is not None
+    assert [m.seq for m in state.messages] == [5, 6, 7, 8]
+    assert floors(state) == {("a", 1): 4, ("b", 1): 5}, "row 4 is stored, not returned"
+    store.close()
+    store = NodeStore.open(tmp_path, "n", retention)
+    assert store.stats()["bytes"] == 1500 and store.stats()["rows"] == 5
+    # a bigger row: 9, 8, 7 fit (500 + 300 + 300), 6 no longer: the chunk 4-5 goes,
+    # the chunk 6-7 keeps its row 7 and stays
+    store.write(Batch([rec(9, "b", 9, 19.0, bytes(300))]))
+    assert cursors(store.deliveries(0, 100)) == [6, 7, 8, 9]
+    assert store.stats()["bytes"] == 3 * 300 + 500
+    state = store.load(20.0)
+    assert state is not None
+    assert [m.seq for m in state.messages] == [7, 8, 9]
+    assert floors(state) == {("a", 1): 4, ("b", 1): 7}
+    assert_no_payload_below_floor(state)
+    store.close()
+
+
+def test_retention_by_age_deletes_a_chunk_once_all_of_it_is_old(tmp_path: Path) -> None:
+    store = NodeStore.open(tmp_path, "n", Retention(1 << 30, 10.0, 1000))
+    store.begin_epoch("n", 1)
+    store.write(Batch([rec(c, "a", c, 1000.0 + c) for c in (1, 2, 3)]))
+    store.write(Batch([rec(c, "a", c, 1000.0 + 3 * c) for c in (4, 5)]))
+    # newest at 1015: horizon 1005; the first chunk (newest row at 1003) is all old
+    assert cursors(store.deliveries(0, 100)) == [4, 5]
+    assert store.stats()["oldest_at"] == 1012.0
+    store.write(Batch([rec(6, "a", 6, 1023.0)]))
+    # horizon 1013: the chunk 4-5 has 1015 in it, so it stays (4 at 1012 with it)
+    assert cursors(store.deliveries(0, 100)) == [4, 5, 6]
+    state = store.load(now_wall=1023.0)
+    assert state is not None
+    assert [m.seq for m in state.messages] == [5, 6]
+    # no checkpoint yet: every row replays, those of the dead chunk still in the file too
+    assert state.replay == [("a", 1, k) for k in range(1, 7)]
+    store.write(Batch(streams=[StreamState("a", 1, 6, 6, 1)]))
+    state = store.load(now_wall=1023.0)
+    assert state is not None and floors(state) == {("a", 1): 5}
+    store.close()
+
+
+def chunks_in_file(directory: Path) -> int:
+    with contextlib.closing(sqlite3.connect(directory / "node.db")) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+
+def test_dead_chunks_leave_the_file_in_a_batch_and_their_floors_stay(tmp_path: Path) -> None:
+    """Retention kills chunks at once (no read returns them) and removes them from the
+    file PURGE_CHUNKS at a time, recording their streams' highest seqs in ``gone``."""
+    store = NodeStore.open(tmp_path, "n", Retention(1 << 30, 1e9, 4))
+    store.begin_epoch("n", 1)
+    last = 4 + PURGE_CHUNKS - 1
+    for c in range(1, last + 1):
+        store.write(Batch([rec(c, "a" if c % 2 else "b", c, float(c))]))
+    live = list(range(last - 3, last + 1))
+
+    def check(in_file: int) -> None:
+        assert cursors(store.deliveries(0, 1000)) == live and store.oldest_cursor() == live[0]
+        assert store.stats()["rows"] == 4 and store.stats()["chunks"] == 4
+        assert chunks_in_file(tmp_path) == in_file
+        state = store.load(1000.0)
+        assert state is not None and [m.seq for m in state.messages] == live
+        dead = range(1, live[0])
+        assert floors(state) == {
+            ("a", 1): max(c for c in dead if c % 2) + 1,
+            ("b", 1): max(c for c in dead if not c % 2) + 1,
+        }
+
+    store.write(Batch(streams=[StreamState("a", 1, 0, 0, 1), StreamState("b", 1, 0, 0, 1)]))
+    check(in_file=last)  # 63 dead chunks still in the file
+    assert store.stats()["deleted"] == last - 4
+    last += 1
+    store.write(Batch([rec(last, "b", last, float(last))]))
+    live = [*live[1:], last]
+    check(in_file=4)  # the 64th dead one: all of them went
+    store.close()
+    store = NodeStore.open(tmp_path, "n", Retention(1 << 30, 1e9, 4))
+    check(in_file=4)
+    store.close()
+
+
+# ---------------------------------------------------------------- log identity, clean stop
+
+
+def test_the_log_id_is_the_first_epoch_and_outlives_the_next(tmp_path: Path) -> None:
+    store = NodeStore.open(tmp_path, None, PLENTY)
+    assert store.log_id is None
+    store.begin_epoch("n", 5)
+    assert store.log_id == 5
+    store.write(Batch([rec(1, "n", 1, 1.0)]))
+    store.begin_epoch("n", 9)  # an unclean restart begins a new epoch; the log goes on
+    assert store.log_id == 5
+    store.close()
+    store = NodeStore.open(tmp_path, None, PLENTY)
+    assert store.log_id == 5
+    state = store.load(2.0)
+    assert state is not None and state.epoch == 9 and state.cursor == 1
+    store.close()
+
+
+def test_the_clean_mark_says_how_the_last_process_stopped(tmp_path: Path) -> None:
+    store = NodeStore.open(tmp_path, "n", PLENTY)
+    assert store.clean, "a brand-new store"
+    store.begin_epoch("n", 1)
+    store.mark_running()
+    assert store.clean, "read at open: this process has not stopped yet"
+    store.close()  # not clean: a stop that did not flush everything, or a failure
+    store = NodeStore.open(tmp_path, "n", PLENTY)
+    assert not store.clean
+    store.mark_running()
+    store.write(Batch([rec(1, "n", 1, 1.0)]))
+    store.close(clean=True)
+    store = NodeStore.open(tmp_path, "n", PLENTY)
+    assert store.clean
+    store.close()  # the previous run's mark stays as long as no run marks itself
+    assert NodeStore.open(tmp_path, "n", PLENTY).clean is True
+
+
+def test_mark_running_commits_with_a_full_sync_and_restores_the_setting(
+    tmp_path: Path,
+) -> None:
+    """A test cannot pull the power: it checks the commit ran under synchronous=FULL
+    (SQLite then syncs the WAL at that commit) and that normal commits are back."""
+    store = NodeStore.open(tmp_path, "n", PLENTY, fsync="normal")
+    conn = store._conn
+    assert conn is not None
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    store.mark_running()
+    conn.set_trace_callback(None)
+    full = statements.index("PRAGMA synchronous=FULL")
+    commit = statements.index("COMMIT")
+    assert full < commit < statements.index("PRAGMA synchronous=NORMAL")
+    assert any("clean" in s for s in statements[full:commit])
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1, "NORMAL again"
+    store.close()
+
+
+MARKED = """
+import os, signal, sys
+from plumtree.store import Batch, DeliveryRecord, NodeStore, Retention
+store = NodeStore.open(sys.argv[1], "victim", Retention(1 << 30, 1e9, 1 << 20))
+print(store.clean, flush=True)
+if store.log_id is None:
+    store.begin_epoch("victim", 3)
+store.mark_running()
+store.write(Batch([DeliveryRecord(1 + store.stats()["cursor"], "o", 1, 1, 0, "p", 1.0, b"x")]))
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+store.close(clean=sys.argv[2] == "clean")
+"""
+
+
+@pytest.mark.parametrize("ending", ["kill", "close", "clean"])
+def test_a_killed_process_reads_as_unclean_at_the_next_open(tmp_path: Path, ending: str) -> None:
+    first = child(MARKED, str(tmp_path), "clean")
+    assert first.communicate(timeout=30)[0] == "True\n" and first.returncode == 0
+    proc = child(MARKED, str(tmp_path), ending)
+    out, _ = proc.communicate(timeout=30)
+    assert out == "True\n", "the first run stopped cleanly"
+    assert proc.returncode == (-signal.SIGKILL if ending == "kill" else 0)
+    store = NodeStore.open(tmp_path, None, PLENTY)
+    assert store.clean is (ending == "clean")
+    assert store.log_id == 3 and store.stats()["cursor"] == 2
+    store.close()
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_a_version_1_store_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    NodeStore.open(tmp_path / "old", "n", PLENTY).close()
+    with sqlite3.connect(tmp_path / "old" / "node.db") as conn:
+        conn.execute("UPDATE meta SET value = 1 WHERE key = 'schema'")
+    conn.close()
+    text = one_line_error(tmp_path / "old")
+    assert text == (
+        f"{tmp_path / 'old' / 'node.db'} has schema version 1, older than this plumtree "
+        f"reads (2): move {tmp_path / 'old'} aside (or use another --data-dir) to start "
+        "this node afresh; its peers repair its streams"
+    )
+
+
+def test_a_chunk_that_does_not_decode_is_one_line(tmp_path: Path) -> None:
+    store = gappy_store(tmp_path)
+    store.close()
+    with sqlite3.connect(tmp_path / "node.db") as conn:
+        conn.execute("UPDATE chunks SET data = x'c1c1' WHERE first = 9")
+    conn.close()
+    store = NodeStore.open(tmp_path, "n", PLENTY)
+    assert cursors(store.deliveries(0, 3)) == [1, 2, 5], "the chunks before it read"
+    for failing in (partial(store.deliveries, 0, 10), partial(store.load, 30.0)):
+        with pytest.raises(StoreError) as info:
+            failing()
+        assert str(tmp_path / "node.db") in str(info.value) and "\n" not in str(info.value)
+    store.close()
