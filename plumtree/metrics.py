@@ -69,7 +69,7 @@ _EXTRA_COUNTER_HELP = {
     "repair_requests": "Digests sent asking peers to repair a gap that lasted",
     "messages_rejected": "Messages refused: an id not of its stream, a retired epoch, ours",
     "streams_retired": "Finished origin streams forgotten (their epochs stay refused)",
-    "own_seqs_skipped": "Own sequence numbers skipped: peers held them, our store had lost them",
+    "own_seqs_skipped": "Own sequence numbers skipped: peers held them, our store lacked them (restored from an older copy)",
     "messages_deferred": "New messages left missing while the store could not keep them",
 }
 

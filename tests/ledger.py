@@ -109,8 +109,15 @@ class NodeProcs:
         os.kill(self.procs[i].pid, signal.SIGCONT)
 
     def kill9(self, i: int) -> None:
+        self._end(i, signal.SIGKILL)
+
+    def terminate(self, i: int) -> None:
+        """A clean stop (SIGTERM: the node leaves and closes its store)."""
+        self._end(i, signal.SIGTERM)
+
+    def _end(self, i: int, sig: signal.Signals) -> None:
         p = self.procs[i]
-        os.kill(p.pid, signal.SIGKILL)
+        os.kill(p.pid, sig)
         if p.popen is not None:
             p.popen.wait(10)
         else:
@@ -242,13 +249,15 @@ class Load:
                     next_at = time.monotonic()
 
 
-def delivery_log(url: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """A node's whole delivery log, oldest first (every page)."""
+def delivery_log(url: str, timeout: float = 10.0, payload: bool = False) -> list[dict[str, Any]]:
+    """A node's whole delivery log, oldest first (every page; ``payload``: base64 in each)."""
     items: list[dict[str, Any]] = []
     after = 0
+    params: dict[str, Any] = {"limit": 1000, "payload": int(payload)}
     with httpx.Client(timeout=timeout) as client:
         while True:
-            doc = client.get(url + "/v1/deliveries", params={"after": after, "limit": 1000}).json()
+            params["after"] = after
+            doc = client.get(url + "/v1/deliveries", params=params).json()
             assert doc["skipped"] == 0, f"{url}: {doc['skipped']} deliveries no longer readable"
             page = doc["items"]
             if not page:

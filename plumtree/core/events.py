@@ -99,8 +99,8 @@ class CacheEvicted(Event, tag="cache_evicted", frozen=True):
 
 
 class OwnSeqsSkipped(Event, tag="own_seqs_skipped", frozen=True):
-    """Peers hold our own epoch's seqs ``first..last`` that our store lost (a machine
-    crash with fsync normal): our next broadcasts are numbered after them."""
+    """Peers hold our own epoch's seqs ``first..last`` that our store lacks (its data
+    dir is an older copy of itself): our next broadcasts are numbered after them."""
 
     epoch: int
     first: int

@@ -27,8 +27,8 @@ Protocol, as in the paper, with the operational extensions of memberlist-plumtre
 * Anti-entropy by version vectors (``core/repair.py``) is the repair path under the
   tree: a node back from a freeze, a partition or a restart pulls what it missed, and
   what nobody holds any more is declared lost, counted and announced.
-* An origin with a durable store holds its broadcasts back (``hold``) until the store
-  has them (``release``): a seq shown to others is never reused after a crash.
+* A broadcast leaves at once; a runtime with a store acknowledges it once durable and,
+  after a crash, restarts in a new epoch, so a seq that left is never reused.
 * Graft handling is rate limited per peer; the payload store is bounded in bytes and
   age, the tree's per-message bookkeeping by a TTL and a count, so memory is bounded
   whatever the load.
@@ -138,8 +138,6 @@ class Plumtree:
         self._holders: dict[MessageId, dict[str, int] | None] = {}
         #: our deliveries so far: the cursor of the last one
         self._delivered_seq = 0
-        #: our own broadcasts waiting for the durable store (see ``release``)
-        self._held: list[Gossip] = []
         #: False while the runtime cannot keep what is delivered (its store is failing
         #: with a full backlog): new messages are left missing, to be repaired later
         self.accepting = True
@@ -160,7 +158,7 @@ class Plumtree:
         self.epoch = epoch
         own = self.streams.ensure(name, epoch)
         assert own is not None
-        own.released = own.wm
+        own.own = True
         #: this node's own stream (current epoch)
         self.own_stream = own
         self.repair = Repairer(self, now, fresh=fresh and restored is None)
@@ -212,11 +210,10 @@ class Plumtree:
 
     # ------------------------------------------------------------------ public API
 
-    def broadcast(self, payload: bytes, now: float, hold: bool = False) -> MessageId:
-        """Originate a broadcast; it is also delivered locally (hops 0).
-
-        ``hold``: keep it from the network until ``release`` (the runtime makes it
-        durable first); without a store it goes out at once.
+    def broadcast(self, payload: bytes, now: float) -> MessageId:
+        """Originate a broadcast; it is also delivered locally (hops 0) and goes out at
+        once. (A runtime with a store acknowledges it once durable; a seq sent and not
+        yet durable is never numbered again: a restart after a crash takes a new epoch.)
         """
         if len(payload) > self.config.max_message_size:
             self.counters.messages_too_large += 1
@@ -230,41 +227,25 @@ class Plumtree:
         self.counters.messages_broadcast += 1
         gossip = Gossip(msg_id, 0, self.name, self.epoch, payload)
         self._accept(msg_id, payload, self.name, self.name, 0, now, None, own, seq)
-        if hold:
-            self._held.append(gossip)
-        else:
-            self._publish(gossip, seq, now)
+        self._eager_push(gossip, exclude=None)
+        self._queue_ihave(msg_id, 0, now)
         return msg_id
 
-    def release(self, seq: int, now: float) -> None:
-        """Our broadcasts up to ``seq`` are durable: send them."""
-        held = self._held
-        while held and int.from_bytes(held[0].id[STREAM_KEY_LEN:], "big") <= seq:
-            gossip = held.pop(0)
-            self._publish(gossip, int.from_bytes(gossip.id[STREAM_KEY_LEN:], "big"), now)
-
     def skip_own(self, seq: int, now: float) -> None:
-        """Peers hold our own epoch up to ``seq``, beyond what our store kept (a crash of
-        the machine lost the last commits of a node running with fsync normal): number
-        our next broadcasts after it, never again one a peer has. What we held back and
-        not yet released in that range collides with what peers hold (they take it
-        for a duplicate): the event says so; fsync full makes this impossible."""
+        """Peers hold our own epoch up to ``seq``, beyond what our store has: the data
+        dir is an older copy of itself (a restore from a backup; a crash alone makes the
+        node take a new epoch). Number our next broadcasts after it, never again one a
+        peer has; the event says so."""
         own = self.own_stream
         if seq <= own.wm or seq > MAX_STREAM_SEQ:
             return
         skipped = seq - own.wm
         self.counters.own_seqs_skipped += skipped
         own.wm = own.head = seq
-        own.released = seq
         own.floor = max(own.floor, seq + 1)
         own.dirty = True
         own.wire = None
         self._events.append(ev.OwnSeqsSkipped(self.epoch, seq - skipped + 1, seq))
-
-    def _publish(self, gossip: Gossip, seq: int, now: float) -> None:
-        self.own_stream.released = seq
-        self._eager_push(gossip, exclude=None)
-        self._queue_ihave(gossip.id, 0, now)
 
     def receive(self, sender: str, message: PlumtreeMessage, now: float) -> None:
         """Handle one message from ``sender`` (a cluster member, per the runtime)."""
@@ -461,21 +442,7 @@ class Plumtree:
             )
             for stored in self.store.view.values()
         ]
-        own = self.own_stream
         streams = [StreamState.of(s) for s in self.streams]
-        if own.released is not None and own.released < own.wm:
-            # what was never shown is not durable: a restart numbers it again
-            streams = [
-                StreamState(st.origin, st.epoch, own.released, own.released, st.floor)
-                if st.origin == own.origin and st.epoch == own.epoch
-                else st
-                for st in streams
-            ]
-            messages = [
-                m
-                for m in messages
-                if not (m.origin == own.origin and m.epoch == own.epoch and m.seq > own.released)
-            ]
         return NodeState(self.epoch, self._delivered_seq, streams, messages)
 
     def missing_for(self, now: float) -> float:
@@ -729,15 +696,12 @@ class Plumtree:
         info = self.peers.info[sender]
         info.grafts_received += 1
         stored_view = self._stored
-        own = self.own_stream
         for msg_id in msg.ids:
             stored = stored_view.get(msg_id)
             if stored is None:
                 c.graft_unknown += 1
                 continue
             stream = stored.stream
-            if stream is own and stored.seq > (own.released or 0):
-                continue  # not durable yet: nobody may know it exists
             self._send(
                 sender, Gossip(msg_id, stored.hops, stream.origin, stream.epoch, stored.payload)
             )

@@ -166,7 +166,7 @@ class Repairer:
         soonest = math.inf
         live: set[StreamKey] = set()
         for stream in tree.streams:
-            if stream.released is not None or stream.missing() == 0:
+            if stream.own or stream.missing() == 0:
                 continue
             key = stream.key
             live.add(key)
@@ -318,8 +318,8 @@ class Repairer:
                     # a peer has more of our own epoch than our store kept (a machine
                     # crash took the last commits): never number those seqs again
                     tree.skip_own(d.wm, now)
-                if giving and d.wm < own.shown_wm():
-                    lack = list(subtract(own.held_ranges_shown(), settled_ranges(d)))
+                if giving and d.wm < own.wm:
+                    lack = list(subtract(own.held_ranges(), settled_ranges(d)))
                     if lack:
                         give.append((own, lack))
                 continue
@@ -341,7 +341,7 @@ class Repairer:
             ):
                 lacks_for_me = True
             if giving:
-                lack = list(subtract(stream.held_ranges_shown(), settled_ranges(d)))
+                lack = list(subtract(stream.held_ranges(), settled_ranges(d)))
                 if lack:
                     give.append((stream, lack))
         if len(msg.streams) < MAX_DIGEST_STREAMS and named < len(streams):
@@ -354,7 +354,7 @@ class Repairer:
                 if block is not None:
                     block.views[sender] = PeerView(False, False, math.inf)
                 if giving:
-                    lack = list(stream.held_ranges_shown())
+                    lack = list(stream.held_ranges())
                     if lack:
                         give.append((stream, lack))
         if give:

@@ -109,8 +109,8 @@ class Stack:
         self.swim.leave(now)
         self._drain_swim(now)
 
-    def broadcast(self, payload: bytes, now: float, hold: bool = False) -> bytes:
-        return self.plumtree.broadcast(payload, now, hold)
+    def broadcast(self, payload: bytes, now: float) -> bytes:
+        return self.plumtree.broadcast(payload, now)
 
     def receive(
         self, source: str, sender: str, messages: Sequence[Any], reliable: bool, now: float

@@ -52,7 +52,7 @@ class Stream:
         "lost_horizon",
         "lost_total",
         "origin",
-        "released",
+        "own",
         "wire",
         "wm",
     )
@@ -71,8 +71,8 @@ class Stream:
         self.head = 0
         #: every delivered seq >= floor still has its payload in the store
         self.floor = 1
-        #: for our own stream: the highest seq that may be shown to others (durable)
-        self.released: int | None = None
+        #: this node's own stream (current epoch): contiguous, never missing anything
+        self.own = False
         #: lost ranges, oldest first (the last LOST_RANGES_KEPT), and their total count
         self.lost: list[Range] = []
         self.lost_total = 0
@@ -144,21 +144,6 @@ class Stream:
         for lo, hi in self.above:
             if hi >= floor:
                 yield max(lo, floor), hi
-
-    def held_ranges_shown(self) -> Iterator[Range]:
-        """``held_ranges`` as far as others may see them (our own stream: released)."""
-        released = self.released
-        for lo, hi in self.held_ranges():
-            if released is not None:
-                if lo > released:
-                    return
-                hi = min(hi, released)
-            yield lo, hi
-
-    def shown_wm(self) -> int:
-        """The watermark others may see (our own stream: no further than released)."""
-        released = self.released
-        return self.wm if released is None or released >= self.wm else released
 
     # ------------------------------------------------------------------ changes
 
@@ -264,10 +249,9 @@ class Stream:
             self.wire = None
 
     def digest(self) -> StreamDigest:
-        if self.released is not None:
-            # our own stream: contiguous, and shown only as far as it is durable
-            wm = self.shown_wm()
-            return StreamDigest(self.origin, self.epoch, wm, wm, self.floor, [])
+        if self.own:
+            # our own stream: contiguous
+            return StreamDigest(self.origin, self.epoch, self.wm, self.wm, self.floor, [])
         wire = self.wire
         if wire is None:
             above = self.above

@@ -134,6 +134,8 @@ class Node:
         self.persistence: Persistence | None = None
         self.log: DeliveryLog = DeliveryLog(0)
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        #: our highest own seq (current epoch) that is durable: acknowledged
+        self.acked = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -198,9 +200,7 @@ class Node:
         meta = dict(cfg.tags)
         if self.admin_url:
             meta["admin"] = self.admin_url
-        epoch = restored.epoch if restored is not None else _new_epoch()
-        if self.store is not None and restored is None:
-            self.store.begin_epoch(cfg.name, epoch)
+        restored, epoch = self._choose_epoch(restored)
         self.stack = Stack(
             cfg.name,
             self.gossip_addr,
@@ -216,6 +216,7 @@ class Node:
         )
         self.swim = self.stack.swim
         self.plumtree = self.stack.plumtree
+        self.acked = self.plumtree.own_stream.wm  # (a restart: what the store holds)
         self._start_log(epoch, restored)
         log.info(
             "node %s started: gossip %s, admin %s, profile %s, %s loop%s",
@@ -290,15 +291,53 @@ class Node:
         self.store = store
         return restored
 
+    def _choose_epoch(self, restored: NodeState | None) -> tuple[NodeState | None, int]:
+        """Our epoch: the saved one after a clean stop, else a new one.
+
+        A broadcast leaves at once and is acknowledged once durable, so a process that
+        died may have sent seqs its store never saw; numbering on after the saved ones
+        would reuse them (peers would take the new messages for duplicates). A new
+        epoch never collides; the old one becomes a stream like any other, and what
+        peers hold of it is repaired to us. The store's clean mark is durable before
+        the first broadcast (``mark_running``), so a machine crash counts as unclean.
+        """
+        store = self.store
+        if store is None:
+            return None, _new_epoch()
+        name = self.config.name
+        if restored is None:
+            epoch = _new_epoch()
+            store.begin_epoch(name, epoch)
+        elif store.clean:
+            epoch = restored.epoch
+        else:
+            epoch = max(_new_epoch(), restored.epoch + 1)
+            log.warning(
+                "the last run of node %s did not stop cleanly: broadcasting in a new epoch"
+                " (%d); what peers hold of the old one (%d) is repaired like any stream",
+                name,
+                epoch,
+                restored.epoch,
+                extra={"fields": {"epoch": epoch, "previous_epoch": restored.epoch}},
+            )
+            store.begin_epoch(name, epoch)
+            restored = replace(restored, epoch=epoch)
+        store.mark_running()
+        return restored, epoch
+
     def _start_log(self, epoch: int, restored: NodeState | None) -> None:
         store = self.store
         if store is None:
             self.log = DeliveryLog(epoch)
             return
         cursor = restored.cursor if restored is not None else 0
-        self.log = DeliveryLog(epoch, cursor, store.deliveries, store.oldest_cursor)
+        # the log outlives epochs: its id is the store's
+        log_id = store.log_id if store.log_id is not None else epoch
+        self.log = DeliveryLog(log_id, cursor, store.deliveries, store.oldest_cursor)
 
-    def _close_store(self) -> None:
+    def _close_store(self, clean: bool = False) -> None:
+        """``clean``: everything this run sent is durable, so the next run may go on in
+        our epoch (see ``_choose_epoch``)."""
         if self.persistence is not None:
             self.persistence.close()
             writer = self.persistence.writer
@@ -311,7 +350,7 @@ class Node:
                 self.store = None
                 return
         if self.store is not None:
-            self.store.close()
+            self.store.close(clean=clean)
             self.store = None
 
     async def leave(self, timeout: float = 2.0) -> None:
@@ -355,7 +394,8 @@ class Node:
             await asyncio.get_running_loop().run_in_executor(
                 None, self.persistence.writer.close, timeout
             )
-        self._close_store()
+            # (the writer's last callbacks ran before this await returned: FIFO loop)
+        self._close_store(clean=self.persistence is not None and self.persistence.settled)
         for _, waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(RuntimeError("node is not running"))
@@ -365,13 +405,13 @@ class Node:
     # ------------------------------------------------------------------ application API
 
     def broadcast(self, payload: bytes) -> str:
-        """Broadcast ``payload``; returns the message id (hex). With a store it leaves
-        once durable (``publish`` waits for that)."""
+        """Broadcast ``payload`` (it leaves at once); returns the message id (hex). With a
+        store, ``publish`` also waits until it is durable."""
         self._check_running()
         persistence = self.persistence
         if persistence is not None and persistence.failing:
             raise StoreUnavailable(f"the store cannot commit: {persistence.last_error}")
-        msg_id = self.stack.broadcast(payload, self._now(), hold=persistence is not None)
+        msg_id = self.stack.broadcast(payload, self._now())
         hexid = format_id(msg_id)
         if msglog.isEnabledFor(logging.DEBUG):  # per message, as the delivery lines are:
             # at INFO this line cost more CPU than the broadcast itself (~0.3 ms)
@@ -391,10 +431,7 @@ class Node:
         if self.persistence is None:
             return hexid
         seq = int(hexid[2 * STREAM_KEY_LEN :], 16)
-        if (
-            self.plumtree.own_stream.released is not None
-            and self.plumtree.own_stream.released >= seq
-        ):
+        if self.acked >= seq:
             return hexid
         assert self._loop is not None
         waiter: asyncio.Future[None] = self._loop.create_future()
@@ -508,7 +545,9 @@ class Node:
                     "delivered": s.wm,
                     "above": [[lo, hi] for lo, hi in s.above],
                     "head": s.head,
-                    "acked": s.shown_wm() if s is own else None,
+                    "acked": (self.acked if self.persistence is not None else s.wm)
+                    if s is own
+                    else None,
                     "floor": s.floor,
                     "missing": s.missing(),
                     "lost": s.lost_total,
@@ -711,8 +750,8 @@ class Node:
                 )
             case ev.OwnSeqsSkipped(epoch=epoch, first=first, last=last):
                 log.warning(
-                    "peers hold this node's own seqs %d-%d (epoch %d) that its store lost"
-                    " (a crash of the machine with fsync normal?): numbering after them",
+                    "peers hold this node's own seqs %d-%d (epoch %d) that its store lacks"
+                    " (a data dir restored from an older copy?): numbering after them",
                     first,
                     last,
                     epoch,
@@ -788,9 +827,9 @@ class Node:
         )
         persistence = self.persistence
         if persistence is not None:
-            # our own broadcast of this epoch: released once this record is durable;
-            # the application gets every delivery once durable too (what it saw, a
-            # restart neither takes back nor numbers again)
+            # our own broadcast of this epoch: acknowledged once this record is
+            # durable; the application gets every delivery once durable too (what it
+            # saw, a restart neither takes back nor numbers again)
             own = event.hops == 0 and event.origin == self.name
             persistence.delivery(
                 record, event.seq if own and event.epoch == self.plumtree.epoch else 0
@@ -808,21 +847,20 @@ class Node:
 
     def _on_durable(self, entries: list[DeliveryRecord], own_seq: int) -> None:
         """A batch is committed: its deliveries join the log; our own broadcasts in it
-        leave, and their callers get their answer."""
+        are acknowledged."""
         if self._stopping or self.stack is None:
             return
         self.log.append(entries)
         if self.on_deliver is not None or self._subscribers:
             for record in entries:
                 self._hand_over(_delivery(record, record.id))
-        if own_seq:
-            self.plumtree.release(own_seq, self._now())
+        if own_seq > self.acked:
+            self.acked = own_seq
             waiters = self._waiters
             while waiters and waiters[0][0] <= own_seq:
                 _, waiter = waiters.popleft()
                 if not waiter.done():
                     waiter.set_result(None)
-            self._pump()
 
     def _delivered_doc(self, seq: int, record: tuple[Any, ...]) -> dict[str, Any]:
         msg_id, at, hops, origin, sender, size = record

@@ -2,7 +2,7 @@
 
 What the node delivers (deliveries with their payloads, membership changes) gathers in a
 batch. A batch leaves at the end of the loop turn when someone waits on it (our own
-broadcast, to be acknowledged and released; an in-process consumer), or when it is big,
+broadcast, to be acknowledged; an in-process consumer), or when it is big,
 with the deliveries alone; otherwise ``COMMIT_INTERVAL`` after its first entry, with the
 stream states as they are then (a checkpoint: a restart replays the deliveries
 committed after it). One commit carries many deliveries, and an acknowledgement's
@@ -96,6 +96,17 @@ class Persistence:
     @property
     def failing(self) -> bool:
         return bool(self._failed)
+
+    @property
+    def settled(self) -> bool:
+        """Everything handed to ``commit`` is durable: nothing failed, nothing in flight
+        (nor gathered and not yet committed)."""
+        return (
+            not self._failed
+            and not self._parked
+            and self._in_flight == 0
+            and not (self._batch.deliveries or self._batch.members)
+        )
 
     @property
     def paused(self) -> bool:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from plumtree.core import events as ev
@@ -135,7 +135,11 @@ class FaultCluster(SwimCluster):
         return saved
 
     def revive(self, i: int, saved: NodeState | None) -> None:
-        """Start node ``i`` again: from its store, or without one (a new application)."""
+        """Start node ``i`` again: from its store, or without one (a new application).
+        From its store it broadcasts in a new epoch, as the runtime does after a crash
+        (its last seqs may have left before they were durable)."""
+        if saved is not None:
+            saved = replace(saved, epoch=saved.epoch + 1)
         self.network.crashed.discard(i)
         self.down.discard(i)
         sim = self.sim

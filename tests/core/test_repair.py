@@ -12,7 +12,6 @@ from plumtree.core.config import PlumtreeConfig
 from plumtree.core.health import Status
 from plumtree.core.messages import (
     Gossip,
-    Graft,
     IHave,
     PlumtreeMessage,
     Repair,
@@ -150,20 +149,36 @@ def test_a_fresh_node_starts_where_its_peers_are() -> None:
     assert not newcomer.repair.adopting
 
 
-def test_a_held_broadcast_is_invisible_until_released() -> None:
-    a = Plumtree("a", repair_config(), random.Random(1))
-    a.add_peer("b", 0.0)
-    a.take_outgoing()
-    msg_id = a.broadcast(b"x", 0.1, hold=True)
-    assert [m for _, m in a.take_outgoing() if isinstance(m, Gossip)] == []
-    a.receive("b", Graft([msg_id]), 0.2)
-    assert [m for _, m in a.take_outgoing() if isinstance(m, Gossip)] == []
-    a.receive("b", Sync([]), 0.3)
-    assert [m for _, m in a.take_outgoing() if isinstance(m, Repair)] == []
-    assert a.streams.digest() == [] or a.streams.digest()[0].wm == 0
-    a.release(1, 0.4)
-    assert [p for p, m in a.take_outgoing() if isinstance(m, Gossip)] == ["b"]
-    assert a.streams.digest()[0].wm == 1
+def test_after_a_crash_our_old_epoch_is_repaired_from_peers_and_nothing_is_reused() -> None:
+    """A broadcast leaves before it is durable; after a crash the node cannot know which
+    of its last seqs went out, so it restarts in a new epoch. The old epoch is then a
+    stream like any other: what peers hold of it comes back, delivered once."""
+    net = mesh(names=["a", "b", "c"])
+    sent = broadcast(net, "a", 3)
+    net.advance(1.0)
+    saved = net.nodes["a"].snapshot(net.now)
+    own = next(s for s in saved.streams if s.origin == "a")
+    crashed = replace(  # the store kept seq 1 only: 2 and 3 left before their commit
+        saved,
+        epoch=saved.epoch + 1,
+        streams=[replace(own, wm=1, head=1)] + [s for s in saved.streams if s.origin != "a"],
+        messages=[m for m in saved.messages if m.origin != "a" or m.seq == 1],
+    )
+    net.events["a"] = []
+    a = Plumtree("a", net.cfg, random.Random(4), net.now, restored=crashed)
+    net.nodes["a"] = a
+    for peer in "bc":
+        a.add_peer(peer, net.now)
+    net.advance(3.0)
+    old = a.streams.find("a", saved.epoch)
+    assert old is not None and old.wm == 3 and not old.own
+    assert ids_delivered(net, "a") == Counter(sent[1:]), "seqs 2-3, once each"
+    assert a.counters.own_seqs_skipped == 0
+    fresh = a.broadcast(b"after", net.now)
+    assert fresh not in sent and int.from_bytes(fresh[8:], "big") == 1
+    net.advance(1.0)
+    for peer in "bc":
+        assert ids_delivered(net, peer) == Counter([*sent, fresh])
 
 
 def test_a_restart_from_saved_state_redelivers_nothing_and_catches_up() -> None:
@@ -276,9 +291,10 @@ def test_gaps_saved_before_a_restart_get_a_verdict_after_it() -> None:
     assert restarted.streams.missing() == 0
 
 
-def test_an_origin_whose_store_lost_its_last_commits_numbers_past_what_peers_hold() -> None:
-    """fsync normal and a machine crash: peers hold seqs 2-3 of our epoch that our store
-    lost. Reusing them, our next broadcasts would be taken for duplicates everywhere."""
+def test_an_origin_restored_from_an_old_copy_numbers_past_what_peers_hold() -> None:
+    """The data dir is an older copy of itself (restored from a backup): peers hold seqs
+    2-3 of our epoch that our store lacks. Reusing them, our next broadcasts would be
+    taken for duplicates everywhere."""
     net = mesh(names=["a", "b"])
     broadcast(net, "a", 3)
     net.advance(1.0)
@@ -311,7 +327,7 @@ def test_deliveries_replayed_over_the_saved_streams_are_settled_after_a_restart(
         replay=[("a", 0, 1), ("o", 0, 1), ("o", 0, 2)],
     )
     b = Plumtree("a", repair_config(), random.Random(2), 1.0, restored=state)
-    assert b.own_stream.wm == 1 and b.own_stream.released == 1
+    assert b.own_stream.wm == 1 and b.own_stream.own
     other = b.streams.find("o", 0)
     assert other is not None and other.wm == 2
     assert int.from_bytes(b.broadcast(b"two", 1.0)[8:], "big") == 2

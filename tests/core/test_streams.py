@@ -85,15 +85,13 @@ def test_the_wire_digest_is_remade_only_when_the_stream_changes() -> None:
     assert second is not first and second.above == [(3, 3)]
 
 
-def test_our_own_stream_shows_only_what_is_released() -> None:
+def test_our_own_stream_is_shown_contiguous() -> None:
     s = Stream("me", 5)
-    s.released = 0
+    s.own = True
     for seq in (1, 2, 3):
         s.add(seq)
-    s.released = 2
     d = s.digest()
-    assert (d.wm, d.head, d.above) == (2, 2, [])
-    assert list(s.held_ranges_shown()) == [(1, 2)]
+    assert (d.wm, d.head, d.above) == (3, 3, [])
 
 
 def test_ids_name_their_stream_and_seq() -> None:
