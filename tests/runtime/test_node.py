@@ -231,7 +231,11 @@ async def test_a_node_left_alone_joins_through_its_seed_again(
     monkeypatch.setattr(stack_module, "ISOLATION_CHECK_INTERVAL", 0.05)
     port = free_port()
     seed = await cluster.add(
-        "seed", join=False, bind=f"0.0.0.0:{port}", advertise=f"127.0.0.1:{port}"
+        "seed",
+        join=False,
+        bind=f"0.0.0.0:{port}",
+        advertise=f"127.0.0.1:{port}",
+        insecure_gossip=True,  # (all interfaces, no keyring: allowed explicitly)
     )
     protocol = local_config()
     swim = replace(protocol.swim, reconnect_interval=0.0, gossip_to_the_dead_time=0.0)
