@@ -392,7 +392,7 @@ class _Inbound(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
-            self.transport.abort()  # (close() would wait to flush; we never write)
+            self.transport.close()  # (at once: we never write on an inbound connection)
             self.transport = None
         self._forget()
 
