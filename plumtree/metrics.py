@@ -119,6 +119,13 @@ _TRANSPORT = {
 }
 
 
+def _labelled(name: str, doc: str, by_reason: dict[str, int]) -> Iterator[Metric]:
+    family = CounterMetricFamily(name, doc, labels=["reason"])
+    for reason, value in by_reason.items():
+        family.add_metric([reason], value)
+    yield family
+
+
 def histogram_family(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
     buckets = [(_le(bound), float(count)) for bound, count in hist.cumulative()]
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=hist.sum)
@@ -144,15 +151,12 @@ class NodeCollector(Collector):
             )
         for name, doc in _EXTRA_COUNTER_HELP.items():
             yield CounterMetricFamily(f"plumtree_{name}", doc, value=getattr(counters, name))
-        lost = CounterMetricFamily(
+        yield from _labelled(
             "plumtree_messages_lost",
             "Messages given up: no reachable member holds them (unavailable), or too many"
             " gaps at once (limit)",
-            labels=["reason"],
+            {"unavailable": counters.lost_unavailable, "limit": counters.lost_limit},
         )
-        lost.add_metric(["unavailable"], counters.lost_unavailable)
-        lost.add_metric(["limit"], counters.lost_limit)
-        yield lost
         gauges = tree.gauges()
         missing_for = tree.missing_for(node._now())
         for name, doc in _GAUGE_HELP.items():
@@ -202,6 +206,43 @@ class NodeCollector(Collector):
             "plumtree_transport_queue_depth",
             "Messages waiting in per-peer send queues",
             value=node.transport.queue_depth(),
+        )
+        yield from _labelled(
+            "plumtree_transport_replays_dropped",
+            "Authenticated messages refused: stamped outside the window (stale) or seen"
+            " before (replay)",
+            {"stale": stats.replay_stale, "replay": stats.replay_replayed},
+        )
+        yield from _labelled(
+            "plumtree_transport_connections_refused",
+            "Inbound TCP connections closed at once: over the total or the per-source cap",
+            {"limit": stats.refused_limit, "source_limit": stats.refused_source_limit},
+        )
+        yield from _labelled(
+            "plumtree_transport_connections_closed",
+            "Inbound TCP connections the node closed: frame longer than the maximum, over"
+            " the buffer budget, frame not complete in time, idle",
+            {
+                "oversize": stats.closed_oversize,
+                "buffer": stats.closed_buffer,
+                "frame_timeout": stats.closed_frame_timeout,
+                "idle": stats.closed_idle,
+            },
+        )
+        yield GaugeMetricFamily(
+            "plumtree_transport_inbound_connections",
+            "Inbound gossip TCP connections open",
+            value=node.transport.inbound_count(),
+        )
+        yield GaugeMetricFamily(
+            "plumtree_transport_inbound_buffered_bytes",
+            "Bytes of unfinished inbound frames held (bounded by transport.max_buffered_bytes)",
+            value=node.transport.buffered,
+        )
+        yield GaugeMetricFamily(
+            "plumtree_gossip_insecure",
+            "1 when gossip is reachable from the network without a keyring (--insecure-gossip)",
+            value=1.0 if node.insecure else 0.0,
         )
 
     def _swim(self, node: Node) -> Iterator[Metric]:

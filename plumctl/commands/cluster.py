@@ -32,6 +32,9 @@ UP_EXAMPLES = """Examples:
   plumctl cluster up -n 16 --profile lan --dir /tmp/c16
 
   export PLUMCTL_NODE=$(plumctl cluster status -o json | jq -r '.items[0].admin_url')
+
+The nodes gossip on 127.0.0.1 only, which only this machine reaches: they run without a
+keyring (a --config may still give them one: node.keyring).
 """
 
 

@@ -9,6 +9,9 @@ import typer
 from plumctl import exitcodes
 from plumctl.options import GlobalOptions, with_global_options
 
+#: (plumtree.runtime.gossippolicy.INSECURE_TAG, not imported: plumctl stays light)
+INSECURE_TAG = "insecure_gossip"
+
 EXAMPLES = """Examples:
 
   plumctl members
@@ -16,6 +19,9 @@ EXAMPLES = """Examples:
   plumctl members --state 'alive|suspect' -o json
 
   plumctl members --state dead          # failed members stay listed until reaped
+
+With -o wide, GOSSIP says "insecure" for a member that runs unauthenticated gossip on a
+network address (--insecure-gossip).
 
 Exit 0 even when the filter matches nothing (like serf); a bad regex is a usage error.
 """
@@ -61,7 +67,7 @@ def members(
         return
     columns = ["name", "address", "admin url", "state", "incarnation", "tags"]
     if opts.wide:
-        columns.append("since")
+        columns += ["since", "gossip"]
     t = table(*columns)
     colour = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
     now = time.time()
@@ -79,6 +85,9 @@ def members(
         if opts.wide:
             since = m.get("since")
             row.append("-" if since is None else _ago(now - float(since)))
+            # the node's own word (its tag): gossip reachable and unauthenticated
+            insecure = (m.get("tags") or {}).get(INSECURE_TAG) == "true"
+            row.append("[red]insecure[/]" if insecure else "-")
         t.add_row(*row)
     stdout().print(t)
 

@@ -17,9 +17,14 @@ EXAMPLES = """Examples:
 
   plumctl node start --name n2 --bind 127.0.0.1:7948 --api 127.0.0.1:7949 --join 127.0.0.1:7946
 
-  plumctl node start --name n1 --data-dir /var/lib/plumtree/n1 --join 10.0.0.2:7946
+  plumctl node start --name n1 --keyring keys.json --data-dir /var/lib/plumtree/n1 --join 10.0.0.2:7946
 
   plumctl node start --config node.toml --log-json
+
+Gossip bound to an address other machines reach (the default, 0.0.0.0:7946) needs
+--keyring FILE (a JSON list of base64 AES keys, mode 0600: a file group or others can
+read is refused); --insecure-gossip runs without one, with a warning. Gossip on loopback
+only (127.0.0.1, as plumctl cluster up runs it) needs no keyring.
 
 With --data-dir the node keeps its state there (its epoch and sequence numbers, what it
 delivered, the payloads kept for repair, its delivery log and the member list): a
@@ -72,8 +77,16 @@ def start(
         list[str] | None, typer.Option("--tag", help="Member tag key=value (repeatable).")
     ] = None,
     keyring: Annotated[
-        Path | None, typer.Option(help="JSON list of base64 AES keys; primary first.")
+        Path | None,
+        typer.Option(help="JSON list of base64 AES keys, primary first (file mode 0600)."),
     ] = None,
+    insecure_gossip: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-gossip",
+            help="Allow unauthenticated gossip on a non-loopback address (no --keyring).",
+        ),
+    ] = False,
     token_file: Annotated[
         Path | None, typer.Option(help="File holding the bearer token for mutating API calls.")
     ] = None,
@@ -113,6 +126,7 @@ def start(
             token_file,
             data_dir,
             fsync,
+            insecure_gossip,
         )
     except (ValueError, OSError) as exc:
         fail(str(exc), exitcodes.USAGE)
@@ -147,12 +161,15 @@ def _settings(
     token_file: Path | None,
     data_dir: Path | None = None,
     fsync: str | None = None,
+    insecure_gossip: bool = False,
 ) -> Any:
     """Merge the config file and the flags (flags win) into a NodeConfig."""
     from plumtree.core.config import ConfigError, load_toml, protocol_config_from_mapping
+    from plumtree.runtime import gossippolicy
     from plumtree.runtime.addresses import parse_addr
     from plumtree.runtime.crypto import Keyring
     from plumtree.runtime.node import NodeConfig
+    from plumtree.runtime.tcplimits import TcpLimits
 
     data: dict[str, Any] = load_toml(config) if config else {}
     node = data.get("node", {})
@@ -171,13 +188,18 @@ def _settings(
         "keyring",
         "data_dir",
         "fsync",
+        "insecure_gossip",
     }
     for key in node:
         if key not in known:
             raise ConfigError(f"node.{key}: unknown setting (known: {', '.join(sorted(known))})")
+    sections = ("node", "plumtree", "swim", "transport", "profile")
     for key in data:
-        if key not in ("node", "plumtree", "swim", "profile"):
-            raise ConfigError(f"{key}: unknown section (known: node, plumtree, swim, profile)")
+        if key not in sections:
+            raise ConfigError(f"{key}: unknown section (known: {', '.join(sections)})")
+    transport = data.get("transport", {})
+    if not isinstance(transport, dict):
+        raise ConfigError("transport: must be a table")
     protocol = protocol_config_from_mapping(
         {
             "profile": node.get("profile", data.get("profile", "lan")),
@@ -186,7 +208,7 @@ def _settings(
         },
         profile=profile,
     )
-    cfg = NodeConfig(protocol=protocol)
+    cfg = NodeConfig(protocol=protocol, tcp_limits=TcpLimits.from_mapping(transport))
     directory = data_dir or node.get("data_dir")
     if directory is not None:
         if not isinstance(directory, str | Path):
@@ -214,8 +236,9 @@ def _settings(
         if not sep or not key:
             raise ConfigError(f"--tag: expected key=value, got {item!r}")
         cfg.tags[key] = value
-    if "admin" in cfg.tags:
-        raise ConfigError("--tag: 'admin' is reserved (it carries the admin URL)")
+    for reserved in ("admin", gossippolicy.INSECURE_TAG):
+        if reserved in cfg.tags:
+            raise ConfigError(f"--tag: {reserved!r} is reserved (the node sets it)")
     for what, addr in [
         ("--bind", cfg.bind),
         ("--advertise", cfg.advertise),
@@ -230,6 +253,11 @@ def _settings(
     keyring_path = keyring or node.get("keyring")
     if keyring_path:
         cfg.keyring = Keyring.load(keyring_path)
+    allow = node.get("insecure_gossip", False)
+    if not isinstance(allow, bool):
+        raise ConfigError(f"node.insecure_gossip: must be true or false, got {allow!r}")
+    cfg.insecure_gossip = insecure_gossip or allow
+    gossippolicy.check(cfg.bind, cfg.keyring is not None, cfg.insecure_gossip)
     token_path = token_file or node.get("token_file")
     if token_path:
         try:
@@ -284,6 +312,7 @@ async def _main(cfg: Any, ready_file: Path | None) -> int:
 
     from plumctl.output import error
     from plumtree.admin.server import AddressInUse
+    from plumtree.runtime.gossippolicy import InsecureGossip
     from plumtree.runtime.node import Node
     from plumtree.runtime.transport import BindError
     from plumtree.store import StoreError
@@ -292,7 +321,7 @@ async def _main(cfg: Any, ready_file: Path | None) -> int:
     node = Node(cfg)
     try:
         await node.start()
-    except StoreError as exc:
+    except (StoreError, InsecureGossip) as exc:
         error(str(exc))
         return exitcodes.USAGE
     except (BindError, AddressInUse) as exc:

@@ -804,6 +804,8 @@ def help_text(model: ClusterModel | None) -> Text:
         f"PEERS < {t.total_peers_warning_below} warning\n"
         "  HEALTH is each node's own /v1/health verdict; dimmed numbers are the last known\n"
         "  values of a node that did not answer.\n"
+        "  A red NODE ending in ! runs unauthenticated gossip on the network\n"
+        "  (--insecure-gossip): anyone who reaches its port can forge members and messages.\n"
     )
     text.append("\nThe health score\n", style="bold")
     text.append(

@@ -31,7 +31,7 @@ from plumctl.scoring import (
     cluster_score,
     rates_and_score,
 )
-from plumctl.tui.source import ClusterSnapshot, NodeSample
+from plumctl.tui.source import INSECURE_METRIC, ClusterSnapshot, NodeSample
 from plumtree.core.health import Status
 
 #: Samples kept per sparkline: 2 minutes at the default 1 s interval, 4 at 2 s.
@@ -96,6 +96,11 @@ class NodeRow:
         return self.polled and self.error is None and self.cur is not None
 
     @property
+    def insecure(self) -> bool:
+        """The node says its gossip is reachable and unauthenticated (--insecure-gossip)."""
+        return self.cur is not None and self.cur.value(INSECURE_METRIC) == 1
+
+    @property
     def health_status(self) -> str | None:
         status = self.health.get("status") if self.health else None
         return str(status) if status else None
@@ -115,6 +120,7 @@ class NodeRow:
             "reachable": self.live if self.polled else None,
             "error": self.error,
             "health": self.health_status,
+            "insecure_gossip": self.insecure,
             "health_message": self.health_message,
             "score": self.score.value if self.score else None,
             "score_reasons": list(self.score.reasons) if self.score else [],
@@ -360,7 +366,8 @@ def cells(row: NodeRow) -> dict[str, Cell]:
     score = row.score.value if row.score else None
     status = row.health_status
     return {
-        "name": Cell(row.name),
+        # a node running unauthenticated gossip on the network is marked, in red
+        "name": Cell(row.name + " !", Level.CRITICAL) if row.insecure else Cell(row.name),
         "state": Cell(row.state, STATE_LEVEL.get(row.state, Level.UNKNOWN)),
         "eager": num(r.eager_peers if r else None, ".0f", "eager_peers"),
         "lazy": num(r.lazy_peers if r else None, ".0f"),

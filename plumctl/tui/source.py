@@ -60,6 +60,8 @@ DETAIL_EVENTS = 50
 DETAIL_LEVEL = "info"
 #: The node's /v1/health verdict as a state set in its scrape (``status`` label, value 1).
 HEALTH_METRIC = "plumtree_health_status"
+#: 1 on a node whose gossip is reachable and unauthenticated (``--insecure-gossip``).
+INSECURE_METRIC = "plumtree_gossip_insecure"
 #: The samples ``top`` reads: those of :func:`plumctl.scoring.key_queries` and
 #: :func:`~plumctl.scoring.health_score`, and the health status. Asked for with
 #: ``/metrics?name[]=...`` (a node that ignores the filter just sends everything), so
@@ -80,6 +82,7 @@ SCRAPE_NAMES: tuple[str, ...] = (
     "plumtree_graft_latency_seconds_bucket",
     "plumtree_message_hops_bucket",
     HEALTH_METRIC,
+    INSECURE_METRIC,
 )
 #: What the dashboard reads (its table, the score, the detail pane): :data:`SCRAPE_NAMES`
 #: without the histogram buckets, which only feed the quantiles of ``top -o json``

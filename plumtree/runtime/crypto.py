@@ -3,6 +3,12 @@
 The primary key (first) encrypts; every key decrypts, so keys can be rotated without a
 flag day. A node without a valid key can neither join nor inject: what it sends fails
 authentication and is dropped (and counted) before the decoder sees it.
+
+Sealed layout (version 2): ``version (1) | sent at, ms since the epoch (8, big-endian) |
+nonce (12) | ciphertext + tag (16)``. The version byte and the timestamp are authenticated
+(they are part of the AAD), so a holder of no key cannot move a captured message in time;
+the receiver refuses one sent too long ago, or already seen (``runtime/replay.py``).
+Version 1 (no timestamp) is no longer accepted.
 """
 
 from __future__ import annotations
@@ -10,12 +16,19 @@ from __future__ import annotations
 import base64
 import json
 import os
+import stat
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-VERSION = 1
+#: 2: a send timestamp in the authenticated header (replay protection)
+VERSION = 2
+STAMP_LEN = 8
 NONCE_LEN = 12
 TAG_LEN = 16
-OVERHEAD = 1 + NONCE_LEN + TAG_LEN
+HEADER_LEN = 1 + STAMP_LEN + NONCE_LEN
+OVERHEAD = HEADER_LEN + TAG_LEN
+_MAX_STAMP = 2**64 - 1
 
 
 class KeyringError(ValueError):
@@ -24,6 +37,15 @@ class KeyringError(ValueError):
 
 class DecryptError(ValueError):
     """No key in the keyring authenticates this message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An authenticated message: its plaintext, when its sender sealed it, its nonce."""
+
+    plaintext: bytes
+    sent_at: float  # unix seconds, by the sender's clock
+    nonce: bytes
 
 
 class Keyring:
@@ -43,6 +65,7 @@ class Keyring:
     def load(cls, path: str | Path) -> Keyring:
         """A JSON list of base64 keys (serf's keyring format), primary first."""
         p = Path(path)
+        check_private(p)
         try:
             data = json.loads(p.read_text())
         except FileNotFoundError:
@@ -62,19 +85,43 @@ class Keyring:
         """A new random AES-256 key, base64 (like ``serf keygen``)."""
         return base64.b64encode(os.urandom(32)).decode()
 
-    def encrypt(self, plaintext: bytes, aad: bytes = b"") -> bytes:
+    def encrypt(self, plaintext: bytes, aad: bytes = b"", now: float | None = None) -> bytes:
+        """Seal with the primary key, stamped ``now`` (unix seconds; default: the clock)."""
+        stamp = int((time.time() if now is None else now) * 1000)
         nonce = os.urandom(NONCE_LEN)
-        return bytes([VERSION]) + nonce + self._ciphers[0].encrypt(nonce, plaintext, aad)
+        head = bytes([VERSION]) + min(max(stamp, 0), _MAX_STAMP).to_bytes(STAMP_LEN, "big")
+        return head + nonce + self._ciphers[0].encrypt(nonce, plaintext, aad + head)
 
     def decrypt(self, data: bytes, aad: bytes = b"") -> bytes:
+        return self.open(data, aad).plaintext
+
+    def open(self, data: bytes, aad: bytes = b"") -> Opened:
+        """Authenticate and decrypt; DecryptError for anything else (never another error)."""
         from cryptography.exceptions import InvalidTag
 
         if len(data) < OVERHEAD or data[0] != VERSION:
-            raise DecryptError("not an encrypted message")
-        nonce, body = data[1 : 1 + NONCE_LEN], data[1 + NONCE_LEN :]
+            raise DecryptError("not an encrypted message (or not of this version)")
+        head = bytes(data[: 1 + STAMP_LEN])
+        nonce, body = bytes(data[1 + STAMP_LEN : HEADER_LEN]), data[HEADER_LEN:]
         for cipher in self._ciphers:
             try:
-                return cipher.decrypt(nonce, body, aad)
+                plaintext = cipher.decrypt(nonce, body, aad + head)
             except InvalidTag:
                 continue
+            return Opened(plaintext, int.from_bytes(head[1:], "big") / 1000, nonce)
         raise DecryptError("no key in the keyring authenticates this message")
+
+
+def check_private(path: Path) -> None:
+    """Refuse a keyring file that group or others may read or write (keys at rest)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyringError(f"{path}: no such keyring file") from None
+    except OSError as exc:
+        raise KeyringError(f"{path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyringError(
+            f"{path}: keyring readable by group or others (mode {stat.S_IMODE(mode):04o}):"
+            f" run chmod 600 {path}"
+        )

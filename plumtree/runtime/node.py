@@ -39,6 +39,9 @@ from plumtree.runtime.crypto import OVERHEAD, Keyring
 from plumtree.runtime.deliverylog import DeliveryLog
 from plumtree.runtime.eventhub import EventHub
 from plumtree.runtime.eventloop import loop_name
+from plumtree.runtime.gossippolicy import INSECURE_TAG
+from plumtree.runtime.gossippolicy import check as check_gossip_policy
+from plumtree.runtime.tcplimits import TcpLimits
 from plumtree.runtime.transport import Transport
 
 if TYPE_CHECKING:
@@ -71,6 +74,10 @@ class NodeConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     token: str | None = None
     keyring: Keyring | None = None
+    #: allow gossip on a non-loopback address without a keyring (``--insecure-gossip``)
+    insecure_gossip: bool = False
+    #: bounds on inbound gossip TCP connections (the ``[transport]`` table)
+    tcp_limits: TcpLimits = field(default_factory=TcpLimits)
     tags: dict[str, str] = field(default_factory=dict)
     send_queue_limit: int = 4096
     delivery_queue_limit: int = 10_000
@@ -123,7 +130,10 @@ class Node:
             self._on_envelope,
             keyring=config.keyring,
             queue_limit=config.send_queue_limit,
+            limits=config.tcp_limits,
         )
+        #: gossip reachable from the network and unauthenticated (allowed explicitly)
+        self.insecure = False
         self.stack: Stack = None  # type: ignore[assignment]  # set in start()
         self.plumtree: Plumtree = None  # type: ignore[assignment]
         self.swim: Swim = None  # type: ignore[assignment]
@@ -168,6 +178,7 @@ class Node:
         cfg = self.config
         self._clock_offset = time.time() - loop.time()
         self._started_at = loop.time()
+        self.insecure = check_gossip_policy(cfg.bind, cfg.keyring is not None, cfg.insecure_gossip)
         restored = self._open_store()
         try:
             host, port = parse_addr(cfg.bind, 7946)
@@ -200,6 +211,8 @@ class Node:
         meta = dict(cfg.tags)
         if self.admin_url:
             meta["admin"] = self.admin_url
+        if self.insecure:
+            meta[INSECURE_TAG] = "true"
         restored, epoch = self._choose_epoch(restored)
         self.stack = Stack(
             cfg.name,
@@ -228,6 +241,12 @@ class Node:
             ", encrypted" if cfg.keyring else "",
             extra={"fields": {"node": self.name, "label": cfg.label, "join": cfg.join}},
         )
+        if self.insecure:
+            log.warning(
+                "gossip on %s is NOT authenticated (--insecure-gossip): anyone who reaches"
+                " it can forge members and broadcasts; use --keyring",
+                cfg.bind,
+            )
         if self.store is None:
             log.warning(
                 "state is kept in memory only (no --data-dir): after a restart this node"
@@ -592,6 +611,7 @@ class Node:
             "uptime_s": round(self._now() - self._started_at, 3),
             "profile": cfg.protocol.profile,
             "encrypted": cfg.keyring is not None,
+            "insecure_gossip": self.insecure,
             "joined": self.swim.joined or not self.stack.seeds,
             "members": counts,
             "incarnation": self.swim.incarnation,

@@ -12,8 +12,12 @@ Both directions are asyncio *protocols*, not streams: a frame costs no task swit
 future and no timer on either side (with streams, the per-message cost on loopback was
 dominated by that machinery, ~0.2 ms of CPU per message).
 
-Everything received goes through: size bound, optional AES-GCM, the total decoder, the
-cluster-label check, and only then to the node. Each failure is counted, never raised.
+Everything received goes through: size bound, optional AES-GCM and the replay check
+(``replay.py``), the total decoder, the cluster-label check, and only then to the node.
+Each failure is counted, never raised.
+
+Inbound connections are bounded in number, bytes buffered and time (``tcplimits.py``):
+what a stranger who reaches the port can make the node hold is a constant.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, cast
@@ -32,6 +37,8 @@ from plumtree.core import wire
 from plumtree.core.limits import MAX_FRAME_BYTES, MAX_MESSAGES_PER_ENVELOPE
 from plumtree.runtime.addresses import format_addr, parse_addr
 from plumtree.runtime.crypto import OVERHEAD, DecryptError, Keyring
+from plumtree.runtime.replay import ReplayGuard
+from plumtree.runtime.tcplimits import TcpLimits
 
 log = logging.getLogger("plumtree.transport")
 
@@ -59,6 +66,18 @@ class TransportStats:
     label_mismatches: int = 0
     connection_errors: int = 0
     oversize_dropped: int = 0
+    #: authenticated messages refused: stamped outside the window / already seen
+    replay_stale: int = 0
+    replay_replayed: int = 0
+    #: inbound connections closed at once: over the total / per-source cap
+    refused_limit: int = 0
+    refused_source_limit: int = 0
+    #: inbound connections the node closed: declared frame too long, over the buffer
+    #: budget, frame not complete in time, idle
+    closed_oversize: int = 0
+    closed_buffer: int = 0
+    closed_frame_timeout: int = 0
+    closed_idle: int = 0
 
     def items(self) -> list[tuple[str, int]]:
         return [(f.name, getattr(self, f.name)) for f in fields(self)]
@@ -79,6 +98,7 @@ class Transport:
         keyring: Keyring | None = None,
         queue_limit: int = 4096,
         connect_timeout: float = 2.0,
+        limits: TcpLimits | None = None,
     ) -> None:
         self.name = name
         self.label = label
@@ -91,6 +111,12 @@ class Transport:
         self._server: asyncio.Server | None = None
         self._links: dict[str, _Link] = {}
         self._inbound: set[_Inbound] = set()
+        self.limits = limits or TcpLimits()
+        #: inbound connections per source IP, and bytes of unfinished frames (all of them)
+        self._per_source: Counter[str] = Counter()
+        self.buffered = 0
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.replay = ReplayGuard()
         self._aad = label.encode()
         self.bound: tuple[str, int] | None = None
 
@@ -128,10 +154,14 @@ class Transport:
             self._server = server
             self._udp = udp
             self.bound = (host, bound_port)
+            self._sweeper = loop.call_later(self.limits.sweep_interval(), self._sweep)
             return self.bound
         raise BindError(getattr(last, "errno", 0), f"no free port for UDP and TCP on {host}")
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for link in list(self._links.values()):
             link.close()
         self._links.clear()
@@ -196,10 +226,19 @@ class Transport:
     def _open(self, data: bytes, source: str, reliable: bool) -> None:
         if self.keyring is not None:
             try:
-                data = self.keyring.decrypt(data, self._aad)
+                opened = self.keyring.open(data, self._aad)
             except DecryptError:
                 self.stats.decrypt_errors += 1
                 return
+            verdict = self.replay.check(opened.sent_at, opened.nonce, time.time())
+            if verdict is not None:
+                if verdict == "stale":
+                    self.stats.replay_stale += 1
+                else:
+                    self.stats.replay_replayed += 1
+                log.debug("%s %s from %s", verdict, "frame" if reliable else "datagram", source)
+                return
+            data = opened.plaintext
         try:
             envelope = wire.decode(data)
         except wire.DecodeError as exc:
@@ -215,6 +254,45 @@ class Transport:
             self.on_envelope(envelope, source, reliable)
         except Exception:  # a bug in a handler must not kill the socket
             log.exception("error handling a message from %s", envelope.sender)
+
+    def inbound_count(self) -> int:
+        return len(self._inbound)
+
+    def _admit(self, conn: _Inbound) -> bool:
+        """Count a new inbound connection in, or refuse it (over a cap)."""
+        limits, stats = self.limits, self.stats
+        if len(self._inbound) >= limits.max_connections:
+            stats.refused_limit += 1
+            return False
+        if self._per_source[conn.host] >= limits.max_connections_per_source:
+            stats.refused_source_limit += 1
+            return False
+        self._inbound.add(conn)
+        self._per_source[conn.host] += 1
+        return True
+
+    def _release(self, conn: _Inbound) -> None:
+        if conn in self._inbound:
+            self._inbound.discard(conn)
+            self._per_source[conn.host] -= 1
+            if self._per_source[conn.host] <= 0:
+                del self._per_source[conn.host]
+        self.buffered -= conn.counted
+        conn.counted = 0
+
+    def _sweep(self) -> None:
+        """Close inbound connections whose frame is overdue or that went idle."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        limits, stats = self.limits, self.stats
+        for conn in list(self._inbound):
+            if conn.frame_since is not None and now - conn.frame_since > limits.frame_timeout:
+                stats.closed_frame_timeout += 1
+                conn.close()
+            elif now - conn.last_data > limits.idle_timeout:
+                stats.closed_idle += 1
+                conn.close()
+        self._sweeper = loop.call_later(limits.sweep_interval(), self._sweep)
 
     def _datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.stats.datagrams_received += 1
@@ -250,15 +328,28 @@ class _Inbound(asyncio.Protocol):
         self.limit = MAX_FRAME_BYTES + (OVERHEAD if owner.keyring else 0)
         self.transport: asyncio.Transport | None = None
         self.source = "?"
+        self.host = "?"
+        self.loop = asyncio.get_running_loop()
+        self.last_data = self.loop.time()
+        #: when the unfinished frame in ``buffer`` began (None: no frame under way)
+        self.frame_since: float | None = None
+        #: ``len(buffer)`` as counted in the owner's ``buffered``
+        self.counted = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
-        self.transport = transport
         peer = transport.get_extra_info("peername")
         self.source = format_addr(peer[0], peer[1]) if peer else "?"
-        self.owner._inbound.add(self)
+        self.host = str(peer[0]) if peer else "?"
+        if not self.owner._admit(self):
+            transport.abort()  # over a cap: nothing read, nothing buffered
+            return
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return  # refused or closed: whatever still arrives is not ours to keep
+        self.last_data = self.loop.time()
         buffer = self.buffer
         buffer += data
         owner = self.owner
@@ -270,6 +361,7 @@ class _Inbound(asyncio.Protocol):
             if size > self.limit:
                 stats.oversize_dropped += 1
                 stats.decode_errors += 1
+                stats.closed_oversize += 1
                 self.close()  # cannot resync a stream after a bogus length: drop it
                 return
             end = start + _LEN + size
@@ -284,18 +376,30 @@ class _Inbound(asyncio.Protocol):
                 return
         if start:
             del buffer[:start]
+            self.frame_since = None
+        left = len(buffer)
+        if left and self.frame_since is None:
+            self.frame_since = self.last_data
+        owner.buffered += left - self.counted
+        self.counted = left
+        if owner.buffered > owner.limits.max_buffered_bytes:
+            stats.closed_buffer += 1
+            self.close()  # the budget is shared: the connection that overflows it goes
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.buffer.clear()
-        self.owner._inbound.discard(self)
+        self._forget()
 
     def close(self) -> None:
         if self.transport is not None:
-            self.transport.close()
+            self.transport.close()  # (at once: we never write on an inbound connection)
             self.transport = None
-        self.buffer.clear()
-        self.owner._inbound.discard(self)
+        self._forget()
+
+    def _forget(self) -> None:
+        self.buffer = bytearray()  # (clear() keeps the allocation)
+        self.frame_since = None
+        self.owner._release(self)
 
 
 class _Link(asyncio.Protocol):

@@ -8,6 +8,7 @@ process are torn down by the lab's context manager, even on failure."""
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 
 from plumctl.lab import Lab, available
 from plumctl.localcluster import node_command
+from plumtree.runtime.crypto import Keyring
 from tests.ledger import Load, ledger, wait_until, write_config
 
 REASON = available()
@@ -81,10 +83,20 @@ class LabCluster:
         return all(self.alive(i) == names for i in range(len(self.nodes)))
 
 
+def keyed(config: Path) -> Path:
+    """The config with a keyring: lab hosts gossip on non-loopback addresses, which a
+    node refuses to do unauthenticated."""
+    keys = config.parent / "keys.json"
+    keys.write_text(json.dumps([Keyring.generate()]))
+    keys.chmod(0o600)
+    config.write_text(config.read_text() + f'\n[node]\nkeyring = "{keys}"\n')
+    return config
+
+
 @contextlib.contextmanager
 def lab_cluster(tmp_path: Path, n: int) -> Iterator[LabCluster]:
     with Lab(n) as lab:
-        cluster = LabCluster(lab, tmp_path, write_config(tmp_path))
+        cluster = LabCluster(lab, tmp_path, keyed(write_config(tmp_path)))
         for i in range(n):
             cluster.start(i)
         wait_until(cluster.converged, 30)

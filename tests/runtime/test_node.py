@@ -10,7 +10,9 @@ from dataclasses import replace
 import pytest
 
 from plumtree.core import stack as stack_module
+from plumtree.core import wire
 from plumtree.core.config import ProtocolConfig
+from plumtree.core.messages import Ack, Gossip, Ping
 from plumtree.runtime.crypto import Keyring
 from plumtree.runtime.node import Node, NodeConfig
 from tests.ports import free_port
@@ -109,6 +111,60 @@ async def test_a_node_without_the_key_can_neither_join_nor_inject(cluster: Local
     msg_id = a.broadcast(b"secret")
     await wait_for(lambda: any(d.id == msg_id for d in cluster.delivered["n1"]))
     assert b.status()["encrypted"]
+
+
+async def test_captured_frames_and_datagrams_replayed_are_refused(cluster: LocalCluster) -> None:
+    """Frames a node really sent (recorded as sealed), replayed at once and after the
+    window: refused and counted, nothing delivered twice, the members unaffected."""
+    key = Keyring([os.urandom(32)])
+    a = await cluster.add(keyring=key)
+    b = await cluster.add(keyring=key)
+    await cluster.converge()
+    captured: list[bytes] = []
+    seal = a.transport._seal
+
+    def recording(data: bytes) -> bytes:
+        sealed = seal(data)
+        captured.append(sealed)
+        return sealed
+
+    a.transport._seal = recording  # type: ignore[method-assign]
+
+    def carries(sealed: bytes, kind: type) -> bool:
+        return any(isinstance(m, kind) for m in wire.decode(key.decrypt(sealed)).messages)
+
+    def first(kind: type) -> bytes | None:
+        return next((s for s in captured if carries(s, kind)), None)
+
+    msg_id = a.broadcast(b"once")
+    await wait_for(lambda: len(cluster.delivered["n1"]) == 1)
+    await wait_for(lambda: first(Ping | Ack) is not None)  # (a SWIM datagram too)
+    a.transport._seal = seal  # type: ignore[method-assign]
+    gossip, datagram = first(Gossip), first(Ping | Ack)
+    assert gossip is not None and datagram is not None
+    assert b.transport.bound is not None
+    host, port = b.transport.bound
+    stats, counters = b.transport.stats, b.plumtree.counters
+    duplicates, incarnation = counters.messages_duplicate, b.swim.incarnation
+
+    async def replay() -> None:
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(len(gossip).to_bytes(4, "big") + gossip)
+        await writer.drain()
+        writer.close()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(datagram, (host, port))
+        await asyncio.sleep(0.3)
+
+    await replay()  # at once: seen
+    assert (stats.replay_replayed, stats.replay_stale) == (2, 0)
+    b.transport.replay.past = 1.0  # (the window, shortened so the test need not wait 30 s)
+    await asyncio.sleep(1.2)
+    await replay()  # after the window: stale
+    assert (stats.replay_replayed, stats.replay_stale) == (2, 2)
+    assert counters.messages_duplicate == duplicates, "a replay never reached the tree"
+    assert [d.id for d in cluster.delivered["n1"]] == [msg_id]
+    assert alive_names(b) == {"n0", "n1"} and b.swim.incarnation == incarnation
 
 
 async def test_key_rotation_mid_way_every_node_reads_both_primaries(cluster: LocalCluster) -> None:
@@ -231,7 +287,11 @@ async def test_a_node_left_alone_joins_through_its_seed_again(
     monkeypatch.setattr(stack_module, "ISOLATION_CHECK_INTERVAL", 0.05)
     port = free_port()
     seed = await cluster.add(
-        "seed", join=False, bind=f"0.0.0.0:{port}", advertise=f"127.0.0.1:{port}"
+        "seed",
+        join=False,
+        bind=f"0.0.0.0:{port}",
+        advertise=f"127.0.0.1:{port}",
+        insecure_gossip=True,  # (all interfaces, no keyring: allowed explicitly)
     )
     protocol = local_config()
     swim = replace(protocol.swim, reconnect_interval=0.0, gossip_to_the_dead_time=0.0)

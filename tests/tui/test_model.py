@@ -210,3 +210,16 @@ def test_scrape_helper_is_plain() -> None:
     s = FakeNode("x").scrape(1.0)
     assert isinstance(s, Scrape) and s.value("plumtree_eager_peers") == 2.0
     assert ("plumtree_lazy_peers", NO) in s.samples
+
+
+def test_a_node_running_insecure_gossip_is_marked() -> None:
+    nodes = two_nodes()
+    nodes["b"].counters["plumtree_gossip_insecure"] = 1.0  # (a gauge, set like the others)
+    model = ClusterModel()
+    model.update(snap(100.0, nodes))
+    a, b = cells(model.rows["a"])["name"], cells(model.rows["b"])["name"]
+    assert (a.text, a.level) == ("a", Level.OK)
+    assert (b.text, b.level) == ("b !", Level.CRITICAL)
+    doc = model.as_dict()
+    flags = {row["name"]: row["insecure_gossip"] for row in doc["items"]}
+    assert flags == {"a": False, "b": True}
