@@ -149,6 +149,8 @@ def _settings(
     fsync: str | None = None,
 ) -> Any:
     """Merge the config file and the flags (flags win) into a NodeConfig."""
+    import os
+
     from plumtree.core.config import ConfigError, load_toml, protocol_config_from_mapping
     from plumtree.runtime.addresses import parse_addr
     from plumtree.runtime.crypto import Keyring
@@ -230,6 +232,7 @@ def _settings(
     keyring_path = keyring or node.get("keyring")
     if keyring_path:
         cfg.keyring = Keyring.load(keyring_path)
+        cfg.keyring_file = os.path.abspath(keyring_path)  # live key changes are saved there
     token_path = token_file or node.get("token_file")
     if token_path:
         try:

@@ -39,6 +39,7 @@ from plumtree.runtime.crypto import OVERHEAD, Keyring
 from plumtree.runtime.deliverylog import DeliveryLog
 from plumtree.runtime.eventhub import EventHub
 from plumtree.runtime.eventloop import loop_name
+from plumtree.runtime.keys import KeyManager
 from plumtree.runtime.transport import Transport
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ class NodeConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     token: str | None = None
     keyring: Keyring | None = None
+    #: the file the keyring came from: live changes (``plumctl keys``) are saved there
+    keyring_file: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     send_queue_limit: int = 4096
     delivery_queue_limit: int = 10_000
@@ -124,6 +127,8 @@ class Node:
             keyring=config.keyring,
             queue_limit=config.send_queue_limit,
         )
+        #: live keyring changes (None: gossip is not encrypted)
+        self.keys = KeyManager(config.keyring, config.keyring_file) if config.keyring else None
         self.stack: Stack = None  # type: ignore[assignment]  # set in start()
         self.plumtree: Plumtree = None  # type: ignore[assignment]
         self.swim: Swim = None  # type: ignore[assignment]
