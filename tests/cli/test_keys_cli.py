@@ -1,0 +1,113 @@
+"""``plumctl keys``: fan-out answers, exit codes and refusals against in-process nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from plumtree.runtime.crypto import Keyring, decode_key, encode_key
+from plumtree.runtime.keys import write_keyring_file
+from tests.cli.helpers import invoke, json_out
+from tests.cli.threadcluster import ThreadCluster
+from tests.ports import free_port
+
+OLD = encode_key(os.urandom(32))
+NEW = encode_key(os.urandom(32))
+
+
+@pytest.fixture
+def encrypted(tmp_path: Path) -> Iterator[ThreadCluster]:
+    """Three nodes sharing the key OLD, each with its own keyring file."""
+    c = ThreadCluster()
+    try:
+
+        async def go() -> None:
+            for i in range(3):
+                path = tmp_path / f"node-{i}.json"
+                write_keyring_file(path, [decode_key(OLD)])
+                await c.local.add(f"node-{i}", keyring=Keyring.load(path), keyring_file=str(path))
+            await c.local.converge()
+
+        c.run(go())
+        yield c
+    finally:
+        c.close()
+
+
+def test_generate_prints_a_fresh_aes_256_key_and_asks_no_node() -> None:
+    one = invoke("--node", f"127.0.0.1:{free_port()}", "keys", "generate")
+    two = json_out(invoke("keys", "generate", "-o", "json"))
+    assert one.exit_code == 0
+    assert len(decode_key(one.stdout.strip())) == 32
+    assert two["kind"] == "Key" and two["key"] != one.stdout.strip()
+
+
+@pytest.mark.parametrize("bad", ["abc", "***", encode_key(b"x" * 20), ""])
+def test_a_malformed_key_is_one_line_and_exit_2_before_any_node_is_asked(bad: str) -> None:
+    result = invoke("--node", f"127.0.0.1:{free_port()}", "keys", "install", bad)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("plumctl: error: KEY: ")
+
+
+def test_install_use_list_remove_report_every_node(encrypted: ThreadCluster) -> None:
+    node = encrypted.urls[0]
+    refused = invoke("--node", node, "keys", "use", NEW)
+    assert refused.exit_code == 1
+    assert "node-0, node-1, node-2 do not hold the key" in refused.stderr
+    assert all(n.transport.keyring.keys == (decode_key(OLD),) for n in encrypted.nodes)  # type: ignore[union-attr]
+
+    done = json_out(invoke("--node", node, "keys", "install", NEW, "-o", "json"))
+    assert done["kind"] == "KeyringChange" and done["ok"] is True and done["failed"] == []
+    assert [(i["node"], i["changed"], i["keys"]) for i in done["items"]] == [
+        (f"node-{i}", True, [OLD, NEW]) for i in range(3)
+    ]
+    listing = json_out(invoke("--node", node, "keys", "list", "-o", "json"))
+    assert listing["keys"] == [
+        {"key": OLD, "nodes": 3, "primary_on": 3, "of": 3},
+        {"key": NEW, "nodes": 3, "primary_on": 0, "of": 3},
+    ]
+    early = invoke("--node", node, "keys", "remove", OLD)
+    assert early.exit_code == 1 and "still encrypt with it" in early.stderr
+
+    table = invoke("--node", node, "keys", "use", NEW)
+    assert table.exit_code == 0, table.stderr
+    assert "3/3 live members confirmed" in table.stdout
+    assert json_out(invoke("--node", node, "keys", "remove", OLD, "-o", "json"))["ok"]
+    listing = json_out(invoke("--node", node, "keys", "list", "-o", "json"))
+    assert listing["keys"] == [{"key": NEW, "nodes": 3, "primary_on": 3, "of": 3}]
+
+
+def test_a_live_member_that_does_not_answer_is_named_and_exit_1(
+    encrypted: ThreadCluster,
+) -> None:
+    down = encrypted.nodes[2]
+    encrypted.run(down.admin.stop())  # its admin API is gone; SWIM still says alive
+    result = invoke("--node", encrypted.urls[0], "keys", "install", NEW, "-o", "json")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("plumctl: error: not every live member confirmed: node-2: ")
+    assert "cannot reach" in result.stderr and len(result.stderr.splitlines()) == 1
+    doc = json.loads(result.stdout)
+    assert doc["failed"] == ["node-2"]
+    assert [i["ok"] for i in doc["items"]] == [True, True, False]
+    # the others did change: a retry once node-2 is back changes only what is left
+    assert encrypted.nodes[0].transport.keyring.keys[-1] == decode_key(NEW)  # type: ignore[union-attr]
+    refused = invoke("--node", encrypted.urls[0], "keys", "use", NEW)
+    assert refused.exit_code == 1 and "cannot check every live member first" in refused.stderr
+
+
+def test_a_cluster_without_keyring_says_encryption_is_off(three: ThreadCluster) -> None:
+    for args in (("keys", "list"), ("keys", "install", NEW), ("keys", "use", NEW, "--force")):
+        result = invoke("--node", three.urls[0], *args)
+        assert result.exit_code == 1, args
+        assert "gossip encryption is off" in result.stderr, args
+        assert len(result.stderr.splitlines()) == 1
+
+
+def test_no_reachable_node_is_exit_3() -> None:
+    result = invoke("--node", f"127.0.0.1:{free_port()}", "keys", "list")
+    assert result.exit_code == 3 and "cannot reach" in result.stderr
