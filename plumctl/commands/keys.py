@@ -322,16 +322,14 @@ def _render_list(listing: Listing, wide: bool) -> None:
     console.print()
     columns = ["node", "state", "primary", "keys"] + (["all keys"] if wide else [])
     nodes = table(*columns)
-    for n in [*listing.nodes, *listing.skipped]:
-        if n in listing.skipped:
-            cells = [escape(n.node), n.state, "[dim]not asked[/]", "-"]
-        elif n.ok:
+    for n in listing.nodes:
+        if n.ok:
             cells = [escape(n.node), n.state, n.primary or "-", str(len(n.keys))]
         else:
             cells = [escape(n.node), n.state, f"[red]{escape(str(n.error))}[/]", "-"]
-        if wide:
-            cells.append(", ".join(n.keys) or "-")
-        nodes.add_row(*cells)
+        nodes.add_row(*cells, *([", ".join(n.keys) or "-"] if wide else []))
+    for n in listing.skipped:
+        nodes.add_row(escape(n.node), n.state, "[dim]not asked[/]", "-", *(["-"] if wide else []))
     console.print(nodes)
 
 

@@ -72,7 +72,8 @@ def start(
         list[str] | None, typer.Option("--tag", help="Member tag key=value (repeatable).")
     ] = None,
     keyring: Annotated[
-        Path | None, typer.Option(help="JSON list of base64 AES keys; primary first.")
+        Path | None,
+        typer.Option(help="JSON list of base64 AES keys, primary first; plumctl keys edits it."),
     ] = None,
     token_file: Annotated[
         Path | None, typer.Option(help="File holding the bearer token for mutating API calls.")

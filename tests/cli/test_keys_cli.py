@@ -111,3 +111,27 @@ def test_a_cluster_without_keyring_says_encryption_is_off(three: ThreadCluster) 
 def test_no_reachable_node_is_exit_3() -> None:
     result = invoke("--node", f"127.0.0.1:{free_port()}", "keys", "list")
     assert result.exit_code == 3 and "cannot reach" in result.stderr
+
+
+def test_the_pool_counts_answering_nodes_and_dead_members_are_only_listed() -> None:
+    from plumctl.commands.keys import refusal, summarise
+    from plumctl.targets import Asked, Target
+
+    live = [Target("a", "http://a", "alive"), Target("b", "http://b", "suspect")]
+    asked: Asked[dict[str, object]] = Asked("a", live, [Target("c", "http://c", "dead")])
+    asked.answers = {
+        "a": {"keys": [NEW, OLD], "primary": NEW},
+        "b": {"keys": [OLD, NEW], "primary": OLD},
+    }
+    listing = summarise(asked)
+    assert listing.pool() == [
+        {"key": NEW, "nodes": 2, "primary_on": 1, "of": 2},
+        {"key": OLD, "nodes": 2, "primary_on": 1, "of": 2},
+    ]
+    assert [n.node for n in listing.skipped] == ["c"] and not listing.failed
+    assert refusal("use", NEW, listing) is None  # both hold it: safe to switch
+    assert refusal("remove", OLD, listing) == (
+        "not removing: b still encrypts with it (plumctl keys use ANOTHER first)"
+    )
+    asked.answers["b"] = "cannot reach node at http://b: connection refused"
+    assert "b: cannot reach" in str(refusal("use", NEW, summarise(asked)))
