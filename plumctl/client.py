@@ -742,6 +742,28 @@ class AsyncClient:
         )
         return _keyring_body(response, self.base_url)
 
+    async def cluster_keys(self, op: str | None, key: str, wait: float) -> dict[str, Any]:
+        """``GET /v1/keys/cluster`` (``op`` None) or ``POST /v1/keys/cluster/{op}``: the node
+        carries it to every live member over gossip and waits ``wait`` seconds at most
+        for their answers (so the request may take that long)."""
+        timeout = httpx.Timeout(self.timeout, read=self.timeout + wait)
+        if op is None:
+            params = {"timeout": str(wait)}
+            response = await self._send("GET", "/v1/keys/cluster", params=params, timeout=timeout)
+        else:
+            response = await self._send(
+                "POST",
+                f"/v1/keys/cluster/{op}",
+                content=json.dumps({"key": key, "timeout": wait}).encode(),
+                content_type="application/json",
+                timeout=timeout,
+            )
+        body = _json_body(response, self.base_url, ("node", "nodes", "missing", "skipped"))
+        lists = (body["nodes"], body["missing"], body["skipped"])
+        if not all(isinstance(x, list) and all(isinstance(i, dict) for i in x) for x in lists):
+            raise _shape_error(self.base_url, response.request.url.path, "with malformed lists")
+        return body
+
     async def leave(self) -> dict[str, Any]:
         """``POST /v1/leave``."""
         return _json_body(await self._send("POST", "/v1/leave"), self.base_url, _LEAVE_KEYS)

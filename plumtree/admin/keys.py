@@ -1,4 +1,12 @@
-"""``/v1/keys``: the node's live gossip keyring (``plumctl keys`` fans these out).
+"""``/v1/keys``: the node's live gossip keyring; ``/v1/keys/cluster``: every live member's.
+
+- ``GET /v1/keys/cluster`` (``?timeout=SECONDS``) and ``POST
+  /v1/keys/cluster/install|use|remove`` with ``{"key": "<base64>", "timeout": 5}``: the
+  same operations carried over gossip to every live member (``runtime/keyquery.py``);
+  the answer lists each member's keyring after it (``nodes``: fingerprints, never
+  keys), the live members that did not answer in time (``missing``) and the dead or
+  left ones not asked (``skipped``). 409 when this node's gossip is not encrypted (a
+  key is never sent in clear), 503 when too many queries are under way.
 
 - ``GET /v1/keys``: every key (base64, primary first), the primary, the keyring file;
 - ``POST /v1/keys/install|use|remove`` with ``{"key": "<base64>"}``: one change, saved
@@ -16,13 +24,13 @@ key (remove); 500 the keyring file could not be written (nothing changed).
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from plumtree.admin.server import _authorized, _json, error
 from plumtree.runtime.crypto import KeyringError, decode_key, encode_key, fingerprint
+from plumtree.runtime.keyquery import DEFAULT_TIMEOUT, MAX_TIMEOUT, QueryRefused, publish_changed
 from plumtree.runtime.keys import OPS, KeyConflict, KeyManager
 from plumtree.runtime.transport import os_reason
 
@@ -62,11 +70,8 @@ async def list_keys(admin: AdminServer, request: web.BaseRequest) -> web.Respons
     return _json(_keyring(node, node.keys))
 
 
-async def _change(admin: AdminServer, request: web.BaseRequest, op: str) -> web.Response:
-    node = admin.node
-    denied = _authorized(node, request)
-    if denied is not None:
-        return denied
+async def _read_key(request: web.BaseRequest) -> tuple[bytes, float] | web.Response:
+    """The key (and optional ``timeout``) of a change's body, or the error answer."""
     if request.content_length is not None and request.content_length > BODY_MAX:
         return error(413, "payload too large", f"a key change is at most {BODY_MAX} bytes")
     body = await request.content.read(BODY_MAX + 1)
@@ -83,6 +88,21 @@ async def _change(admin: AdminServer, request: web.BaseRequest, op: str) -> web.
         key = decode_key(text)
     except KeyringError as exc:
         return error(400, "bad key", f"{exc}: expected base64 of 16, 24 or 32 bytes")
+    timeout = doc.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        return error(400, "bad timeout", "a number of seconds above 0")
+    return key, min(float(timeout), MAX_TIMEOUT)
+
+
+async def _change(admin: AdminServer, request: web.BaseRequest, op: str) -> web.Response:
+    node = admin.node
+    denied = _authorized(node, request)
+    if denied is not None:
+        return denied
+    parsed = await _read_key(request)
+    if isinstance(parsed, web.Response):
+        return parsed
+    key, _ = parsed
     keys = node.keys
     if keys is None:
         return error(409, ENCRYPTION_OFF, ENCRYPTION_OFF_DETAIL)
@@ -95,25 +115,60 @@ async def _change(admin: AdminServer, request: web.BaseRequest, op: str) -> web.
             500, "keyring file not saved", f"{keys.path}: {os_reason(exc)}; nothing changed"
         )
     if outcome.changed:
-        node.events.publish(
-            {
-                "kind": "keyring_changed",
-                "at": time.time(),
-                "node": node.name,
-                "op": op,
-                "key": fingerprint(key),
-                "primary": fingerprint(keys.keyring.primary),
-                "keys": len(keys.keyring.keys),
-            }
-        )
+        publish_changed(node, keys, op, key, by="admin")
     return _json(_keyring(node, keys, op=op, changed=outcome.changed, persisted=outcome.persisted))
 
 
-def _handler(op: str) -> Handler:
-    async def handler(admin: AdminServer, request: web.BaseRequest) -> web.Response:
-        return await _change(admin, request, op)
+async def _cluster(node: Node, op: str, key: bytes, timeout: float) -> web.Response:
+    """``op`` carried to every live member over gossip (``runtime/keyquery.py``)."""
+    if node.keys is None:
+        return error(409, ENCRYPTION_OFF, ENCRYPTION_OFF_DETAIL)
+    try:
+        answer = await node.key_queries.ask(op, key, timeout)
+    except QueryRefused as exc:
+        return error(503, "keyring query refused", str(exc))
+    doc: dict[str, Any] = {
+        "kind": "KeyringCluster",
+        "node": node.name,
+        "op": op,
+        "timeout": timeout,
+        **answer.as_dict(),
+    }
+    if op != "list":
+        doc["key"] = fingerprint(key)
+    return _json(doc)
 
-    handler.__name__ = f"keys_{op}"
+
+async def list_cluster(admin: AdminServer, request: web.BaseRequest) -> web.Response:
+    node = admin.node
+    denied = _authorized(node, request)
+    if denied is not None:
+        return denied
+    try:
+        timeout = float(request.query.get("timeout", DEFAULT_TIMEOUT))
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout < float("inf"):
+        return error(400, "bad timeout", "a number of seconds above 0")
+    return await _cluster(node, "list", b"", min(timeout, MAX_TIMEOUT))
+
+
+async def _change_cluster(admin: AdminServer, request: web.BaseRequest, op: str) -> web.Response:
+    node = admin.node
+    denied = _authorized(node, request)
+    if denied is not None:
+        return denied
+    parsed = await _read_key(request)
+    if isinstance(parsed, web.Response):
+        return parsed
+    return await _cluster(node, op, *parsed)
+
+
+def _handler(op: str, cluster: bool = False) -> Handler:
+    async def handler(admin: AdminServer, request: web.BaseRequest) -> web.Response:
+        return await (_change_cluster if cluster else _change)(admin, request, op)
+
+    handler.__name__ = f"keys_{'cluster_' if cluster else ''}{op}"
     return handler
 
 
@@ -121,4 +176,6 @@ def _handler(op: str) -> Handler:
 ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/keys": {"GET": list_keys},
     **{f"/v1/keys/{op}": {"POST": _handler(op)} for op in OPS},
+    "/v1/keys/cluster": {"GET": list_cluster},
+    **{f"/v1/keys/cluster/{op}": {"POST": _handler(op, cluster=True)} for op in OPS},
 }

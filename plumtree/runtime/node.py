@@ -39,6 +39,7 @@ from plumtree.runtime.crypto import OVERHEAD, Keyring
 from plumtree.runtime.deliverylog import DeliveryLog
 from plumtree.runtime.eventhub import EventHub
 from plumtree.runtime.eventloop import loop_name
+from plumtree.runtime.keyquery import KeyQueries
 from plumtree.runtime.keys import KeyManager
 from plumtree.runtime.transport import Transport
 
@@ -129,6 +130,8 @@ class Node:
         )
         #: live keyring changes (None: gossip is not encrypted)
         self.keys = KeyManager(config.keyring, config.keyring_file) if config.keyring else None
+        #: keyring changes carried to every live member over gossip
+        self.key_queries = KeyQueries(self)
         self.stack: Stack = None  # type: ignore[assignment]  # set in start()
         self.plumtree: Plumtree = None  # type: ignore[assignment]
         self.swim: Swim = None  # type: ignore[assignment]
@@ -388,6 +391,7 @@ class Node:
         for sub in list(self.events.subscribers):
             sub.offer({"kind": "stream_end", "level": "error", "at": time.time()})
         self.log.close()
+        self.key_queries.close()
         if self.admin is not None:
             await self.admin.stop()
         await self.transport.close()
@@ -630,7 +634,10 @@ class Node:
     def _on_envelope(self, envelope: Envelope, source: str, reliable: bool) -> None:
         if self._stopping or self.stack is None:
             return
-        self.stack.receive(source, envelope.sender, envelope.messages, reliable, self._now())
+        stack = self.stack
+        stack.receive(source, envelope.sender, envelope.messages, reliable, self._now())
+        if stack.key_inbox:
+            self.key_queries.receive(stack.take_key_messages())
         self._pump()
 
     def _on_timer(self) -> None:
