@@ -1,7 +1,10 @@
 """``plumctl keys``: the running cluster's gossip keyring (like ``serf keys``).
 
-Every change goes to every live member's admin API at once (each member advertises its
-admin URL); each node saves it to its keyring file before it takes effect. ``use`` and
+By default the one node plumctl talks to (``--node``) carries each change to every live
+member over gossip and answers with their replies (``/v1/keys/cluster``): one reachable
+admin API is enough, as on a cluster whose admin APIs listen on 127.0.0.1 of each host.
+``--direct`` asks every live member's own admin API instead (the URL it advertises).
+Either way each node saves the change to its keyring file before it takes effect. ``use`` and
 ``remove`` first check the order that rotates keys without a rejected frame: a key
 becomes primary only once every live member holds it, and is removed only once no live
 member encrypts with it (``--force`` skips the check).
@@ -35,15 +38,18 @@ ROTATION = """Rotation, with no restart and no rejected message:
 
   plumctl keys remove "$OLD"      # refused while a live node still seals with OLD
 
-Every live member (alive or suspect) is asked through the admin URL it advertises;
-dead and left members are listed, not changed (one that comes back with a removed key
-cannot rejoin: give it the new keyring file). Each node saves the change to its
---keyring file (mode 0600, replaced atomically) before it takes effect, so a restart
-keeps it. KEY is standard base64 of 16, 24 or 32 bytes; '-' reads it from stdin (keeps
-it out of the process list).
+The --node carries each request to every live member (alive or suspect) over gossip,
+sealed with the cluster key, and waits --timeout seconds for their answers; a member
+that did not answer in time is reported as "no answer". Answers show key fingerprints
+(8 hex digits of SHA-256), never keys. --direct asks each member's own admin API (the
+URL it advertises) instead, and lists full keys. Dead and left members are listed, not
+changed (one that comes back with a removed key cannot rejoin: give it the new keyring
+file). Each node saves the change to its --keyring file (mode 0600, replaced
+atomically) before it takes effect, so a restart keeps it. KEY is standard base64 of
+16, 24 or 32 bytes; '-' reads it from stdin (keeps it out of the process list).
 
 Exit 0 when every live member confirmed; 1 when any did not (each named, with its
-error: unreachable, no keyring, a refused change) or the check before use/remove
+error: no answer, no keyring, a refused change) or the check before use/remove
 refused; 2 for a malformed KEY; 3 when --node does not answer.
 """
 
@@ -53,6 +59,14 @@ KeyArgument = Annotated[
 ForceOption = Annotated[
     bool,
     typer.Option("--force", help="Skip the check that every live member is ready for this change."),
+]
+DirectOption = Annotated[
+    bool,
+    typer.Option(
+        "--direct",
+        help="Ask every live member's own admin API (the URL it advertises) instead of "
+        "having --node carry the request over gossip.",
+    ),
 ]
 
 
@@ -90,7 +104,7 @@ def generate(ctx: typer.Context) -> None:
         print(key)
 
 
-def list_keys(ctx: typer.Context) -> None:
+def list_keys(ctx: typer.Context, direct: DirectOption = False) -> None:
     import asyncio
 
     from plumctl.client import exit_on_error
@@ -98,7 +112,7 @@ def list_keys(ctx: typer.Context) -> None:
 
     opts: GlobalOptions = ctx.obj
     with exit_on_error():
-        listing = summarise(asyncio.run(_ask(opts)))
+        listing = asyncio.run(_ask(opts, direct))
     if opts.json:
         emit_json(listing.as_dict())
     else:
@@ -106,16 +120,20 @@ def list_keys(ctx: typer.Context) -> None:
     _exit(listing.failed, "answered")
 
 
-def install(ctx: typer.Context, key: KeyArgument) -> None:
-    _change(ctx.obj, "install", key, force=True)
+def install(ctx: typer.Context, key: KeyArgument, direct: DirectOption = False) -> None:
+    _change(ctx.obj, "install", key, force=True, direct=direct)
 
 
-def use(ctx: typer.Context, key: KeyArgument, force: ForceOption = False) -> None:
-    _change(ctx.obj, "use", key, force)
+def use(
+    ctx: typer.Context, key: KeyArgument, force: ForceOption = False, direct: DirectOption = False
+) -> None:
+    _change(ctx.obj, "use", key, force, direct)
 
 
-def remove(ctx: typer.Context, key: KeyArgument, force: ForceOption = False) -> None:
-    _change(ctx.obj, "remove", key, force)
+def remove(
+    ctx: typer.Context, key: KeyArgument, force: ForceOption = False, direct: DirectOption = False
+) -> None:
+    _change(ctx.obj, "remove", key, force, direct)
 
 
 # -- the computation ---------------------------------------------------------------------
@@ -162,6 +180,14 @@ class Listing:
     node: str
     nodes: list[NodeKeys]
     skipped: list[NodeKeys]
+    #: "gossip": keys are fingerprints (the --node asked the others); "direct": keys
+    via: str = "direct"
+
+    def ident(self, key: str) -> str:
+        """How this listing names ``key`` (base64): itself, or its fingerprint."""
+        from plumtree.runtime.crypto import decode_key, fingerprint
+
+        return fingerprint(decode_key(key)) if self.via == "gossip" else key
 
     @property
     def failed(self) -> list[NodeKeys]:
@@ -198,6 +224,7 @@ class Listing:
             "kind": "KeyringList",
             "ok": not self.failed,
             "node": self.node,
+            "via": self.via,
             "keys": self.pool(),
             "items": [n.as_dict() for n in self.nodes],
             "skipped": [n.as_dict() for n in self.skipped],
@@ -224,10 +251,35 @@ def summarise(asked: Asked[dict[str, Any]]) -> Listing:
     return Listing(asked.node, nodes, skipped)
 
 
+def from_cluster(doc: dict[str, Any], wait: float) -> Listing:
+    """The listing from a ``/v1/keys/cluster`` answer: every live member's reply (keys
+    as fingerprints), those that gave none in time, the dead and left not asked."""
+    nodes = []
+    for n in doc["nodes"]:
+        item = NodeKeys(str(n.get("node")), str(n.get("state", "alive")), None)
+        if n.get("ok"):
+            item.keys = [str(k) for k in n.get("keys", [])]
+            item.primary = str(n.get("primary"))
+        else:
+            item.error = str(n.get("error") or "refused")
+        if "changed" in n and doc.get("op") != "list":
+            item.changed = bool(n["changed"])
+            item.persisted = bool(n.get("persisted"))
+        nodes.append(item)
+    for n in doc["missing"]:
+        nodes.append(
+            NodeKeys(str(n.get("node")), str(n.get("state")), None, error=f"no answer in {wait:g}s")
+        )
+    nodes.sort(key=lambda n: n.node)
+    skipped = [NodeKeys(str(n.get("node")), str(n.get("state")), None) for n in doc["skipped"]]
+    return Listing(str(doc["node"]), nodes, skipped, via="gossip")
+
+
 def refusal(op: str, key: str, listing: Listing) -> str | None:
     """Why ``op`` would cut a member off now (None: safe). ``use``: every live member must
     already hold the key (else it could not open what the others seal); ``remove``: no
     live member may still seal with it (else the others could not open its frames)."""
+    key = listing.ident(key)
     if listing.failed:
         return f"cannot check every live member first: {_failures(listing.failed)}"
     if op == "use":
@@ -247,19 +299,25 @@ def refusal(op: str, key: str, listing: Listing) -> str | None:
     return None
 
 
-async def _ask(opts: GlobalOptions, op: str | None = None, key: str = "") -> Asked[dict[str, Any]]:
+async def _ask(opts: GlobalOptions, direct: bool, op: str | None = None, key: str = "") -> Listing:
+    """``op`` (None: list) on every live member: through --node over gossip, or
+    ``direct``ly through each member's own admin API."""
     from plumctl.client import AsyncClient
     from plumctl.targets import ask_live
+
+    if not direct:
+        async with AsyncClient(opts.node, opts.token, opts.timeout) as client:
+            return from_cluster(await client.cluster_keys(op, key, opts.timeout), opts.timeout)
 
     async def one(client: AsyncClient) -> dict[str, Any]:
         if op is None:
             return await client.keys()
         return await client.change_keys(op, key)
 
-    return await ask_live(opts, one, check=dict)
+    return summarise(await ask_live(opts, one, check=dict))
 
 
-def _change(opts: GlobalOptions, op: str, text: str, force: bool) -> None:
+def _change(opts: GlobalOptions, op: str, text: str, force: bool, direct: bool) -> None:
     import asyncio
 
     from plumctl.client import exit_on_error
@@ -268,12 +326,14 @@ def _change(opts: GlobalOptions, op: str, text: str, force: bool) -> None:
     key = _read_key(text)
     with exit_on_error():
         if not force:
-            why = refusal(op, key, summarise(asyncio.run(_ask(opts))))
+            why = refusal(op, key, asyncio.run(_ask(opts, direct)))
             if why is not None:
                 fail(why + "; --force to do it anyway", exitcodes.FAILED)
-        listing = summarise(asyncio.run(_ask(opts, op, key)))
+        listing = asyncio.run(_ask(opts, direct, op, key))
     if opts.json:
-        emit_json({**listing.as_dict(), "kind": "KeyringChange", "op": op, "key": key})
+        emit_json(
+            {**listing.as_dict(), "kind": "KeyringChange", "op": op, "key": listing.ident(key)}
+        )
     else:
         _render_change(listing, op, opts.wide)
     _exit(listing.failed, "confirmed")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from plumtree.runtime.crypto import Keyring, decode_key, encode_key
+from plumtree.runtime.crypto import Keyring, decode_key, encode_key, fingerprint
 from plumtree.runtime.keys import write_keyring_file
 from tests.cli.helpers import invoke, json_out
 from tests.cli.threadcluster import ThreadCluster
@@ -54,32 +54,44 @@ def test_a_malformed_key_is_one_line_and_exit_2_before_any_node_is_asked(bad: st
     assert len(lines) == 1 and lines[0].startswith("plumctl: error: KEY: ")
 
 
-def test_install_use_list_remove_report_every_node(encrypted: ThreadCluster) -> None:
+@pytest.mark.parametrize("via", ["gossip", "direct"])
+def test_install_use_list_remove_report_every_node(encrypted: ThreadCluster, via: str) -> None:
     node = encrypted.urls[0]
-    refused = invoke("--node", node, "keys", "use", NEW)
+    mode = ["--direct"] if via == "direct" else []
+    # over gossip answers name keys by fingerprint, never the key itself
+    old, new = (OLD, NEW) if via == "direct" else (fp(OLD), fp(NEW))
+    refused = invoke("--node", node, "keys", "use", NEW, *mode)
     assert refused.exit_code == 1
     assert "node-0, node-1, node-2 do not hold the key" in refused.stderr
     assert all(n.transport.keyring.keys == (decode_key(OLD),) for n in encrypted.nodes)  # type: ignore[union-attr]
 
-    done = json_out(invoke("--node", node, "keys", "install", NEW, "-o", "json"))
+    done = json_out(invoke("--node", node, "keys", "install", NEW, "-o", "json", *mode))
     assert done["kind"] == "KeyringChange" and done["ok"] is True and done["failed"] == []
+    assert done["via"] == via and done["key"] == new
     assert [(i["node"], i["changed"], i["keys"]) for i in done["items"]] == [
-        (f"node-{i}", True, [OLD, NEW]) for i in range(3)
+        (f"node-{i}", True, [old, new]) for i in range(3)
     ]
-    listing = json_out(invoke("--node", node, "keys", "list", "-o", "json"))
+    listing = json_out(invoke("--node", node, "keys", "list", "-o", "json", *mode))
     assert listing["keys"] == [
-        {"key": OLD, "nodes": 3, "primary_on": 3, "of": 3},
-        {"key": NEW, "nodes": 3, "primary_on": 0, "of": 3},
+        {"key": old, "nodes": 3, "primary_on": 3, "of": 3},
+        {"key": new, "nodes": 3, "primary_on": 0, "of": 3},
     ]
-    early = invoke("--node", node, "keys", "remove", OLD)
+    early = invoke("--node", node, "keys", "remove", OLD, *mode)
     assert early.exit_code == 1 and "still encrypt with it" in early.stderr
 
-    table = invoke("--node", node, "keys", "use", NEW)
+    table = invoke("--node", node, "keys", "use", NEW, *mode)
     assert table.exit_code == 0, table.stderr
     assert "3/3 live members confirmed" in table.stdout
-    assert json_out(invoke("--node", node, "keys", "remove", OLD, "-o", "json"))["ok"]
-    listing = json_out(invoke("--node", node, "keys", "list", "-o", "json"))
-    assert listing["keys"] == [{"key": NEW, "nodes": 3, "primary_on": 3, "of": 3}]
+    assert json_out(invoke("--node", node, "keys", "remove", OLD, "-o", "json", *mode))["ok"]
+    listing = json_out(invoke("--node", node, "keys", "list", "-o", "json", *mode))
+    assert listing["keys"] == [{"key": new, "nodes": 3, "primary_on": 3, "of": 3}]
+    assert all(n.transport.keyring.keys == (decode_key(NEW),) for n in encrypted.nodes)  # type: ignore[union-attr]
+    if via == "gossip":
+        assert NEW not in invoke("--node", node, "keys", "list", "-o", "wide").stdout
+
+
+def fp(key: str) -> str:
+    return fingerprint(decode_key(key))
 
 
 def test_a_live_member_that_does_not_answer_is_named_and_exit_1(
@@ -87,7 +99,7 @@ def test_a_live_member_that_does_not_answer_is_named_and_exit_1(
 ) -> None:
     down = encrypted.nodes[2]
     encrypted.run(down.admin.stop())  # its admin API is gone; SWIM still says alive
-    result = invoke("--node", encrypted.urls[0], "keys", "install", NEW, "-o", "json")
+    result = invoke("--node", encrypted.urls[0], "keys", "install", NEW, "-o", "json", "--direct")
     assert result.exit_code == 1
     assert result.stderr.startswith("plumctl: error: not every live member confirmed: node-2: ")
     assert "cannot reach" in result.stderr and len(result.stderr.splitlines()) == 1
@@ -96,12 +108,20 @@ def test_a_live_member_that_does_not_answer_is_named_and_exit_1(
     assert [i["ok"] for i in doc["items"]] == [True, True, False]
     # the others did change: a retry once node-2 is back changes only what is left
     assert encrypted.nodes[0].transport.keyring.keys[-1] == decode_key(NEW)  # type: ignore[union-attr]
-    refused = invoke("--node", encrypted.urls[0], "keys", "use", NEW)
+    refused = invoke("--node", encrypted.urls[0], "keys", "use", NEW, "--direct")
     assert refused.exit_code == 1 and "cannot check every live member first" in refused.stderr
+    # over gossip node-2's admin API is not needed: it is asked, and answers, by gossip
+    assert invoke("--node", encrypted.urls[0], "keys", "install", NEW).exit_code == 0
+    assert down.transport.keyring.keys[-1] == decode_key(NEW)  # type: ignore[union-attr]
+    assert invoke("--node", encrypted.urls[0], "keys", "use", NEW).exit_code == 0
 
 
-def test_a_cluster_without_keyring_says_encryption_is_off(three: ThreadCluster) -> None:
+@pytest.mark.parametrize("mode", [[], ["--direct"]])
+def test_a_cluster_without_keyring_says_encryption_is_off(
+    three: ThreadCluster, mode: list[str]
+) -> None:
     for args in (("keys", "list"), ("keys", "install", NEW), ("keys", "use", NEW, "--force")):
+        args = (*args, *mode)
         result = invoke("--node", three.urls[0], *args)
         assert result.exit_code == 1, args
         assert "gossip encryption is off" in result.stderr, args
