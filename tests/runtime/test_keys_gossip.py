@@ -8,6 +8,7 @@ import os
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 
 from plumctl.client import ApiError, AsyncClient
@@ -145,3 +146,27 @@ async def test_a_node_without_keyring_answers_an_error_and_sends_no_key_in_clear
         assert refused.value.status == 409
     finally:
         await client.aclose()
+
+
+async def test_the_cluster_endpoints_need_the_token_and_check_their_input(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    nodes = await encrypted(cluster, tmp_path, n=2)
+    base = str(nodes[0].admin_url)
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        assert (await http.get("/v1/keys/cluster")).status_code == 401
+        body = {"key": encode_key(NEW)}
+        assert (await http.post("/v1/keys/cluster/install", json=body)).status_code == 401
+        auth = {"Authorization": "Bearer t"}
+        for timeout in ("0", "-1", "nan", "soon"):
+            bad = await http.get("/v1/keys/cluster", params={"timeout": timeout}, headers=auth)
+            assert bad.status_code == 400 and bad.json()["error"] == "bad timeout", timeout
+        bad = await http.post(
+            "/v1/keys/cluster/install", json={"key": encode_key(NEW), "timeout": True}, headers=auth
+        )
+        assert bad.status_code == 400
+        bad = await http.post("/v1/keys/cluster/use", json={"key": "short"}, headers=auth)
+        assert bad.status_code == 400 and bad.json()["error"] == "bad key"
+        ok = await http.get("/v1/keys/cluster", params={"timeout": "2"}, headers=auth)
+        assert ok.status_code == 200 and ok.json()["timeout"] == 2.0
+    assert [ring(n) for n in nodes] == [(OLD,)] * 2
