@@ -418,7 +418,19 @@ def _deliveries_body(response: httpx.Response, base_url: str) -> dict[str, Any]:
     return body
 
 
+def _keyring_body(response: httpx.Response, base_url: str) -> dict[str, Any]:
+    """``/v1/keys``: base64 keys, primary first."""
+    body = _json_body(response, base_url, _KEYRING_KEYS)
+    keys = body["keys"]
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise _shape_error(base_url, response.request.url.path, "with 'keys' not a list of keys")
+    if body["primary"] != keys[0]:
+        raise _shape_error(base_url, response.request.url.path, "with a primary not listed first")
+    return body
+
+
 _STATUS_KEYS = ("name", "version")
+_KEYRING_KEYS = ("node", "primary", "keys")
 _LIST_KEYS = ("items",)
 _HEALTH_KEYS = ("status",)
 _BROADCAST_KEYS = ("id",)
@@ -645,10 +657,11 @@ class AsyncClient:
         ok: frozenset[int] = frozenset(),
         params: dict[str, str] | None = None,
         timeout: httpx.Timeout | None = None,
+        content_type: str = "application/octet-stream",
     ) -> httpx.Response:
         headers = {**self._headers, "Accept": accept}
         if content is not None:
-            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Type"] = content_type
         try:
             response = await self._http.request(
                 method,
@@ -714,6 +727,42 @@ class AsyncClient:
             timeout=httpx.Timeout(self.timeout, read=self.timeout + wait),
         )
         return _deliveries_body(response, self.base_url)
+
+    async def keys(self) -> dict[str, Any]:
+        """``GET /v1/keys``: the node's gossip keyring (409 when encryption is off)."""
+        return _keyring_body(await self._send("GET", "/v1/keys"), self.base_url)
+
+    async def change_keys(self, op: str, key: str) -> dict[str, Any]:
+        """``POST /v1/keys/{install|use|remove}``: the keyring after the change."""
+        response = await self._send(
+            "POST",
+            f"/v1/keys/{op}",
+            content=json.dumps({"key": key}).encode(),
+            content_type="application/json",
+        )
+        return _keyring_body(response, self.base_url)
+
+    async def cluster_keys(self, op: str | None, key: str, wait: float) -> dict[str, Any]:
+        """``GET /v1/keys/cluster`` (``op`` None) or ``POST /v1/keys/cluster/{op}``: the node
+        carries it to every live member over gossip and waits ``wait`` seconds at most
+        for their answers (so the request may take that long)."""
+        timeout = httpx.Timeout(self.timeout, read=self.timeout + wait)
+        if op is None:
+            params = {"timeout": str(wait)}
+            response = await self._send("GET", "/v1/keys/cluster", params=params, timeout=timeout)
+        else:
+            response = await self._send(
+                "POST",
+                f"/v1/keys/cluster/{op}",
+                content=json.dumps({"key": key, "timeout": wait}).encode(),
+                content_type="application/json",
+                timeout=timeout,
+            )
+        body = _json_body(response, self.base_url, ("node", "nodes", "missing", "skipped"))
+        lists = (body["nodes"], body["missing"], body["skipped"])
+        if not all(isinstance(x, list) and all(isinstance(i, dict) for i in x) for x in lists):
+            raise _shape_error(self.base_url, response.request.url.path, "with malformed lists")
+        return body
 
     async def leave(self) -> dict[str, Any]:
         """``POST /v1/leave``."""

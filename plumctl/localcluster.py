@@ -159,6 +159,28 @@ def node_command(
     ]
 
 
+def keyring_path(directory: Path, name: str) -> Path:
+    """Where a local node keeps its own copy of the cluster's keyring (``--keyring``)."""
+    return directory / "keys" / f"{name}.json"
+
+
+def copy_keyring(source: Path, directory: Path, names: list[str]) -> None:
+    """Give every node its own keyring file (mode 0600), read from ``source``: a node
+    saves live key changes (``plumctl keys``) to its file, and reads it when restarted.
+    Raises ClusterError for an unusable keyring."""
+    from plumtree.runtime.crypto import Keyring, KeyringError
+    from plumtree.runtime.keys import write_keyring_file
+
+    try:
+        keys = list(Keyring.load(source).keys)
+    except KeyringError as exc:
+        raise ClusterError(f"--keyring: {exc}") from None
+    for name in names:
+        path = keyring_path(directory, name)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_keyring_file(path, keys)
+
+
 def spawn_node(
     directory: Path,
     name: str,

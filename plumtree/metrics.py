@@ -316,6 +316,17 @@ class NodeCollector(Collector):
             "Events dropped on slow /v1/events streams",
             value=node.events.dropped,
         )
+        yield CounterMetricFamily(
+            "plumtree_key_requests_answered",
+            "Keyring queries from other members applied and answered (plumctl keys)",
+            value=node.key_queries.answered,
+        )
+        yield CounterMetricFamily(
+            "plumtree_key_messages_refused",
+            "Keyring queries and answers refused: over UDP, from a non-member, unasked, or"
+            " too many at once",
+            value=node.key_queries.refused + (node.stack.key_refused if node.stack else 0),
+        )
         info = InfoMetricFamily("plumtree_node", "Node identity")
         info.add_metric(
             [],

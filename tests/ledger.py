@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from plumctl.localcluster import is_our_node, node_command
+from plumctl.localcluster import is_our_node, keyring_path, node_command
 
 PLUMCTL = [sys.executable, "-m", "plumctl"]
 
@@ -72,10 +72,14 @@ class Proc:
 class NodeProcs:
     """A ``plumctl cluster up`` cluster whose nodes can be frozen, killed and restarted."""
 
-    def __init__(self, directory: Path, n: int, config: Path | None = None) -> None:
+    def __init__(
+        self, directory: Path, n: int, config: Path | None = None, keyring: Path | None = None
+    ) -> None:
         self.dir = directory
         self.n = n
         self.config = config
+        #: the cluster's keyring: every node gets its own copy (``cluster up --keyring``)
+        self.keyring = keyring
         self.procs: list[Proc] = []
         self._extra: list[subprocess.Popen[bytes]] = []
 
@@ -83,6 +87,8 @@ class NodeProcs:
         args = ["cluster", "up", "-n", str(self.n), "--dir", str(self.dir), "-o", "json"]
         if self.config is not None:
             args += ["--config", str(self.config)]
+        if self.keyring is not None:
+            args += ["--keyring", str(self.keyring)]
         result = run(*args)
         assert result.returncode == 0, result.stderr
         doc = json.loads(result.stdout)
@@ -131,6 +137,8 @@ class NodeProcs:
         extra = ["--profile", "local"]
         if self.config is not None:
             extra += ["--config", str(self.config)]
+        if self.keyring is not None:
+            extra += ["--keyring", str(self.keyring_file(i))]
         seeds = [self.procs[(i + 1) % self.n].gossip_addr] if join else []
         cmd = node_command(
             p.name,
@@ -152,6 +160,10 @@ class NodeProcs:
         p.pid = popen.pid
         p.popen = popen
         wait_until(lambda: self.get(i, "/v1/status").status_code == 200, 30, 0.1)
+
+    def keyring_file(self, i: int) -> Path:
+        """Node ``i``'s own keyring file (it saves live key changes there)."""
+        return keyring_path(self.dir, self.procs[i].name)
 
     def down(self) -> None:
         for p in self.procs:
@@ -182,8 +194,10 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def node_procs(directory: Path, n: int, config: Path | None = None) -> Iterator[NodeProcs]:
-    cluster = NodeProcs(directory, n, config)
+def node_procs(
+    directory: Path, n: int, config: Path | None = None, keyring: Path | None = None
+) -> Iterator[NodeProcs]:
+    cluster = NodeProcs(directory, n, config, keyring)
     try:
         cluster.up()
         yield cluster

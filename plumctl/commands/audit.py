@@ -342,45 +342,20 @@ async def _round(opts: GlobalOptions) -> Audit:
 
     Raises the client's error when no node at all answers (Unreachable: exit 3).
     """
-    import asyncio
-
-    from plumctl.client import AsyncClient, ClientError, fan_out, normalise_url
-    from plumctl.targets import resolve
-
-    targets, members_doc = await asyncio.to_thread(resolve, opts, True)
-    live = [t for t in targets if t.live]
+    from plumctl.client import AsyncClient
+    from plumctl.targets import ask_live
 
     async def ask(client: AsyncClient) -> dict[str, Any]:
         return await client.vector()
 
-    urls = [t.url for t in live if t.url]
-    results = await fan_out(
-        urls, ask, token=opts.token, timeout=opts.timeout, deadline=opts.timeout
-    )
-    answers: dict[str, dict[str, Any] | str] = {}
-    first_error: ClientError | None = None
-    for t in live:
-        if not t.url:
-            continue
-        try:
-            key = normalise_url(t.url)
-        except ClientError as exc:
-            answers[t.name] = exc.message
-            first_error = first_error or exc
-            continue
-        r = results.get(key)
-        if isinstance(r, ClientError):
-            answers[t.name] = r.message
-            first_error = first_error or r
-        elif isinstance(r, dict):
-            answers[t.name] = r
-    if not any(isinstance(a, dict) for a in answers.values()):
-        if first_error is not None:
-            raise first_error
+    asked = await ask_live(opts, ask, check=dict)
+    if not any(isinstance(a, dict) for a in asked.answers.values()):
+        if asked.first_error is not None:
+            raise asked.first_error
         from plumctl.client import Unreachable
 
         raise Unreachable(f"no live member of {opts.node} advertises an admin URL to audit")
-    return evaluate(str(members_doc.get("node", opts.node)), live, answers)
+    return evaluate(asked.node, asked.live, asked.answers)
 
 
 # -- output ------------------------------------------------------------------------------

@@ -96,6 +96,10 @@ def up(
     token_file: Annotated[
         Path | None, typer.Option(help="Bearer token file given to every node.")
     ] = None,
+    keyring: Annotated[
+        Path | None,
+        typer.Option(help="Gossip keyring file; each node gets its own copy in DIR/keys/."),
+    ] = None,
 ) -> None:
     import time
 
@@ -103,6 +107,8 @@ def up(
         ClusterError,
         ClusterState,
         NodeProcess,
+        copy_keyring,
+        keyring_path,
         spawn_node,
         stop_nodes,
         terminate,
@@ -137,11 +143,21 @@ def up(
             if not path.is_file():
                 fail(f"{flag}: {path}: no such file", exitcodes.USAGE)
             extra += [flag, str(path.resolve())]
+    if keyring is not None:
+        try:
+            copy_keyring(keyring, where, names)
+        except (ClusterError, OSError) as exc:
+            fail(str(exc), exitcodes.USAGE)
+
+    def own(name: str) -> list[str]:
+        """``extra`` and, with --keyring, the node's own keyring file."""
+        return [*extra, "--keyring", str(keyring_path(where, name))] if keyring else extra
+
     console = stderr()
     started: list[NodeProcess] = []
     spawned: list[Any] = []  # every process we started, ready or not: ours to clean up
     try:
-        proc, ready, log_path = spawn_node(where, names[0], profile, [], extra)
+        proc, ready, log_path = spawn_node(where, names[0], profile, [], own(names[0]))
         spawned.append(proc)
         info = wait_ready(proc, ready, log_path, READY_TIMEOUT)
         started.append(
@@ -152,7 +168,7 @@ def up(
         seed = info["gossip_addr"]
         pending = []
         for name in names[1:]:
-            proc, ready, log_path = spawn_node(where, name, profile, [seed], extra)
+            proc, ready, log_path = spawn_node(where, name, profile, [seed], own(name))
             spawned.append(proc)
             pending.append((name, proc, ready, log_path))
         for name, proc, ready, log_path in pending:

@@ -78,7 +78,9 @@ def start(
     ] = None,
     keyring: Annotated[
         Path | None,
-        typer.Option(help="JSON list of base64 AES keys, primary first (file mode 0600)."),
+        typer.Option(
+            help="JSON list of base64 AES keys, primary first (mode 0600); plumctl keys edits it."
+        ),
     ] = None,
     insecure_gossip: Annotated[
         bool,
@@ -164,6 +166,8 @@ def _settings(
     insecure_gossip: bool = False,
 ) -> Any:
     """Merge the config file and the flags (flags win) into a NodeConfig."""
+    import os
+
     from plumtree.core.config import ConfigError, load_toml, protocol_config_from_mapping
     from plumtree.runtime import gossippolicy
     from plumtree.runtime.addresses import parse_addr
@@ -253,6 +257,7 @@ def _settings(
     keyring_path = keyring or node.get("keyring")
     if keyring_path:
         cfg.keyring = Keyring.load(keyring_path)
+        cfg.keyring_file = os.path.abspath(keyring_path)  # live key changes are saved there
     allow = node.get("insecure_gossip", False)
     if not isinstance(allow, bool):
         raise ConfigError(f"node.insecure_gossip: must be true or false, got {allow!r}")

@@ -357,8 +357,10 @@ class AddressInUse(OSError):
 
 class AdminServer:
     def __init__(self, node: Node, host: str, port: int) -> None:
+        from plumtree.admin.keys import ROUTES as KEY_ROUTES
         from plumtree.metrics import make_registry
 
+        ROUTES.update(KEY_ROUTES)  # /v1/keys lives in its own module (it imports this one)
         self.node = node
         self.host = host
         self.port = port

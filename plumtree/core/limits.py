@@ -35,3 +35,10 @@ MAX_META_VALUE_LEN = 256
 MAX_ROUND = 65_535
 MAX_SEQ = 2**32 - 1
 MAX_INCARNATION = 2**63 - 1
+#: Keyring queries (``plumctl keys`` over gossip): request ids, the largest AES key,
+#: keys listed in one answer (a fingerprint each) and the length of an error text.
+KEY_QUERY_ID_LEN = 16
+MAX_KEY_BYTES = 32
+MAX_KEYRING_KEYS = 64
+MAX_FINGERPRINT_LEN = 16
+MAX_ERROR_LEN = 256

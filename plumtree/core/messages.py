@@ -7,7 +7,7 @@ here are the validation: a decoded message is always well-formed.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -190,6 +190,41 @@ class PushPull(_Msg, tag=17, frozen=True):
     members: Annotated[list[MemberState], msgspec.Meta(max_length=limits.MAX_PUSHPULL_MEMBERS)]
 
 
+# --- keyring queries (runtime/keyquery.py) --------------------------------------------
+
+
+KeyOp = Literal["install", "use", "remove", "list"]
+FingerprintField = Annotated[str, msgspec.Meta(max_length=limits.MAX_FINGERPRINT_LEN)]
+QueryIdField = Annotated[
+    bytes, msgspec.Meta(min_length=limits.KEY_QUERY_ID_LEN, max_length=limits.KEY_QUERY_ID_LEN)
+]
+
+
+class KeyRequest(_Msg, tag=20, frozen=True):
+    """Apply ``op`` to the receiver's keyring and answer with a KeyResponse of this ``id``.
+
+    Point-to-point over TCP only, and only ever accepted sealed with a cluster key (a node
+    without a keyring answers an error). ``key`` is the raw key for install/use/remove,
+    empty for list; its size is checked by the keyring, not here.
+    """
+
+    id: QueryIdField
+    op: KeyOp
+    key: Annotated[bytes, msgspec.Meta(max_length=limits.MAX_KEY_BYTES)]
+
+
+class KeyResponse(_Msg, tag=21, frozen=True):
+    """The answer to a KeyRequest: the keyring after it, as fingerprints (never keys)."""
+
+    id: QueryIdField
+    ok: bool
+    error: Annotated[str, msgspec.Meta(max_length=limits.MAX_ERROR_LEN)]
+    primary: FingerprintField
+    keys: Annotated[list[FingerprintField], msgspec.Meta(max_length=limits.MAX_KEYRING_KEYS)]
+    changed: bool = False
+    persisted: bool = False
+
+
 PlumtreeMessage = Gossip | Repair | IHave | Graft | Prune | Sync
 SwimMessage = Ping | Ack | PingReq | Nack | Alive | Suspect | Dead | PushPull
 Message = (
@@ -207,8 +242,11 @@ Message = (
     | Suspect
     | Dead
     | PushPull
+    | KeyRequest
+    | KeyResponse
 )
 
 PLUMTREE_TYPES: tuple[type[_Msg], ...] = (Gossip, Repair, IHave, Graft, Prune, Sync)
 SWIM_TYPES: tuple[type[_Msg], ...] = (Ping, Ack, PingReq, Nack, Alive, Suspect, Dead, PushPull)
+KEY_TYPES: tuple[type[_Msg], ...] = (KeyRequest, KeyResponse)
 MEMBERSHIP_UPDATE_TYPES: tuple[type[_Msg], ...] = (Alive, Suspect, Dead)

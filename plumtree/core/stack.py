@@ -23,7 +23,7 @@ from typing import Any
 from plumtree.core import events as ev
 from plumtree.core.config import ProtocolConfig
 from plumtree.core.members import is_live
-from plumtree.core.messages import PLUMTREE_TYPES, PushPull
+from plumtree.core.messages import KEY_TYPES, PLUMTREE_TYPES, PushPull
 from plumtree.core.plumtree import Plumtree
 from plumtree.core.state import NodeState
 from plumtree.core.swim import Outgoing, Swim
@@ -39,6 +39,7 @@ ISOLATION_CHECK_INTERVAL = 1.0
 
 #: exact types (the messages are never subclassed except Repair, which is listed)
 PLUMTREE_TYPE_SET = frozenset(PLUMTREE_TYPES)
+KEY_TYPE_SET = frozenset(KEY_TYPES)
 _JOINED = ev.MemberJoined
 _ALIVE = ev.MemberAlive
 _GONE = (ev.MemberFailed, ev.MemberLeft, ev.MemberReaped)
@@ -81,6 +82,11 @@ class Stack:
         #: Plumtree messages from non-members, and to members with no address
         self.unknown_senders = 0
         self.unroutable = 0
+        #: keyring queries for the runtime (``runtime/keyquery.py``), taken after each
+        #: receive: (sender, the address it advertises, message); and those refused
+        #: here (over UDP, or from a sender that is not a live member)
+        self.key_inbox: list[tuple[str, str, Any]] = []
+        self.key_refused = 0
         self._events: list[ev.Event] = []
         self._next_reconcile = now + RECONCILE_INTERVAL * (1.0 + rng.random())
         self._reconciled_version = -1
@@ -141,11 +147,27 @@ class Stack:
                     reply = known.addr if known is not None else source
                 swim.receive_stream(reply, sender, msg, now)
                 live = is_live(table.get(sender))
+            elif type(msg) in KEY_TYPE_SET:
+                self._key_message(sender, msg, reliable)
             else:
                 swim_msgs.append(msg)
         if swim_msgs:
             swim.receive_packet(source, sender, swim_msgs, now)
         self._drain_swim(now)
+
+    def _key_message(self, sender: str, msg: Any, reliable: bool) -> None:
+        """A keyring query is answered at the address the member advertises, never at
+        the packet's source: only a live member's, and only over TCP (a datagram is
+        easier to forge and reflect)."""
+        member = self.swim.table.get(sender)
+        if reliable and is_live(member) and member.addr:
+            self.key_inbox.append((sender, member.addr, msg))
+        else:
+            self.key_refused += 1
+
+    def take_key_messages(self) -> list[tuple[str, str, Any]]:
+        inbox, self.key_inbox = self.key_inbox, []
+        return inbox
 
     def handle_timer(self, now: float) -> None:
         swim = self.swim

@@ -14,12 +14,17 @@ Version 1 (no timestamp) is no longer accepted.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 #: 2: a send timestamp in the authenticated header (replay protection)
 VERSION = 2
@@ -48,18 +53,65 @@ class Opened:
     nonce: bytes
 
 
+#: AES key sizes, as memberlist accepts them
+KEY_SIZES = (16, 24, 32)
+
+
+def decode_key(text: str) -> bytes:
+    """A key as operators write it (standard base64 of 16, 24 or 32 bytes), or KeyringError."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        raise KeyringError("not a base64 key") from None
+    _check_size(key)
+    return key
+
+
+def _check_size(key: bytes) -> None:
+    if len(key) not in KEY_SIZES:
+        raise KeyringError(f"key of {len(key)} bytes: AES keys are 16, 24 or 32 bytes")
+
+
+def encode_key(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def fingerprint(key: bytes) -> str:
+    """What logs show of a key: 8 hex digits of its SHA-256, never the key."""
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
 class Keyring:
-    """AES-128/192/256-GCM keys; ``keys[0]`` is the primary."""
+    """AES-128/192/256-GCM keys; ``keys[0]`` is the primary.
+
+    ``replace`` swaps the whole list at once (live rotation, ``plumctl keys``): a frame
+    is sealed or opened with either the old list or the new one, never a mix.
+    """
 
     def __init__(self, keys: list[bytes]) -> None:
+        self._keys: tuple[bytes, ...] = ()
+        self._ciphers: list[AESGCM] = []
+        self.replace(keys)
+
+    def replace(self, keys: list[bytes]) -> None:
+        """Make ``keys`` the keyring (primary first); KeyringError leaves it unchanged."""
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         if not keys:
             raise KeyringError("keyring is empty")
         for key in keys:
-            if len(key) not in (16, 24, 32):
-                raise KeyringError(f"key of {len(key)} bytes: AES keys are 16, 24 or 32 bytes")
-        self._ciphers = [AESGCM(k) for k in keys]
+            _check_size(key)
+        ciphers = [AESGCM(k) for k in keys]
+        self._keys, self._ciphers = tuple(keys), ciphers
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        """Every key, primary first."""
+        return self._keys
+
+    @property
+    def primary(self) -> bytes:
+        return self._keys[0]
 
     @classmethod
     def load(cls, path: str | Path) -> Keyring:
@@ -83,7 +135,7 @@ class Keyring:
     @staticmethod
     def generate() -> str:
         """A new random AES-256 key, base64 (like ``serf keygen``)."""
-        return base64.b64encode(os.urandom(32)).decode()
+        return encode_key(os.urandom(32))
 
     def encrypt(self, plaintext: bytes, aad: bytes = b"", now: float | None = None) -> bytes:
         """Seal with the primary key, stamped ``now`` (unix seconds; default: the clock)."""

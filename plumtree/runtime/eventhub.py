@@ -55,6 +55,7 @@ LEVELS = {
     "delivered": "debug",
     "broadcast": "info",
     "leaving": "info",
+    "keyring_changed": "info",
 }
 LEVEL_ORDER = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 DEBUG = LEVEL_ORDER["debug"]

@@ -41,6 +41,8 @@ from plumtree.runtime.eventhub import EventHub
 from plumtree.runtime.eventloop import loop_name
 from plumtree.runtime.gossippolicy import INSECURE_TAG
 from plumtree.runtime.gossippolicy import check as check_gossip_policy
+from plumtree.runtime.keyquery import KeyQueries
+from plumtree.runtime.keys import KeyManager
 from plumtree.runtime.tcplimits import TcpLimits
 from plumtree.runtime.transport import Transport
 
@@ -78,6 +80,8 @@ class NodeConfig:
     insecure_gossip: bool = False
     #: bounds on inbound gossip TCP connections (the ``[transport]`` table)
     tcp_limits: TcpLimits = field(default_factory=TcpLimits)
+    #: the file the keyring came from: live changes (``plumctl keys``) are saved there
+    keyring_file: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     send_queue_limit: int = 4096
     delivery_queue_limit: int = 10_000
@@ -134,6 +138,10 @@ class Node:
         )
         #: gossip reachable from the network and unauthenticated (allowed explicitly)
         self.insecure = False
+        #: live keyring changes (None: gossip is not encrypted)
+        self.keys = KeyManager(config.keyring, config.keyring_file) if config.keyring else None
+        #: keyring changes carried to every live member over gossip
+        self.key_queries = KeyQueries(self)
         self.stack: Stack = None  # type: ignore[assignment]  # set in start()
         self.plumtree: Plumtree = None  # type: ignore[assignment]
         self.swim: Swim = None  # type: ignore[assignment]
@@ -402,6 +410,7 @@ class Node:
         for sub in list(self.events.subscribers):
             sub.offer({"kind": "stream_end", "level": "error", "at": time.time()})
         self.log.close()
+        self.key_queries.close()
         if self.admin is not None:
             await self.admin.stop()
         await self.transport.close()
@@ -645,7 +654,10 @@ class Node:
     def _on_envelope(self, envelope: Envelope, source: str, reliable: bool) -> None:
         if self._stopping or self.stack is None:
             return
-        self.stack.receive(source, envelope.sender, envelope.messages, reliable, self._now())
+        stack = self.stack
+        stack.receive(source, envelope.sender, envelope.messages, reliable, self._now())
+        if stack.key_inbox:
+            self.key_queries.receive(stack.take_key_messages())
         self._pump()
 
     def _on_timer(self) -> None:

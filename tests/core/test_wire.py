@@ -17,6 +17,8 @@ from plumtree.core.messages import (
     Gossip,
     Graft,
     IHave,
+    KeyRequest,
+    KeyResponse,
     MemberState,
     Nack,
     Ping,
@@ -76,6 +78,22 @@ messages = st.one_of(
         st.booleans(),
         st.booleans(),
         st.lists(st.builds(MemberState, names, addrs, incs, st.integers(0, 3), metas), max_size=4),
+    ),
+    st.builds(
+        KeyRequest,
+        ids,
+        st.sampled_from(["install", "use", "remove", "list"]),
+        st.binary(max_size=32),
+    ),
+    st.builds(
+        KeyResponse,
+        ids,
+        st.booleans(),
+        st.text(max_size=40),
+        st.text(max_size=16),
+        st.lists(st.text(max_size=16), max_size=4),
+        st.booleans(),
+        st.booleans(),
     ),
 )
 envelopes = st.builds(Envelope, st.text(max_size=10), names, st.lists(messages, max_size=6))
@@ -148,6 +166,19 @@ def test_field_bounds_are_enforced_by_the_decoder() -> None:
     unknown_tag = [[99]]
     with pytest.raises(DecodeError):
         decode(header + enc.encode(["", "a", unknown_tag]))
+    # keyring queries: a known op, a key of at most 32 bytes, a bounded answer
+    for bad in (
+        [20, b"q" * 16, "format", b""],
+        [20, b"q" * 16, "install", b"k" * 33],
+        [20, b"q" * 15, "list", b""],
+        [21, b"q" * 16, True, "e" * (limits.MAX_ERROR_LEN + 1), "", []],
+        [21, b"q" * 16, True, "", "", ["f"] * (limits.MAX_KEYRING_KEYS + 1)],
+        [21, b"q" * 16, True, "", "f" * (limits.MAX_FINGERPRINT_LEN + 1), []],
+    ):
+        with pytest.raises(DecodeError):
+            decode(header + enc.encode(["", "a", [bad]]))
+    ok = decode(header + enc.encode(["", "a", [[20, b"q" * 16, "list", b""]]]))
+    assert ok.messages == [KeyRequest(b"q" * 16, "list", b"")]
 
 
 def test_a_huge_declared_length_does_not_allocate() -> None:
