@@ -126,7 +126,12 @@ def up(
                 exitcodes.FAILED,
             )
     where.mkdir(parents=True, exist_ok=True)
-    state = ClusterState(str(where), profile, time.time())
+    state = ClusterState(
+        str(where),
+        profile,
+        time.time(),
+        token_file=str(token_file.resolve()) if token_file else None,
+    )
     names = [f"node-{i}" for i in range(nodes)]
     extra: list[str] = []
     for flag, path in (("--config", config), ("--token-file", token_file)):
@@ -165,7 +170,9 @@ def up(
         if isinstance(exc, KeyboardInterrupt):
             fail("interrupted: stopped the nodes started so far", exitcodes.FAILED)
         fail(str(exc), exitcodes.FAILED)
-    converged, seen = _wait_converged(started, nodes, wait, quiet=opts.json, timeout=opts.timeout)
+    converged, seen = _wait_converged(
+        started, nodes, wait, quiet=opts.json, timeout=opts.timeout, token=state.token()
+    )
     if opts.json:
         emit_json(
             {
@@ -186,6 +193,8 @@ def up(
             )
         )
         console.print(f"  export PLUMCTL_NODE={started[0].admin_url}")
+        if state.token_file:
+            console.print(f'  export PLUMCTL_TOKEN="$(cat {state.token_file})"')
         console.print(
             "  plumctl members · plumctl broadcast 'hello' --wait · plumctl health --all · plumctl top"
         )
@@ -195,7 +204,7 @@ def up(
 
 
 def _wait_converged(
-    nodes: list[Any], n: int, wait: float, quiet: bool, timeout: float
+    nodes: list[Any], n: int, wait: float, quiet: bool, timeout: float, token: str | None
 ) -> tuple[bool, dict[str, int]]:
     """Poll every node's /v1/members until each sees ``n`` alive members."""
     import time
@@ -211,7 +220,7 @@ def _wait_converged(
     deadline = time.monotonic() + wait
 
     def poll() -> int:
-        results = fan_out_sync(urls, alive, timeout=min(timeout, 2.0))
+        results = fan_out_sync(urls, alive, token=token, timeout=min(timeout, 2.0))
         for url, value in results.items():
             seen[url] = 0 if isinstance(value, ClientError) else value
         return sum(1 for v in seen.values() if v >= n)
@@ -335,7 +344,8 @@ def status(ctx: typer.Context, directory: DirOption = None) -> None:
 
     running = {n.name: n.running() for n in state.nodes}
     urls = [n.admin_url for n in state.nodes if running[n.name]]
-    results = fan_out_sync(urls, health, timeout=opts.timeout) if urls else {}
+    token = opts.token or state.token()
+    results = fan_out_sync(urls, health, token=token, timeout=opts.timeout) if urls else {}
     rows = []
     for n in state.nodes:
         result = results.get(n.admin_url.rstrip("/"))
