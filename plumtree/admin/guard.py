@@ -5,6 +5,8 @@ longer than its keep-alive timeout, counted from the connection's opening or fro
 of the previous answer (partial head bytes do not restart it). :class:`GuardedHandler`
 adds what it lacks:
 
+- a deadline on sending each answer (``body_timeout``): a client that asks and never
+  reads is cut off rather than holding a busy connection for ever;
 - a first-head deadline (``header_timeout``) shorter than the keep-alive one, so a
   silent or slow-header (slowloris) connection is closed within seconds;
 - the connection cap: :class:`Guard` admits each new connection and, when more than
@@ -105,7 +107,7 @@ class Guard:
         self.rejected["connection_limit"] += 1
         victim = next((h for h in self.open if h is not handler and h.idle), handler)
         self.forget(victim)
-        victim.force_close()
+        victim.cut()
         return victim is not handler
 
     def forget(self, handler: GuardedHandler) -> None:
@@ -130,6 +132,13 @@ class GuardedHandler(RequestHandler):
     def idle(self) -> bool:
         """Waiting for a request head (not answering one)."""
         return not self._request_in_progress and not self._force_close
+
+    def cut(self) -> None:
+        """Close now, dropping unsent bytes: ``force_close`` alone waits for a write buffer
+        to drain, for ever if the client stopped reading."""
+        if self.transport is not None:
+            self.transport.abort()
+        self.force_close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -159,7 +168,21 @@ class GuardedHandler(RequestHandler):
         # _request_count counts the request heads parsed on this connection so far
         if self._request_count == 0 and self.transport is not None:
             self.guard.rejected["header_timeout"] += 1
-            self.force_close()
+            self.cut()
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """Send the answer, but wait at most ``body_timeout`` for a client to take it: one
+        that asks and never reads would otherwise hold its connection (busy, so neither
+        idle nor evictable) for ever."""
+        try:
+            async with asyncio.timeout(self.guard.limits.body_timeout):
+                return await super().finish_response(request, resp, start_time)
+        except TimeoutError:
+            self.guard.rejected["write_timeout"] += 1
+            self.cut()
+            return resp, True
 
     def handle_error(
         self,

@@ -3,7 +3,7 @@
 Kept apart from the server (no aiohttp import) so the node's config can carry them.
 A client is never trusted to finish what it starts: a connection must deliver its
 first request head within ``header_timeout``, a request body within ``body_timeout``,
-read each piece of a streamed answer within ``body_timeout`` too, and a kept-alive
+take each answer (each piece of a streamed one) within ``body_timeout`` too, and a kept-alive
 connection is closed after ``idle_timeout`` without a complete next request head.
 At most ``max_connections`` are open at once: a new one beyond that first evicts the
 oldest connection waiting for a request head (a slow or silent client), and is itself
@@ -20,8 +20,8 @@ class ApiLimits:
     #: seconds a new connection has to deliver its first complete request head (and, with
     #: TLS, to finish the handshake)
     header_timeout: float = 10.0
-    #: seconds to receive a request body; also the longest one write of a streamed answer
-    #: (``/v1/events``) may wait for a reader that stopped reading
+    #: seconds to receive a request body; also the longest the node waits for a client to
+    #: take an answer (or one piece of a ``/v1/events`` stream) before it cuts it off
     body_timeout: float = 10.0
     #: seconds a kept-alive connection may wait for its next complete request head
     idle_timeout: float = 60.0

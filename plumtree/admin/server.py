@@ -27,7 +27,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from plumtree.admin.guard import Guard, GuardedServer
+from plumtree.admin.guard import Guard, GuardedHandler, GuardedServer
 from plumtree.core.plumtree import MessageTooLarge
 from plumtree.runtime.addresses import format_addr
 from plumtree.runtime.node import StoreUnavailable
@@ -319,7 +319,9 @@ async def events(admin: AdminServer, request: web.BaseRequest) -> web.StreamResp
             except TimeoutError:
                 # the reader stopped reading: cut it off rather than hold the connection
                 admin.guard.rejected["write_timeout"] += 1
-                request.protocol.force_close()
+                protocol = request.protocol
+                if isinstance(protocol, GuardedHandler):
+                    protocol.cut()
                 break
             if event.get("kind") == "stream_end":
                 break

@@ -360,3 +360,43 @@ async def test_a_token_guards_every_endpoint_reads_included(cluster: LocalCluste
     expected = 5 * 3 * len(paths)
     assert closed.admin.guard.rejected["unauthorized"] == expected
     assert 'plumtree_admin_rejected_total{reason="unauthorized"} 5.0' in metrics
+
+
+async def test_an_event_reader_that_stops_reading_is_cut_off(cluster: LocalCluster) -> None:
+    """A /v1/events client that never reads (a tiny receive buffer, full at once) holds
+    its stream only until one write has waited ``body_timeout``: then the node closes it
+    and counts it; the other endpoints answer all along."""
+    import socket
+
+    from plumtree.admin.limits import ApiLimits
+
+    node = await cluster.add(api_limits=ApiLimits(body_timeout=1.0))
+    loop = asyncio.get_running_loop()
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    stalled.setblocking(False)
+    try:
+        host, port = url(cluster).removeprefix("http://").rsplit(":", 1)
+        await loop.sock_connect(stalled, (host, int(port)))
+        await loop.sock_sendall(stalled, b"GET /v1/events?level=debug HTTP/1.1\r\nHost: x\r\n\r\n")
+        guard = node.admin.guard
+        deadline = loop.time() + 60.0
+        while not guard.rejected["write_timeout"] and loop.time() < deadline:
+            for _ in range(500):  # each delivery is an event on the stream
+                node.broadcast(b"event")
+            await asyncio.sleep(0.01)
+        assert guard.rejected["write_timeout"] == 1, dict(guard.rejected)
+        await wait_for(lambda: not guard.open, 10.0)
+        async with AsyncClient(url(cluster)) as c:
+            assert (await c.status())["name"] == node.name
+        # the same for plain answers: pipelined scrapes, none of them read
+        stalled.close()
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        stalled.setblocking(False)
+        await loop.sock_connect(stalled, (host, int(port)))
+        await loop.sock_sendall(stalled, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 300)
+        await wait_for(lambda: guard.rejected["write_timeout"] == 2, 60.0)
+        await wait_for(lambda: not guard.open, 10.0)
+    finally:
+        stalled.close()
