@@ -127,10 +127,7 @@ def up(
             )
     where.mkdir(parents=True, exist_ok=True)
     state = ClusterState(
-        str(where),
-        profile,
-        time.time(),
-        token_file=str(token_file.resolve()) if token_file else None,
+        str(where), profile, time.time(), token_file=_token_file(token_file, config)
     )
     names = [f"node-{i}" for i in range(nodes)]
     extra: list[str] = []
@@ -201,6 +198,21 @@ def up(
         console.print(f"  plumctl cluster down --dir {where}")
     if not converged:
         raise typer.Exit(exitcodes.TIMEOUT)
+
+
+def _token_file(flag: Path | None, config: Path | None) -> str | None:
+    """The nodes' token file: ``--token-file``, else the config's ``node.token_file``
+    (relative to the directory plumctl runs in, as the nodes read it)."""
+    if flag is None and config is not None and config.is_file():
+        from plumtree.core.config import ConfigError, load_toml
+
+        try:
+            node = load_toml(config).get("node", {})
+        except ConfigError:
+            return None  # the nodes will say what is wrong with it
+        named = node.get("token_file") if isinstance(node, dict) else None
+        flag = Path(named) if isinstance(named, str) else None
+    return str(flag.resolve()) if flag is not None else None
 
 
 def _wait_converged(

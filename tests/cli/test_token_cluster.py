@@ -122,3 +122,20 @@ def test_without_the_token_every_command_fails_in_one_line(
         assert result.returncode == exitcodes.FAILED, (args, result.returncode, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "token" in lines[0], (args, lines)
+
+
+def test_the_token_file_may_come_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cluster up --config`` with ``node.token_file``: the cluster state remembers it
+    (resolved as the nodes resolve it, from the working directory) for polling and status."""
+    from plumctl.commands.cluster import _token_file
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\ntoken_file = "secrets/token"\n')
+    assert _token_file(None, config) == str(tmp_path / "secrets" / "token")
+    assert _token_file(tmp_path / "flag", config) == str(tmp_path / "flag"), "the flag wins"
+    config.write_text("[node\n")
+    assert _token_file(None, config) is None
+    assert _token_file(None, None) is None
