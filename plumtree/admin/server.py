@@ -109,7 +109,7 @@ def _authorized(token: bytes, request: web.BaseRequest) -> bool:
     """Whether the request carries ``token`` as its bearer token (constant-time compare)."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    # compare_digest also runs on a wrong scheme: the time taken never depends on the input
+    # compared whatever the scheme: the time taken tells nothing of the token's bytes
     matches = hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token)
     return matches and scheme.lower() == "bearer"
 
