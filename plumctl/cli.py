@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from plumctl import exitcodes
-from plumctl.options import DEFAULT_NODE, GlobalOptions, Output
+from plumctl.options import (
+    CACERT_HELP,
+    DEFAULT_NODE,
+    TOKEN_HELP,
+    GlobalOptions,
+    Output,
+    use_ca_file,
+)
 
 HELP = """Operate plumtree clusters: start nodes and local clusters, broadcast, inspect
 members and peers, score health from live metrics, watch it all with `top`.
@@ -57,7 +64,17 @@ def main(
         typer.Option(
             "--token",
             envvar="PLUMCTL_TOKEN",
-            help="Bearer token for mutating endpoints.",
+            help=TOKEN_HELP,
+            show_default=False,
+        ),
+    ] = None,
+    cacert: Annotated[
+        str | None,
+        typer.Option(
+            "--cacert",
+            envvar="PLUMCTL_CACERT",
+            metavar="FILE",
+            help=CACERT_HELP,
             show_default=False,
         ),
     ] = None,
@@ -70,7 +87,10 @@ def main(
         typer.Option("--timeout", min=0.01, help="Seconds to wait for a node (and for --wait)."),
     ] = 5.0,
 ) -> None:
-    ctx.obj = GlobalOptions(node=node.rstrip("/"), token=token, output=output, timeout=timeout)
+    use_ca_file(cacert)
+    ctx.obj = GlobalOptions(
+        node=node.rstrip("/"), token=token, cacert=cacert, output=output, timeout=timeout
+    )
 
 
 def _register() -> None:

@@ -194,10 +194,19 @@ def normalise_url(url: str) -> str:
     return raw
 
 
-@functools.cache
 def _default_tls() -> ssl.SSLContext:
-    """httpx's default verifying context, built once: loading the CA bundle costs ~0.1 s."""
-    return httpx.create_ssl_context()
+    """The verifying context: the ``--cacert`` file's CAs, else httpx's default bundle."""
+    from plumctl.options import ca_file
+
+    return _tls_context(ca_file())
+
+
+@functools.cache
+def _tls_context(cafile: str | None) -> ssl.SSLContext:
+    """Built once per CA file: loading the default CA bundle costs ~0.1 s."""
+    if cafile is None:
+        return httpx.create_ssl_context()
+    return ssl.create_default_context(cafile=cafile)
 
 
 def _verify(urls: Iterable[str], verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:

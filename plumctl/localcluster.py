@@ -42,6 +42,18 @@ class ClusterState:
     profile: str
     created: float
     nodes: list[NodeProcess] = field(default_factory=list)
+    #: the bearer token file every node was given (``cluster up --token-file``)
+    token_file: str | None = None
+
+    def token(self) -> str | None:
+        """The nodes' bearer token, read from :attr:`token_file` (None: no token, or the
+        file is gone: commands then fall back to ``--token``)."""
+        if self.token_file is None:
+            return None
+        try:
+            return Path(self.token_file).read_text().strip() or None
+        except OSError:
+            return None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +64,10 @@ class ClusterState:
         try:
             data = json.loads(path.read_text())
             nodes = [NodeProcess(**n) for n in data["nodes"]]
-            return cls(data["dir"], data["profile"], data["created"], nodes)
+            token_file = data.get("token_file")
+            if token_file is not None and not isinstance(token_file, str):
+                raise TypeError("token_file is not a path")
+            return cls(data["dir"], data["profile"], data["created"], nodes, token_file)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:

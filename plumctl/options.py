@@ -1,4 +1,5 @@
-"""Global options shared by every command (``--node``, ``--token``, ``-o``, ``--timeout``)."""
+"""Global options shared by every command (``--node``, ``--token``, ``--cacert``, ``-o``,
+``--timeout``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,41 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 DEFAULT_NODE = "http://127.0.0.1:7947"
+
+TOKEN_HELP = "Bearer token of the nodes (their --token-file)."
+CACERT_HELP = "PEM CA certificate(s) to verify https:// nodes with (instead of the system's)."
+
+#: The CA file given with --cacert (None: the system's CAs). Process-wide, like the
+#: SSL_CERT_FILE convention: every client plumctl builds verifies with it, however deep
+#: in a command it is built.
+_ca_file: str | None = None
+
+
+def use_ca_file(path: str | None) -> None:
+    """Verify https:// nodes against ``path`` from now on (None: the system's CAs); a
+    usage error if the file is unusable."""
+    global _ca_file
+    _ca_file = None
+    if path is None:
+        return
+    import ssl
+
+    from plumctl import exitcodes
+    from plumctl.output import fail
+
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        fail(f"--cacert: {path}: no such file", exitcodes.USAGE)
+    except OSError as exc:
+        fail(f"--cacert: {path}: {exc.strerror or exc}", exitcodes.USAGE)
+    except ssl.SSLError as exc:
+        fail(f"--cacert: {path}: no PEM certificate in it ({exc.reason or exc})", exitcodes.USAGE)
+    _ca_file = path
+
+
+def ca_file() -> str | None:
+    return _ca_file
 
 
 class Output(StrEnum):
@@ -20,6 +56,7 @@ class Output(StrEnum):
 class GlobalOptions:
     node: str = DEFAULT_NODE
     token: str | None = None
+    cacert: str | None = None
     output: Output = Output.table
     timeout: float = 5.0
 
@@ -33,7 +70,7 @@ class GlobalOptions:
 
 
 def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Let a command also take ``--node/--token/-o/--timeout`` after its own name.
+    """Let a command also take ``--node/--token/--cacert/-o/--timeout`` after its own name.
 
     ``plumctl members -o json`` reads better than ``plumctl -o json members``; both
     work. Values given on the command win over the ones given before it (and over the
@@ -68,7 +105,22 @@ def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 str | None,
                 typer.Option(
                     "--token",
-                    help="Bearer token for mutating endpoints.",
+                    help=TOKEN_HELP,
+                    rich_help_panel=panel,
+                    show_default=False,
+                ),
+            ],
+        ),
+        inspect.Parameter(
+            "_cacert",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                str | None,
+                typer.Option(
+                    "--cacert",
+                    metavar="FILE",
+                    help=CACERT_HELP,
                     rich_help_panel=panel,
                     show_default=False,
                 ),
@@ -115,6 +167,7 @@ def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
         overrides = {
             "node": kwargs.pop("_node", None),
             "token": kwargs.pop("_token", None),
+            "cacert": kwargs.pop("_cacert", None),
             "output": kwargs.pop("_output", None),
             "timeout": kwargs.pop("_timeout", None),
         }
@@ -124,6 +177,8 @@ def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
             if value is not None:
                 setattr(opts, key, value.rstrip("/") if key == "node" else value)
         ctx.obj = opts
+        if overrides["cacert"] is not None:
+            use_ca_file(overrides["cacert"])
         return func(*args, **kwargs)
 
     extended = signature.replace(parameters=[*signature.parameters.values(), *extra])

@@ -327,12 +327,32 @@ class NodeCollector(Collector):
             " too many at once",
             value=node.key_queries.refused + (node.stack.key_refused if node.stack else 0),
         )
+        yield from self._admin(node)
         info = InfoMetricFamily("plumtree_node", "Node identity")
         info.add_metric(
             [],
             {"node": node.name, "version": node.version, "profile": node.config.protocol.profile},
         )
         yield info
+
+    def _admin(self, node: Node) -> Iterator[Metric]:
+        """The admin API's refusals and open connections (zero without an admin API)."""
+        from plumtree.admin.limits import REASONS
+
+        guard = node.admin.guard if node.admin is not None else None
+        rejected = CounterMetricFamily(
+            "plumtree_admin_rejected",
+            "Admin requests refused and connections closed, by reason",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            rejected.add_metric([reason], guard.rejected[reason] if guard else 0)
+        yield rejected
+        yield GaugeMetricFamily(
+            "plumtree_admin_connections",
+            "Open admin API connections",
+            value=len(guard.open) if guard else 0,
+        )
 
 
 def make_registry(node: Node) -> CollectorRegistry:

@@ -135,7 +135,9 @@ def up(
                 exitcodes.FAILED,
             )
     where.mkdir(parents=True, exist_ok=True)
-    state = ClusterState(str(where), profile, time.time())
+    state = ClusterState(
+        str(where), profile, time.time(), token_file=_token_file(token_file, config)
+    )
     names = [f"node-{i}" for i in range(nodes)]
     extra: list[str] = []
     for flag, path in (("--config", config), ("--token-file", token_file)):
@@ -184,7 +186,9 @@ def up(
         if isinstance(exc, KeyboardInterrupt):
             fail("interrupted: stopped the nodes started so far", exitcodes.FAILED)
         fail(str(exc), exitcodes.FAILED)
-    converged, seen = _wait_converged(started, nodes, wait, quiet=opts.json, timeout=opts.timeout)
+    converged, seen = _wait_converged(
+        started, nodes, wait, quiet=opts.json, timeout=opts.timeout, token=state.token()
+    )
     if opts.json:
         emit_json(
             {
@@ -205,6 +209,8 @@ def up(
             )
         )
         console.print(f"  export PLUMCTL_NODE={started[0].admin_url}")
+        if state.token_file:
+            console.print(f'  export PLUMCTL_TOKEN="$(cat {state.token_file})"')
         console.print(
             "  plumctl members · plumctl broadcast 'hello' --wait · plumctl health --all · plumctl top"
         )
@@ -213,8 +219,23 @@ def up(
         raise typer.Exit(exitcodes.TIMEOUT)
 
 
+def _token_file(flag: Path | None, config: Path | None) -> str | None:
+    """The nodes' token file: ``--token-file``, else the config's ``node.token_file``
+    (relative to the directory plumctl runs in, as the nodes read it)."""
+    if flag is None and config is not None and config.is_file():
+        from plumtree.core.config import ConfigError, load_toml
+
+        try:
+            node = load_toml(config).get("node", {})
+        except ConfigError:
+            return None  # the nodes will say what is wrong with it
+        named = node.get("token_file") if isinstance(node, dict) else None
+        flag = Path(named) if isinstance(named, str) else None
+    return str(flag.resolve()) if flag is not None else None
+
+
 def _wait_converged(
-    nodes: list[Any], n: int, wait: float, quiet: bool, timeout: float
+    nodes: list[Any], n: int, wait: float, quiet: bool, timeout: float, token: str | None
 ) -> tuple[bool, dict[str, int]]:
     """Poll every node's /v1/members until each sees ``n`` alive members."""
     import time
@@ -230,7 +251,7 @@ def _wait_converged(
     deadline = time.monotonic() + wait
 
     def poll() -> int:
-        results = fan_out_sync(urls, alive, timeout=min(timeout, 2.0))
+        results = fan_out_sync(urls, alive, token=token, timeout=min(timeout, 2.0))
         for url, value in results.items():
             seen[url] = 0 if isinstance(value, ClientError) else value
         return sum(1 for v in seen.values() if v >= n)
@@ -354,7 +375,8 @@ def status(ctx: typer.Context, directory: DirOption = None) -> None:
 
     running = {n.name: n.running() for n in state.nodes}
     urls = [n.admin_url for n in state.nodes if running[n.name]]
-    results = fan_out_sync(urls, health, timeout=opts.timeout) if urls else {}
+    token = opts.token or state.token()
+    results = fan_out_sync(urls, health, token=token, timeout=opts.timeout) if urls else {}
     rows = []
     for n in state.nodes:
         result = results.get(n.admin_url.rstrip("/"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -78,6 +79,14 @@ Examples:
   plumctl -o json monitoring scrape-config --targets-file targets.json
 
   plumctl monitoring scrape-config --targets-file targets.json --watch   # follow membership
+
+  plumctl monitoring scrape-config --token-file /etc/plumtree/token --targets-file t.json
+
+Nodes started with --token-file want the token on /metrics too (unless they run with
+--public-metrics): give the same file with --token-file, and the configuration has
+Prometheus send it (its `authorization` section names the file; the token itself is not
+copied). The file also serves as the token for reading the member table. With
+--cacert, https targets are verified against that CA (`tls_config`).
 
 With --watch the command keeps running: it re-reads the member table every
 --refresh seconds and rewrites the targets file (atomically) whenever the set of
@@ -188,6 +197,15 @@ def scrape_config(
             "--refresh", min=0.2, max=3600.0, help="With --watch: seconds between member reads."
         ),
     ] = 10.0,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="The nodes' bearer token file: Prometheus sends it (authorization).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     import json
 
@@ -214,6 +232,22 @@ def scrape_config(
         fail("--watch: needs --targets-file (the file to keep current)", exitcodes.USAGE)
     to_stdout = _is_stdout(out)
     config_dir = None if to_stdout else os.path.dirname(os.path.abspath(out or "."))
+    credentials = None
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            fail(f"--token-file: {token_file}: {exc.strerror or exc}", exitcodes.USAGE)
+        if not token:
+            fail(f"--token-file: {token_file} is empty", exitcodes.USAGE)
+        opts.token = opts.token or token
+        credentials = _reference(token_file, config_dir, False)
+    elif opts.token:
+        warn(
+            "--token given but no --token-file: the configuration has no `authorization`,"
+            " so Prometheus gets 401 from nodes that need the token"
+        )
+    ca_file = _reference(opts.cacert, config_dir, False) if opts.cacert else None
 
     targets: list[dict[str, Any]] | None = None
     members: list[dict[str, Any]] = []
@@ -231,7 +265,9 @@ def scrape_config(
 
     if to_stdout:
         if opts.json:
-            data = scrape_config_data(job, sd_path, interval, rule_files, evaluation_interval)
+            data = scrape_config_data(
+                job, sd_path, interval, rule_files, evaluation_interval, credentials, ca_file
+            )
             _stdout(
                 json.dumps(
                     {"kind": "PrometheusConfig", "config": data, "targets": targets},
@@ -239,10 +275,16 @@ def scrape_config(
                 )
             )
         else:
-            _stdout(render(job, sd_path, interval, rule_files, evaluation_interval), end="")
+            _stdout(
+                render(
+                    job, sd_path, interval, rule_files, evaluation_interval, credentials, ca_file
+                ),
+                end="",
+            )
     else:
         assert out is not None
-        path = _write(out, render(job, sd_path, interval, rule_files, evaluation_interval))
+        text = render(job, sd_path, interval, rule_files, evaluation_interval, credentials, ca_file)
+        path = _write(out, text)
         written.append({"path": path, "artifact": "config"})
         _written(opts, written)
     if watch:

@@ -90,8 +90,22 @@ def start(
         ),
     ] = False,
     token_file: Annotated[
-        Path | None, typer.Option(help="File holding the bearer token for mutating API calls.")
+        Path | None,
+        typer.Option(help="File holding the bearer token every admin API call must carry."),
     ] = None,
+    public_metrics: Annotated[
+        bool | None,
+        typer.Option(
+            "--public-metrics",
+            help="With --token-file: serve /metrics and /v1/health without the token.",
+            show_default=False,
+        ),
+    ] = None,
+    api_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate (chain) for the admin API: it then speaks HTTPS."),
+    ] = None,
+    api_key: Annotated[Path | None, typer.Option(help="PEM private key of --api-cert.")] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Keep the node's state here across restarts (default: memory only)."),
@@ -129,6 +143,9 @@ def start(
             data_dir,
             fsync,
             insecure_gossip,
+            public_metrics,
+            api_cert,
+            api_key,
         )
     except (ValueError, OSError) as exc:
         fail(str(exc), exitcodes.USAGE)
@@ -164,10 +181,14 @@ def _settings(
     data_dir: Path | None = None,
     fsync: str | None = None,
     insecure_gossip: bool = False,
+    public_metrics: bool | None = None,
+    api_cert: Path | None = None,
+    api_key: Path | None = None,
 ) -> Any:
     """Merge the config file and the flags (flags win) into a NodeConfig."""
     import os
 
+    from plumtree.admin import limits
     from plumtree.core.config import ConfigError, load_toml, protocol_config_from_mapping
     from plumtree.runtime import gossippolicy
     from plumtree.runtime.addresses import parse_addr
@@ -193,6 +214,10 @@ def _settings(
         "data_dir",
         "fsync",
         "insecure_gossip",
+        "public_metrics",
+        "api_cert",
+        "api_key",
+        *limits.CONFIG_KEYS,
     }
     for key in node:
         if key not in known:
@@ -272,7 +297,42 @@ def _settings(
         if not token:
             raise ConfigError(f"--token-file: {token_path} is empty")
         cfg.token = token
+    _api_settings(cfg, node, public_metrics, api_cert, api_key)
     return cfg
+
+
+def _api_settings(
+    cfg: Any,
+    node: dict[str, Any],
+    public_metrics: bool | None,
+    api_cert: Path | None,
+    api_key: Path | None,
+) -> None:
+    """The admin API's exemptions, TLS and limits, from flags and the ``[node]`` table."""
+    from plumtree.admin import limits
+    from plumtree.admin.tls import TlsConfigError, server_context
+    from plumtree.core.config import ConfigError
+
+    public = public_metrics if public_metrics is not None else node.get("public_metrics", False)
+    if not isinstance(public, bool):
+        raise ConfigError(f"node.public_metrics: must be true or false, got {public!r}")
+    cfg.public_metrics = public
+    cert = api_cert or node.get("api_cert")
+    key = api_key or node.get("api_key")
+    if (cert is None) != (key is None):
+        raise ConfigError("--api-cert and --api-key: give both (or neither)")
+    if cert is not None and key is not None:
+        try:
+            server_context(str(cert), str(key))  # refuse a bad pair now, not at bind time
+        except TlsConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        cfg.api_tls = (str(cert), str(key))
+    try:
+        cfg.api_limits = limits.ApiLimits.from_mapping(
+            {k: v for k, v in node.items() if k in limits.CONFIG_KEYS}
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"node.{exc}") from None
 
 
 def _stored_name(directory: str) -> str | None:

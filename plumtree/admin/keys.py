@@ -14,7 +14,8 @@
   keyring after it, with ``changed`` (false: installing a present key, removing an
   absent one) and ``persisted`` (false: the node has no keyring file, memory only).
 
-All of them need the admin token when one is set, the listing too: it holds the keys.
+All of them need the admin token when one is set (the server checks it before routing),
+the listing too: it holds the keys.
 Errors: 400 malformed body or key (base64 of 16, 24 or 32 bytes, as memberlist); 409
 gossip encryption is off (a node started without a keyring cannot turn it on live: its
 peers would have to accept plaintext meanwhile), a key not installed (use), the primary
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from plumtree.admin.server import _authorized, _json, error
+from plumtree.admin.server import _json, error
 from plumtree.runtime.crypto import KeyringError, decode_key, encode_key, fingerprint
 from plumtree.runtime.keyquery import DEFAULT_TIMEOUT, MAX_TIMEOUT, QueryRefused, publish_changed
 from plumtree.runtime.keys import OPS, KeyConflict, KeyManager
@@ -62,9 +63,6 @@ def _keyring(node: Node, keys: KeyManager, **extra: Any) -> dict[str, Any]:
 
 async def list_keys(admin: AdminServer, request: web.BaseRequest) -> web.Response:
     node = admin.node
-    denied = _authorized(node, request)
-    if denied is not None:
-        return denied
     if node.keys is None:
         return error(409, ENCRYPTION_OFF, ENCRYPTION_OFF_DETAIL)
     return _json(_keyring(node, node.keys))
@@ -96,9 +94,6 @@ async def _read_key(request: web.BaseRequest) -> tuple[bytes, float] | web.Respo
 
 async def _change(admin: AdminServer, request: web.BaseRequest, op: str) -> web.Response:
     node = admin.node
-    denied = _authorized(node, request)
-    if denied is not None:
-        return denied
     parsed = await _read_key(request)
     if isinstance(parsed, web.Response):
         return parsed
@@ -141,9 +136,6 @@ async def _cluster(node: Node, op: str, key: bytes, timeout: float) -> web.Respo
 
 async def list_cluster(admin: AdminServer, request: web.BaseRequest) -> web.Response:
     node = admin.node
-    denied = _authorized(node, request)
-    if denied is not None:
-        return denied
     try:
         timeout = float(request.query.get("timeout", DEFAULT_TIMEOUT))
     except ValueError:
@@ -155,9 +147,6 @@ async def list_cluster(admin: AdminServer, request: web.BaseRequest) -> web.Resp
 
 async def _change_cluster(admin: AdminServer, request: web.BaseRequest, op: str) -> web.Response:
     node = admin.node
-    denied = _authorized(node, request)
-    if denied is not None:
-        return denied
     parsed = await _read_key(request)
     if isinstance(parsed, web.Response):
         return parsed

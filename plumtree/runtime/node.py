@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from plumtree import __version__
+from plumtree.admin.limits import ApiLimits
 from plumtree.core import events as ev
 from plumtree.core.config import ProtocolConfig, describe
 from plumtree.core.health import HealthReport
@@ -74,7 +75,13 @@ class NodeConfig:
     join: list[str] = field(default_factory=list)
     label: str = ""
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    #: bearer token every admin endpoint needs (None: the API is open)
     token: str | None = None
+    #: with a token: ``/metrics`` and ``/v1/health`` answer without it (scrapers, probes)
+    public_metrics: bool = False
+    #: PEM certificate chain and private key: the admin API speaks HTTPS (None: HTTP)
+    api_tls: tuple[str, str] | None = None
+    api_limits: ApiLimits = field(default_factory=ApiLimits)
     keyring: Keyring | None = None
     #: allow gossip on a non-loopback address without a keyring (``--insecure-gossip``)
     insecure_gossip: bool = False

@@ -109,3 +109,22 @@ def test_promtool_accepts_intervals(interval: str, promtool: Promtool, tmp_path:
     (tmp_path / "targets.json").write_text("[]")
     (tmp_path / "p.yml").write_text(scrape_config(file_sd_path="targets.json", interval=interval))
     promtool_ok(promtool("check", "config", "p.yml"))
+
+
+def test_a_token_file_and_a_ca_become_authorization_and_tls_config(
+    promtool: Promtool, tmp_path: Path
+) -> None:
+    """The token is named by file (Prometheus reads it at each scrape), never copied."""
+    (tmp_path / "token").write_text("secret-token\n")
+    (tmp_path / "targets.json").write_text(json.dumps(file_sd_targets(MEMBERS)))
+    data = scrape_config_data(file_sd_path="targets.json", credentials_file="token")
+    job = data["scrape_configs"][0]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "token"}
+    assert "tls_config" not in job
+    assert "authorization" not in scrape_config_data()["scrape_configs"][0]
+    text = scrape_config(file_sd_path="targets.json", credentials_file="token")
+    assert "secret-token" not in text
+    (tmp_path / "prometheus.yml").write_text(text)
+    promtool_ok(promtool("check", "config", "prometheus.yml"))
+    with_ca = scrape_config_data(credentials_file="token", ca_file="/etc/plumtree/ca.pem")
+    assert with_ca["scrape_configs"][0]["tls_config"] == {"ca_file": "/etc/plumtree/ca.pem"}

@@ -24,6 +24,9 @@ async def pair(cluster: LocalCluster) -> LocalCluster:
     return cluster
 
 
+TOKEN = "s3cret"  # n0's; n1 and n2 have none
+
+
 def url(cluster: LocalCluster, i: int = 0) -> str:
     url = cluster.nodes[i].admin_url
     assert url is not None
@@ -31,7 +34,7 @@ def url(cluster: LocalCluster, i: int = 0) -> str:
 
 
 async def test_status_members_peers(pair: LocalCluster) -> None:
-    async with AsyncClient(url(pair)) as c:
+    async with AsyncClient(url(pair), token=TOKEN) as c:
         status = await c.status()
         assert status["name"] == "n0" and status["profile"] == "local"
         assert status["gossip_addr"] == pair.nodes[0].gossip_addr
@@ -49,7 +52,7 @@ async def test_status_members_peers(pair: LocalCluster) -> None:
 
 
 async def test_health_codes_follow_the_status(pair: LocalCluster) -> None:
-    async with AsyncClient(url(pair)) as c:
+    async with AsyncClient(url(pair), token=TOKEN) as c:
         body, code = await c.health()
     assert (body["status"], code) == ("Healthy", 200)
     assert body["node"] == "n0" and "connectivity" in body["components"]
@@ -242,7 +245,7 @@ async def test_metrics_have_every_seed_name_type_and_bucket(pair: LocalCluster) 
 
     pair.nodes[1].broadcast(b"count me")
     await wait_for(lambda: len(pair.delivered["n0"]) == 1)
-    async with httpx.AsyncClient() as raw:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as raw:
         response = await raw.get(f"{url(pair)}/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -323,3 +326,87 @@ async def test_expect_100_continue_is_answered_after_the_checks(pair: LocalClust
     assert too_big.startswith(b"HTTP/1.1 413"), "too large: refused before the body is sent"
     no_token, _ = await _first_answer(url(pair, 0), _expecting(5))  # n0 wants a token
     assert no_token.startswith(b"HTTP/1.1 401"), "no token: refused before the body is sent"
+
+
+async def test_a_token_guards_every_endpoint_reads_included(cluster: LocalCluster) -> None:
+    """With a token, every path (known or not, any method) answers 401 JSON without it,
+    with a wrong one or with another scheme; ``public_metrics`` opens exactly /metrics
+    and /v1/health; the refusals are counted by reason."""
+    from plumtree.admin.server import MESSAGES, ROUTES
+
+    closed = await cluster.add(token=TOKEN)
+    public = await cluster.add(token=TOKEN, public_metrics=True)
+    paths = [*ROUTES, MESSAGES + "00" * 16, "/v1/nothing", "/"]
+    refusals = {
+        "none": {},
+        "wrong": {"Authorization": "Bearer s3cre"},
+        "longer": {"Authorization": f"Bearer {TOKEN}x"},
+        "basic": {"Authorization": f"Basic {TOKEN}"},
+        "bare": {"Authorization": TOKEN},
+    }
+    async with httpx.AsyncClient(timeout=5.0) as raw:
+        for path in paths:
+            for method in ("GET", "POST", "HEAD"):
+                for why, headers in refusals.items():
+                    r = await raw.request(method, closed.admin_url + path, headers=headers)
+                    assert r.status_code == 401, (method, path, why)
+                    assert r.headers["www-authenticate"].startswith("Bearer")
+                    if method != "HEAD":
+                        assert r.json()["error"] == "unauthorized"
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        for path in ("/v1/status", "/v1/members", "/v1/peers", "/v1/vector", "/metrics"):
+            assert (await raw.get(closed.admin_url + path, headers=good)).status_code == 200
+        lower = {"Authorization": f"bearer  {TOKEN}"}  # the scheme is case-insensitive
+        assert (await raw.get(closed.admin_url + "/v1/status", headers=lower)).status_code == 200
+        health = await raw.get(closed.admin_url + "/v1/health", headers=good)
+        assert health.status_code in (200, 500, 503) and "status" in health.json()
+        # public metrics: the two scraper paths open, the rest still closed
+        assert (await raw.get(public.admin_url + "/metrics")).status_code == 200
+        assert "status" in (await raw.get(public.admin_url + "/v1/health")).json()
+        for path in ("/v1/status", "/v1/members", "/v1/events?recent=1", "/metrics/"):
+            assert (await raw.get(public.admin_url + path)).status_code == 401, path
+        assert (await raw.post(public.admin_url + "/v1/leave")).status_code == 401
+        metrics = (await raw.get(public.admin_url + "/metrics")).text
+    expected = 5 * 3 * len(paths)
+    assert closed.admin.guard.rejected["unauthorized"] == expected
+    assert 'plumtree_admin_rejected_total{reason="unauthorized"} 5.0' in metrics
+
+
+async def test_an_event_reader_that_stops_reading_is_cut_off(cluster: LocalCluster) -> None:
+    """A /v1/events client that never reads (a tiny receive buffer, full at once) holds
+    its stream only until one write has waited ``body_timeout``: then the node closes it
+    and counts it; the other endpoints answer all along."""
+    import socket
+
+    from plumtree.admin.limits import ApiLimits
+
+    node = await cluster.add(api_limits=ApiLimits(body_timeout=1.0))
+    loop = asyncio.get_running_loop()
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    stalled.setblocking(False)
+    try:
+        host, port = url(cluster).removeprefix("http://").rsplit(":", 1)
+        await loop.sock_connect(stalled, (host, int(port)))
+        await loop.sock_sendall(stalled, b"GET /v1/events?level=debug HTTP/1.1\r\nHost: x\r\n\r\n")
+        guard = node.admin.guard
+        deadline = loop.time() + 60.0
+        while not guard.rejected["write_timeout"] and loop.time() < deadline:
+            for _ in range(500):  # each delivery is an event on the stream
+                node.broadcast(b"event")
+            await asyncio.sleep(0.01)
+        assert guard.rejected["write_timeout"] == 1, dict(guard.rejected)
+        await wait_for(lambda: not guard.open, 10.0)
+        async with AsyncClient(url(cluster)) as c:
+            assert (await c.status())["name"] == node.name
+        # the same for plain answers: pipelined scrapes, none of them read
+        stalled.close()
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        stalled.setblocking(False)
+        await loop.sock_connect(stalled, (host, int(port)))
+        await loop.sock_sendall(stalled, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 300)
+        await wait_for(lambda: guard.rejected["write_timeout"] == 2, 60.0)
+        await wait_for(lambda: not guard.open, 10.0)
+    finally:
+        stalled.close()
