@@ -25,7 +25,9 @@ EXAMPLES = """Examples:
 Source: the last SWIM probe round trip the first node measured to the second (serf
 estimates from Vivaldi coordinates instead; plumtree has none). A member is probed
 about once per probe interval times the cluster size, so a new member may have no
-measurement for a while (exit 1). The value has the resolution of the node's clock.
+measurement for a while (exit 1). The value has the resolution of the node's clock
+(a round trip shorter than one tick reads 0 in JSON, "below the node's clock
+resolution" in the table).
 
 Exit 0 measured; 1 no measurement yet, or an unknown member; 3 a node does not answer.
 """
@@ -57,7 +59,12 @@ def rtt(
         emit_json(doc)
     else:
         ms = doc.get("rtt_ms")
-        shown = "no measurement yet" if ms is None else f"{ms:.3f} ms"
+        if ms is None:
+            shown = "no measurement yet"
+        elif ms <= 0:  # no round trip takes no time: the node's clock did not tick
+            shown = "below the node's clock resolution (measured 0)"
+        else:
+            shown = f"{ms:.3f} ms"
         print(f"{doc.get('from')} -> {doc.get('to')}: {shown} (source: {doc.get('source')})")
     if doc.get("rtt_ms") is None:
         fail(
