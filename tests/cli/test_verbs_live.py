@@ -177,13 +177,16 @@ def lone_node(directory: Path, name: str) -> Iterator[tuple[subprocess.Popen[byt
 
 def test_join_then_leave_a_fresh_node(cluster: NodeProcs, tmp_path: Path) -> None:
     with lone_node(tmp_path, "fresh") as (proc, url, _):
-        seeds = [cluster.procs[0].gossip_addr, f"127.0.0.1:{free_port()}"]
+        by_name = "localhost:" + cluster.procs[1].gossip_addr.rpartition(":")[2]
+        seeds = [cluster.procs[0].gossip_addr, f"127.0.0.1:{free_port()}", by_name]
         result = cli(url, "--timeout", "3", "join", *seeds, "-o", "json")
         assert result.exit_code == 0, result.output
         doc = json_out(result)
-        assert doc["joined"] == 1
-        assert [s["joined"] for s in doc["seeds"]] == [True, False]
+        assert doc["joined"] == 2
+        assert [s["joined"] for s in doc["seeds"]] == [True, False, True]
         assert doc["seeds"][0]["member"] == cluster.procs[0].name
+        assert doc["seeds"][2]["member"] == cluster.procs[1].name  # a host name resolved
+        assert doc["seeds"][1]["reason"] == "no answer in 3s"
         wait_until(
             lambda: all((_member(u, "fresh") or {}).get("state") == "alive" for u in cluster.urls),
             10,
