@@ -21,7 +21,7 @@ EXAMPLES = """Examples:
 
   plumctl members --state dead          # failed members stay listed until reaped
 
-  plumctl members --name '^web-' --tag role=api --tag 'zone=eu-.*'
+  plumctl members --name 'web-.*' --tag role=api --tag 'zone=eu-.*'
 
 Filters combine with AND; each regex must match the whole value (--name 'web-.*'),
 and --tag KEY=REGEX needs the tag KEY with a value matching REGEX. --status is
