@@ -498,10 +498,13 @@ class Client:
         ok: frozenset[int] = frozenset(),
         params: dict[str, str] | None = None,
         timeout: httpx.Timeout | None = None,
+        json_body: bool = False,
     ) -> httpx.Response:
         headers = {"Accept": accept}
         if content is not None:
-            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Type"] = (
+                "application/json" if json_body else "application/octet-stream"
+            )
         try:
             response = self._http.request(
                 method,
@@ -572,6 +575,33 @@ class Client:
     def leave(self) -> dict[str, Any]:
         """``POST /v1/leave``: graceful leave, then the node shuts down."""
         return _json_body(self._send("POST", "/v1/leave"), self.base_url, _LEAVE_KEYS)
+
+    def _post_json(
+        self, path: str, body: dict[str, Any], required: tuple[str, ...], read: float = 0.0
+    ) -> dict[str, Any]:
+        timeout = httpx.Timeout(self.timeout, read=self.timeout + read) if read else None
+        response = self._send(
+            "POST", path, content=json.dumps(body).encode(), json_body=True, timeout=timeout
+        )
+        return _json_body(response, self.base_url, required)
+
+    def set_tags(self, assign: dict[str, str], unset: list[str]) -> dict[str, Any]:
+        """``POST /v1/tags``: this node's tags after the change (gossiped to all)."""
+        return self._post_json("/v1/tags", {"set": assign, "unset": unset}, ("node", "tags"))
+
+    def join(self, addrs: list[str], wait: float) -> dict[str, Any]:
+        """``POST /v1/join``: one push-pull per address; which became members in ``wait``."""
+        body = {"addrs": addrs, "timeout": wait}
+        return self._post_json("/v1/join", body, ("node", "joined", "seeds"), read=wait)
+
+    def force_leave(self, name: str) -> dict[str, Any]:
+        """``POST /v1/force-leave``: a failed member becomes left cluster-wide."""
+        return self._post_json("/v1/force-leave", {"name": name}, ("node", "member", "was"))
+
+    def rtt(self, to: str) -> dict[str, Any]:
+        """``GET /v1/rtt?to=NAME``: the node's last SWIM probe round trip to NAME."""
+        response = self._send("GET", "/v1/rtt", params={"to": to})
+        return _json_body(response, self.base_url, ("from", "to", "rtt_ms", "source"))
 
     def metrics_text(self) -> str:
         """``GET /metrics`` as text (exposition format 0.0.4)."""

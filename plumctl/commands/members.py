@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +20,12 @@ EXAMPLES = """Examples:
   plumctl members --state 'alive|suspect' -o json
 
   plumctl members --state dead          # failed members stay listed until reaped
+
+  plumctl members --name 'web-.*' --tag role=api --tag 'zone=eu-.*'
+
+Filters combine with AND; each regex must match the whole value (--name 'web-.*'),
+and --tag KEY=REGEX needs the tag KEY with a value matching REGEX. --status is
+serf's name for --state.
 
 With -o wide, GOSSIP says "insecure" for a member that runs unauthenticated gossip on a
 network address (--insecure-gossip).
@@ -39,29 +46,36 @@ def register(app: typer.Typer) -> None:
 def members(
     ctx: typer.Context,
     state: Annotated[
-        str | None, typer.Option(help="Only members whose state fully matches this regex.")
+        str | None,
+        typer.Option(
+            "--state", "--status", help="Only members whose state fully matches this regex."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only members whose name fully matches this regex.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag",
+            metavar="KEY=REGEX",
+            help="Only members with tag KEY fully matching REGEX (repeatable: all must match).",
+        ),
     ] = None,
 ) -> None:
-    import re
     import time
 
     from plumctl.client import Client, exit_on_error
-    from plumctl.output import emit_json, fail, stdout, table
+    from plumctl.output import emit_json, stdout, table
 
     opts: GlobalOptions = ctx.obj
-    pattern = None
-    if state is not None:
-        try:
-            pattern = re.compile(state)
-        except re.error as exc:
-            fail(f"--state: invalid regex {state!r}: {exc}", exitcodes.USAGE)
+    keep = member_filter(state, name, tag or [])
     with exit_on_error(), Client(opts.node, opts.token, opts.timeout) as client:
         doc = client.members()
     items = sorted(
         doc.get("items", []), key=lambda m: (m.get("state") != "alive", str(m.get("name")))
     )
-    if pattern is not None:
-        items = [m for m in items if pattern.fullmatch(str(m.get("state", "")))]
+    items = [m for m in items if keep(m)]
     if opts.json:
         emit_json({"kind": "MemberList", "node": doc.get("node"), "items": items})
         return
@@ -99,3 +113,40 @@ def _ago(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def member_filter(
+    state: str | None, name: str | None, tags: list[str]
+) -> Callable[[dict[str, Any]], bool]:
+    """One predicate for ``--state``, ``--name`` and ``--tag`` (AND); a bad regex or a
+    tag without ``=`` is a usage error (one line, exit 2)."""
+    import re
+
+    from plumctl.output import fail
+
+    def compile_(option: str, text: str) -> re.Pattern[str]:
+        try:
+            return re.compile(text)
+        except re.error as exc:
+            fail(f"{option}: invalid regex {text!r}: {exc}", exitcodes.USAGE)
+
+    # (what to read from a member: its state, its name, or tag KEY) -> pattern
+    fields: list[tuple[tuple[str, str], re.Pattern[str]]] = []
+    if state is not None:
+        fields.append((("field", "state"), compile_("--state", state)))
+    if name is not None:
+        fields.append((("field", "name"), compile_("--name", name)))
+    for item in tags:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--tag: expected KEY=REGEX, got {item!r}", exitcodes.USAGE)
+        fields.append((("tag", key), compile_(f"--tag {key}", value)))
+
+    def keep(member: dict[str, Any]) -> bool:
+        for (where, key), pattern in fields:
+            value = member.get(key) if where == "field" else (member.get("tags") or {}).get(key)
+            if value is None or pattern.fullmatch(str(value)) is None:
+                return False
+        return True
+
+    return keep

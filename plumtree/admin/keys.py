@@ -24,12 +24,11 @@ key (remove); 500 the keyring file could not be written (nothing changed).
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from plumtree.admin.server import _json, error
+from plumtree.admin.server import _json, error, read_json_object
 from plumtree.runtime.crypto import KeyringError, decode_key, encode_key, fingerprint
 from plumtree.runtime.keyquery import DEFAULT_TIMEOUT, MAX_TIMEOUT, QueryRefused, publish_changed
 from plumtree.runtime.keys import OPS, KeyConflict, KeyManager
@@ -70,16 +69,10 @@ async def list_keys(admin: AdminServer, request: web.BaseRequest) -> web.Respons
 
 async def _read_key(request: web.BaseRequest) -> tuple[bytes, float] | web.Response:
     """The key (and optional ``timeout``) of a change's body, or the error answer."""
-    if request.content_length is not None and request.content_length > BODY_MAX:
-        return error(413, "payload too large", f"a key change is at most {BODY_MAX} bytes")
-    body = await request.content.read(BODY_MAX + 1)
-    if len(body) > BODY_MAX:
-        return error(413, "payload too large", f"a key change is at most {BODY_MAX} bytes")
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return error(400, "bad request body", 'expected JSON {"key": "<base64>"}')
-    text = doc.get("key") if isinstance(doc, dict) else None
+    doc = await read_json_object(request, BODY_MAX, '{"key": "<base64>"}')
+    if isinstance(doc, web.Response):
+        return doc
+    text = doc.get("key")
     if not isinstance(text, str):
         return error(400, "bad request body", 'expected JSON {"key": "<base64>"}')
     try:

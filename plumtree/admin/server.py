@@ -120,6 +120,26 @@ def _unauthorized() -> web.Response:
     return answer
 
 
+async def read_json_object(
+    request: web.BaseRequest, limit: int, shape: str
+) -> dict[str, Any] | web.Response:
+    """The JSON object a request's body holds (at most ``limit`` bytes), or the error
+    answer: 413 above the limit, 400 for anything but a JSON object (``shape`` says
+    what is expected)."""
+    if request.content_length is not None and request.content_length > limit:
+        return error(413, "payload too large", f"a request body is at most {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        return error(413, "payload too large", f"a request body is at most {limit} bytes")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict):
+        return error(400, "bad request body", f"expected JSON {shape}")
+    return doc
+
+
 async def status(admin: AdminServer, request: web.BaseRequest) -> web.Response:
     return _json(admin.node.status())
 
@@ -387,9 +407,12 @@ class AddressInUse(OSError):
 class AdminServer:
     def __init__(self, node: Node, host: str, port: int) -> None:
         from plumtree.admin.keys import ROUTES as KEY_ROUTES
+        from plumtree.admin.verbs import ROUTES as VERB_ROUTES
         from plumtree.metrics import make_registry
 
-        ROUTES.update(KEY_ROUTES)  # /v1/keys lives in its own module (it imports this one)
+        # /v1/keys and serf's verbs live in their own modules (they import this one)
+        ROUTES.update(KEY_ROUTES)
+        ROUTES.update(VERB_ROUTES)
         self.node = node
         self.host = host
         self.port = port

@@ -115,6 +115,18 @@ class Stack:
         self.swim.leave(now)
         self._drain_swim(now)
 
+    def set_meta(self, meta: dict[str, str], now: float) -> None:
+        """New member metadata (tags), gossiped with a bumped incarnation."""
+        self.swim.check_meta_fits(meta)
+        self.swim.set_meta(meta, now)
+        self._drain_swim(now)
+
+    def force_leave(self, name: str, now: float) -> str:
+        """Record failed member ``name`` as left, cluster-wide (``Swim.force_leave``)."""
+        before = self.swim.force_leave(name, now)
+        self._drain_swim(now)
+        return before
+
     def broadcast(self, payload: bytes, now: float) -> bytes:
         return self.plumtree.broadcast(payload, now)
 

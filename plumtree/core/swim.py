@@ -59,6 +59,7 @@ from plumtree.core.members import (
     ALIVE,
     DEAD,
     LEFT,
+    STATE_NAMES,
     SUSPECT,
     Member,
     MemberRecord,
@@ -275,6 +276,40 @@ class Swim:
         self._queue_update(self.name, self._local_alive())
         self._changed()
         self._events.append(ev.MemberUpdated(self.name, self.addr, local.incarnation, meta))
+
+    def check_meta_fits(self, meta: dict[str, str]) -> None:
+        """Raise ValueError (naming the limit) unless ``meta`` passes the metadata bounds
+        and our Alive carrying it fits one datagram (``udp_buffer_size``)."""
+        self._check_meta(meta)
+        local = self.local
+        size = encoded_size(Alive(self.name, local.incarnation + 1, self.addr, dict(meta)))
+        if size > self._budget:
+            raise ValueError(
+                f"our Alive with these tags is {size} bytes, more than a datagram holds"
+                f" ({self._budget} of udp_buffer_size {self.config.udp_buffer_size})"
+            )
+
+    def force_leave(self, name: str, now: float) -> str:
+        """serf's force-leave: record a failed member as *left* and gossip it, so every
+        member stops waiting for it now rather than after the reap time.
+
+        Only a dead or suspect member (ValueError for a live one, ourselves, or a name
+        not in the table; a member already left is left alone). The announcement is the
+        member's own leave (``Dead`` with origin = the member): if it is in fact alive
+        it refutes it with a higher incarnation, as it does any accusation. Returns the
+        state it had here.
+        """
+        m = self.table.by_name.get(name)
+        if m is None:
+            raise ValueError(f"no member named {name!r}")
+        if m is self.local:
+            raise ValueError("a node cannot force itself out (use leave)")
+        before = STATE_NAMES[m.state]
+        if m.state == ALIVE:
+            raise ValueError(f"member {name!r} is alive: only a failed member can be forced out")
+        if m.state != LEFT:
+            self._on_dead(Dead(name, m.incarnation, name), now)
+        return before
 
     def receive_packet(self, from_addr: str, sender: str, messages: list[Any], now: float) -> None:
         """Handle one datagram's messages (a probe message plus piggybacked updates)."""

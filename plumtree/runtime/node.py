@@ -36,7 +36,7 @@ from plumtree.core.swim import Swim
 from plumtree.core.wire import VERSION as WIRE_VERSION
 from plumtree.core.wire import Envelope
 from plumtree.runtime.addresses import format_addr, parse_addr
-from plumtree.runtime.crypto import OVERHEAD, Keyring
+from plumtree.runtime.crypto import OVERHEAD, Keyring, fingerprint
 from plumtree.runtime.deliverylog import DeliveryLog
 from plumtree.runtime.eventhub import EventHub
 from plumtree.runtime.eventloop import loop_name
@@ -154,6 +154,8 @@ class Node:
         self.swim: Swim = None  # type: ignore[assignment]
         self.admin: Any = None
         self.gossip_addr = ""
+        #: the address gossip is bound to (``gossip_addr`` is the one advertised)
+        self.gossip_bind = ""
         self.admin_url: str | None = None
         self.store: NodeStore | None = None
         self.persistence: Persistence | None = None
@@ -207,6 +209,7 @@ class Node:
         if adv_host in ("0.0.0.0", "::", ""):
             adv_host = _default_advertise_host()
         self.gossip_addr = format_addr(adv_host, adv_port)
+        self.gossip_bind = format_addr(bound_host, bound_port)
         try:
             if cfg.api is not None:
                 from plumtree.admin.server import AdminServer
@@ -626,7 +629,9 @@ class Node:
             "admin_url": self.admin_url,
             "uptime_s": round(self._now() - self._started_at, 3),
             "profile": cfg.protocol.profile,
+            "gossip_bind": self.gossip_bind,
             "encrypted": cfg.keyring is not None,
+            "keyring": self._keyring_state(),
             "insecure_gossip": self.insecure,
             "joined": self.swim.joined or not self.stack.seeds,
             "members": counts,
@@ -639,6 +644,18 @@ class Node:
                 "plumtree": describe(cfg.protocol.plumtree),
                 "swim": describe(cfg.protocol.swim),
             },
+        }
+
+    def _keyring_state(self) -> dict[str, Any]:
+        """What ``plumctl info`` shows of the keyring: never a key, only fingerprints."""
+        if self.keys is None:
+            return {"enabled": False, "keys": 0, "primary": None, "file": None}
+        ring = self.keys.keyring.keys
+        return {
+            "enabled": True,
+            "keys": len(ring),
+            "primary": fingerprint(ring[0]),
+            "file": self.keys.path,
         }
 
     # ------------------------------------------------------------------ plumbing

@@ -75,7 +75,7 @@ def _env(home: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     ("typed", "completed"),
-    [(b"plumctl broa\t", b"broadcast"), (b"plumctl members --sta\t", b"--state")],
+    [(b"plumctl broa\t", b"broadcast"), (b"plumctl members --na\t", b"--name")],
     ids=["command", "option"],
 )
 def test_bash_completes_on_the_first_tab(tmp_path: Path, typed: bytes, completed: bytes) -> None:
