@@ -44,6 +44,14 @@ _ALIVE = ev.MemberAlive
 _GONE = (ev.MemberFailed, ev.MemberLeft, ev.MemberReaped)
 
 
+def host_of(addr: str) -> str:
+    """The host part of ``host:port`` (``[v6]:port`` included; a bare name is its own)."""
+    host, sep, port = addr.rpartition(":")
+    return (
+        host if sep and port.isdigit() and (not host.count(":") or host.startswith("[")) else addr
+    )
+
+
 class Stack:
     """SWIM + Plumtree for one node. ``join``, ``receive``, ``handle_timer``, then take."""
 
@@ -139,7 +147,9 @@ class Stack:
                 if reply is None:
                     known = table.get(sender)
                     reply = known.addr if known is not None else source
-                swim.receive_stream(reply, sender, msg, now)
+                # a stream's source host cannot be forged: our table goes only back to
+                # the host that asked (a forged state must not aim it at a third party)
+                swim.receive_stream(reply, sender, msg, now, host_of(reply) == host_of(source))
                 live = is_live(table.get(sender))
             else:
                 swim_msgs.append(msg)
