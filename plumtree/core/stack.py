@@ -26,7 +26,7 @@ from plumtree.core.members import is_live
 from plumtree.core.messages import PLUMTREE_TYPES, PushPull
 from plumtree.core.plumtree import Plumtree
 from plumtree.core.state import NodeState
-from plumtree.core.swim import Outgoing, Swim
+from plumtree.core.swim import Outgoing, Swim, host_of
 
 #: Seconds between reconciles of Plumtree's peers with the member table (skipped when
 #: the membership did not change, but never more than RECONCILE_FORCE passes in a row).
@@ -42,14 +42,6 @@ PLUMTREE_TYPE_SET = frozenset(PLUMTREE_TYPES)
 _JOINED = ev.MemberJoined
 _ALIVE = ev.MemberAlive
 _GONE = (ev.MemberFailed, ev.MemberLeft, ev.MemberReaped)
-
-
-def host_of(addr: str) -> str:
-    """The host part of ``host:port`` (``[v6]:port`` included; a bare name is its own)."""
-    host, sep, port = addr.rpartition(":")
-    return (
-        host if sep and port.isdigit() and (not host.count(":") or host.startswith("[")) else addr
-    )
 
 
 class Stack:

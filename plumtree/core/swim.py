@@ -142,6 +142,14 @@ def pushpull_scale(interval: float, n: int) -> float:
     return interval * (math.ceil(math.log2(n) - math.log2(32)) + 1)
 
 
+def host_of(addr: str) -> str:
+    """The host part of ``host:port`` (``[v6]:port`` included; a bare name is its own)."""
+    host, sep, port = addr.rpartition(":")
+    if sep and port.isdigit() and (":" not in host or host.startswith("[")):
+        return host
+    return addr
+
+
 def _str_size(s: str) -> int:
     return (len(s) if s.isascii() else len(s.encode())) + 3
 
@@ -274,6 +282,9 @@ class Swim:
         self._confirm_order = 0
         self._confirming: dict[int, tuple[str, str]] = {}
         self._next_confirm: float | None = None
+        #: hosts we sent a push-pull request to, waiting for their reply (bounded): a
+        #: reply from one of them may teach us its whole table, a stranger's only a few
+        self._asked: dict[str, None] = {}
         self._answers = RateLimiter(
             _ANSWERS_PER_INTERVAL / cfg.probe_interval, _ANSWERS_PER_INTERVAL
         )
@@ -375,6 +386,11 @@ class Swim:
         if type(message) is not PushPull:
             self.counters.ignored_messages += 1
             return
+        trusted = False
+        if message.reply and answer:
+            host = host_of(from_addr)
+            trusted = host in self._asked
+            self._asked.pop(host, None)
         if not message.reply and not answer:
             self.counters.pushpull_replies_refused += 1
         elif not message.reply:
@@ -382,7 +398,7 @@ class Swim:
             self._stream(from_addr, PushPull(message.join, True, self._local_state()))
         self.counters.pushpull_exchanges += 1
         was_joined = self.joined
-        self._merge(message.members, now, not message.reply, from_addr, sender)
+        self._merge(message.members, now, not message.reply, from_addr, sender, trusted)
         if message.reply and message.join and not was_joined:
             # catch-up: members that joined concurrently with us reach us by gossip only,
             # which a join storm can miss; the seed that answered knows every one of them,
@@ -1076,6 +1092,11 @@ class Swim:
 
     def _stream(self, addr: str, message: PushPull) -> None:
         self.counters.streams_sent += 1
+        if not message.reply:
+            asked = self._asked
+            asked[host_of(addr)] = None
+            if len(asked) > 64:
+                del asked[next(iter(asked))]
         self._outbox.append(Outgoing(addr, [message], True))
 
     def _merge(
@@ -1085,6 +1106,7 @@ class Swim:
         regossip_new: bool,
         from_addr: str | None = None,
         sender: str = "",
+        trusted: bool = False,
     ) -> None:
         """memberlist's mergeState: alive as Alive, left as a leave, dead as a suspicion.
 
@@ -1097,13 +1119,18 @@ class Swim:
 
         Every member it teaches us starts unconfirmed; a push-pull from a non-member
         (a stranger, or a name we hold from another address) adds at most
-        ``MAX_FROM_STRANGER`` of them.
+        ``MAX_FROM_STRANGER`` of them, unless it answers one we sent (``trusted``:
+        a seed's reply to our join teaches us the whole cluster).
         """
         by_name = self.table.by_name
         me = self.name
         todo: list[MemberState] = []
         known = by_name.get(sender)
-        new_room = len(remote) if is_live(known) and known.addr == from_addr else MAX_FROM_STRANGER
+        new_room = (
+            len(remote)
+            if trusted or (is_live(known) and known.addr == from_addr)
+            else MAX_FROM_STRANGER
+        )
         for r in remote:
             m = by_name.get(r.name)
             if m is None:
