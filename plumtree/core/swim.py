@@ -346,6 +346,9 @@ class Swim:
         s = by_name.get(sender)
         if s is not None and not s.confirmed and s.addr == from_addr:
             self._confirm(s, now)  # a datagram from its address, in its name: proof enough
+        # a confirmed member speaking from its own address vouches for the members it
+        # gossips: it gossips only those whose address answered it
+        vouched = s is not None and s.confirmed and s.addr == from_addr and s is not local
         for msg in messages:
             kind = type(msg)
             if kind is Alive:
@@ -359,7 +362,7 @@ class Swim:
                 ):
                     continue  # old news (the common case): nothing to do
                 first_hand = msg.name == sender and from_addr == (msg.addr if m is None else m.addr)
-                self._on_alive(msg, now, first_hand=first_hand)
+                self._on_alive(msg, now, True, first_hand, vouched)
             elif kind is Suspect:
                 self.counters.updates_received += 1
                 self._on_suspect(msg, now, from_addr, sender)
@@ -386,11 +389,16 @@ class Swim:
         if type(message) is not PushPull:
             self.counters.ignored_messages += 1
             return
-        trusted = False
-        if message.reply and answer:
-            host = host_of(from_addr)
-            trusted = host in self._asked
-            self._asked.pop(host, None)
+        # vouched for: an answer to a request we sent to that host (a seed's reply to our
+        # join), or a confirmed member's own push-pull, from the host it lives on
+        vouched = False
+        if answer:
+            known = self.table.by_name.get(sender)
+            vouched = is_live(known) and known.addr == from_addr
+            if message.reply:
+                host = host_of(from_addr)
+                vouched = vouched or host in self._asked
+                self._asked.pop(host, None)
         if not message.reply and not answer:
             self.counters.pushpull_replies_refused += 1
         elif not message.reply:
@@ -398,7 +406,7 @@ class Swim:
             self._stream(from_addr, PushPull(message.join, True, self._local_state()))
         self.counters.pushpull_exchanges += 1
         was_joined = self.joined
-        self._merge(message.members, now, not message.reply, from_addr, sender, trusted)
+        self._merge(message.members, now, not message.reply, from_addr, sender, vouched)
         if message.reply and message.join and not was_joined:
             # catch-up: members that joined concurrently with us reach us by gossip only,
             # which a join storm can miss; the seed that answered knows every one of them,
@@ -705,9 +713,15 @@ class Swim:
     # ------------------------------------------------------------------ updates
 
     def _on_alive(
-        self, a: Alive, now: float, regossip_new: bool = True, first_hand: bool = False
+        self,
+        a: Alive,
+        now: float,
+        regossip_new: bool = True,
+        first_hand: bool = False,
+        vouched: bool = False,
     ) -> None:
-        """``first_hand``: in a datagram from the member's own address, in its name."""
+        """``first_hand``: in a datagram from the member's own address, in its name;
+        ``vouched``: from a confirmed member, which gossips only members it confirmed."""
         name = a.name
         if name == self.name:
             self._alive_about_us(a)
@@ -720,6 +734,8 @@ class Swim:
                 m.addr = a.addr  # does not buy a ghost more probes)
                 m.meta = a.meta
                 m.touch()
+            if vouched and m.addr == a.addr:
+                self._confirm(m, now)
             return
         if m is not None and a.addr != m.addr and m.state >= DEAD and a.incarnation > m.incarnation:
             # a failed member back at another address must prove that address again
@@ -736,12 +752,13 @@ class Swim:
             if len(table) >= self.config.max_members:
                 self.counters.members_dropped += 1
                 return
-            if not first_hand and len(table.unconfirmed) >= MAX_UNCONFIRMED:
+            confirmed = first_hand or vouched
+            if not confirmed and len(table.unconfirmed) >= MAX_UNCONFIRMED:
                 self.counters.unconfirmed_refused += 1
                 return
-            m = Member(name, a.addr, a.incarnation, a.meta, now, confirmed=first_hand)
+            m = Member(name, a.addr, a.incarnation, a.meta, now, confirmed=confirmed)
             table.add(m)
-            if first_hand:
+            if confirmed:
                 self._member_joined(m, regossip_new)
             else:
                 self._await_confirmation(m, now)
@@ -1106,7 +1123,7 @@ class Swim:
         regossip_new: bool,
         from_addr: str | None = None,
         sender: str = "",
-        trusted: bool = False,
+        vouched: bool = False,
     ) -> None:
         """memberlist's mergeState: alive as Alive, left as a leave, dead as a suspicion.
 
@@ -1117,20 +1134,13 @@ class Swim:
         answering side (a seed learning the joiner) re-gossips as memberlist does, and
         changes to members we knew (revivals, incarnations, suspicions) always are.
 
-        Every member it teaches us starts unconfirmed; a push-pull from a non-member
-        (a stranger, or a name we hold from another address) adds at most
-        ``MAX_FROM_STRANGER`` of them, unless it answers one we sent (``trusted``:
-        a seed's reply to our join teaches us the whole cluster).
+        Unless ``vouched`` for (see ``receive_stream``), every member it teaches us
+        starts unconfirmed, and it may add at most ``MAX_FROM_STRANGER`` of them.
         """
         by_name = self.table.by_name
         me = self.name
         todo: list[MemberState] = []
-        known = by_name.get(sender)
-        new_room = (
-            len(remote)
-            if trusted or (is_live(known) and known.addr == from_addr)
-            else MAX_FROM_STRANGER
-        )
+        new_room = len(remote) if vouched else MAX_FROM_STRANGER
         for r in remote:
             m = by_name.get(r.name)
             if m is None:
@@ -1145,11 +1155,15 @@ class Swim:
             elif r.incarnation == m.incarnation and r.state > m.state and r.state != ALIVE:
                 todo.append(r)  # same incarnation, worse news (suspect/dead/left)
         self.rng.shuffle(todo)  # random order: consumers (Plumtree) see peers unbiased
+        # our own row first: a restarted node catches up with its old incarnation
+        # while it has not joined, before the others in the reply make it joined
+        todo.sort(key=lambda r: r.name != me)
         for r in todo:
             name = r.name
             state = r.state
             if state == ALIVE:
-                self._on_alive(Alive(name, r.incarnation, r.addr, r.meta), now, regossip_new)
+                alive = Alive(name, r.incarnation, r.addr, r.meta)
+                self._on_alive(alive, now, regossip_new, False, vouched)
             elif state == LEFT:
                 self._on_dead(Dead(name, r.incarnation, name), now, from_addr, sender)
             else:

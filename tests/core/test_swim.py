@@ -77,7 +77,9 @@ def test_join_pushes_state_to_each_seed_and_merges_the_reply() -> None:
     # learned second-hand: unconfirmed, no traffic but a bare confirmation probe
     assert b.take_events() == [] and b.member("a") is None and b.unconfirmed_count == 1
     a.receive_stream("b", "b", reply.messages[0], 0.02)
-    assert not a.joined and not b.joined
+    # the seed answered the request a sent: a takes its word for the members it lists
+    assert a.joined and not b.joined and a.member("b").state == "alive"  # type: ignore[union-attr]
+    assert [type(e) for e in a.take_events()] == [ev.MemberJoined]
     b.handle_timer(b.next_deadline())
     ((addr, ping),) = sent(b.take_outgoing(), Ping)
     assert addr == "a"
@@ -85,7 +87,6 @@ def test_join_pushes_state_to_each_seed_and_merges_the_reply() -> None:
     ((addr, ack),) = sent(a.take_outgoing(), Ack)
     b.receive_packet("a", "a", [ack], 0.04)  # a answered the probe: a confirmed
     assert [type(e) for e in b.take_events()] == [ev.MemberJoined]
-    assert [type(e) for e in a.take_events()] == [ev.MemberJoined]
     assert a.joined and b.joined
     assert a.member("b") is not None and a.member("b").state == "alive"  # type: ignore[union-attr]
     assert a.counters.pushpull_exchanges == 1 and b.counters.pushpull_exchanges == 1
@@ -293,13 +294,17 @@ def test_a_failed_member_back_at_another_address_must_answer_there_first() -> No
     a = node("a")
     known(a, "b", "c")
     a.receive_packet("c", "c", [Dead("b", 1, "c")], 1.0)
-    a.receive_packet("c", "c", [Alive("b", 2, "new-addr", {})], 2.0)
+    a.receive_packet("evil:1", "evil", [Alive("b", 2, "new-addr", {})], 2.0)
     assert a.member("b") is None and a.unconfirmed_count == 1  # no traffic there yet
     a.handle_timer(2.0)
     (ping,) = [m for addr, m in sent(a.take_outgoing(), Ping) if addr == "new-addr"]
     assert isinstance(ping, Ping)
     a.receive_packet("new-addr", "b", [Ack(ping.seq)], 2.1)
     assert _member(a, "b") == ("alive", 2)
+    # a confirmed member vouches for what it gossips: c confirmed b's new address
+    a.receive_packet("c", "c", [Dead("b", 2, "c")], 3.0)
+    a.receive_packet("c", "c", [Alive("b", 3, "third-addr", {})], 4.0)
+    assert _member(a, "b") == ("alive", 3) and a.unconfirmed_count == 0
 
 
 def test_transition_events() -> None:
