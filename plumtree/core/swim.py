@@ -36,7 +36,8 @@ Protocol, as memberlist does it:
 Deviations from memberlist, on purpose: the relay's Nack fires early enough to reach the
 prober before its deadline (memberlist's LAN timings make it arrive just too late); LHA
 scales the direct probe timeout too (as the Lifeguard paper does); a failed member that
-comes back from a different address is accepted (memberlist needs DeadNodeReclaimTime);
+comes back from a different address is accepted once that address answers (memberlist
+needs DeadNodeReclaimTime);
 members first learned from a push-pull reply are not re-gossiped (see ``_merge``).
 
 Hardening against forged or stray packets (no keyring needed for these):
