@@ -261,3 +261,19 @@ def test_push_pull_is_answered_only_towards_the_host_that_asked() -> None:
     (reply,) = [o for o in s.take_outgoing() if o.reliable]
     assert reply.addr == "10.0.0.5:7946"
     assert any(type(e) is ev.MemberJoined for e in s.take_events()) is False  # unconfirmed
+
+
+def test_a_members_push_pull_vouches_only_from_the_members_own_host() -> None:
+    s = Stack("a", "10.0.0.1:7946", ProtocolConfig(), random.Random(5), 0.0)
+    b = "10.0.0.2:7946"
+    s.receive(b, "b", [Alive("b", 1, b, {})], False, 0.0)  # b's own datagram: confirmed
+    assert s.swim.member("b") is not None
+    rows = [MemberState("b", b, 1, 0, {}), MemberState("x", "10.0.0.3:7946", 1, 0, {})]
+    # posing as b from another host: no answer, and x waits unconfirmed
+    s.receive("10.0.0.9:40000", "b", [PushPull(False, False, rows)], True, 0.1)
+    assert s.swim.member("x") is None and s.swim.unconfirmed_count == 1
+    assert [o for o in s.take_outgoing() if o.reliable] == []
+    # b itself: it lists only members it confirmed, so x is a member at once
+    rows[1] = MemberState("x", "10.0.0.3:7946", 2, 0, {})
+    s.receive("10.0.0.2:40001", "b", [PushPull(False, False, rows)], True, 0.2)
+    assert s.swim.member("x") is not None and s.swim.unconfirmed_count == 0
