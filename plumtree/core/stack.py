@@ -26,7 +26,7 @@ from plumtree.core.members import is_live
 from plumtree.core.messages import KEY_TYPES, PLUMTREE_TYPES, PushPull
 from plumtree.core.plumtree import Plumtree
 from plumtree.core.state import NodeState
-from plumtree.core.swim import Outgoing, Swim
+from plumtree.core.swim import Outgoing, Swim, host_of
 
 #: Seconds between reconciles of Plumtree's peers with the member table (skipped when
 #: the membership did not change, but never more than RECONCILE_FORCE passes in a row).
@@ -157,7 +157,9 @@ class Stack:
                 if reply is None:
                     known = table.get(sender)
                     reply = known.addr if known is not None else source
-                swim.receive_stream(reply, sender, msg, now)
+                # a stream's source host cannot be forged: our table goes only back to
+                # the host that asked (a forged state must not aim it at a third party)
+                swim.receive_stream(reply, sender, msg, now, host_of(reply) == host_of(source))
                 live = is_live(table.get(sender))
             elif type(msg) in KEY_TYPE_SET:
                 self._key_message(sender, msg, reliable)

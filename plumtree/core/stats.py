@@ -68,6 +68,7 @@ class PlumtreeCounters:
     graft_received: int = 0
     prune_received: int = 0
     graft_rate_limited: int = 0
+    graft_answers_limited: int = 0
     graft_unknown: int = 0
     ihave_dropped: int = 0
     ihave_skipped: int = 0
