@@ -134,7 +134,9 @@ async def collect(
             continue
         if t.state == "dead":
             results.append(
-                NodeHealth(t.name, t.url, FAILED, "failed (SWIM declared it dead)", t.state)
+                NodeHealth(
+                    t.name, t.url, FAILED, "SWIM declared it dead (no answer to probes)", t.state
+                )
             )
             continue
         if not t.url:

@@ -155,7 +155,7 @@ _COLOUR = {"Healthy": "green", "Degraded": "yellow", "Unhealthy": "red", "Left":
 
 
 def _render(result: Any, wide: bool, clear: bool) -> None:
-    from plumctl.output import stdout, table
+    from plumctl.output import plural, stdout, table
 
     console = stdout()
     if clear and console.is_terminal:
@@ -175,7 +175,7 @@ def _render(result: Any, wide: bool, clear: bool) -> None:
     score = "unknown" if result.score is None else f"{result.score:.2f}"
     at = f" (lowest: {', '.join(result.worst)})" if result.worst else ""
     console.print(
-        f"cluster: [{colour}]{result.status}[/] · score {score}{at} · {len(result.items)} nodes"
+        f"cluster: [{colour}]{result.status}[/] · score {score}{at} · {plural(len(result.items), 'node')}"
     )
     for reason in result.reasons[: 10 if not wide else None]:
         console.print(f"  - {reason}", markup=False)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from plumctl import exitcodes
-from plumctl.options import GlobalOptions, with_global_options
+from plumctl.options import GlobalOptions, completes, with_global_options
 
 EXAMPLES = """Examples:
 
@@ -51,7 +51,11 @@ def register(app: typer.Typer) -> None:
 def monitor(
     ctx: typer.Context,
     level: Annotated[
-        str, typer.Option(help="Least severe level shown: debug, info, warn, error.")
+        str,
+        typer.Option(
+            help="Least severe level shown: debug, info, warn, error.",
+            autocompletion=completes(*LEVELS),
+        ),
     ] = "info",
     since: Annotated[
         int | None, typer.Option(min=0, help="Replay buffered events after this sequence number.")

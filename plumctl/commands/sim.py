@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from plumctl import exitcodes
-from plumctl.options import GlobalOptions, with_global_options
+from plumctl.options import PROFILES, GlobalOptions, completes, with_global_options
 
 EXAMPLES = """Examples:
 
@@ -49,9 +49,16 @@ def sim(
     crash: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Fraction of nodes crashing mid-run.")
     ] = 0.0,
-    profile: Annotated[str, typer.Option(help="lan, wan, local or large.")] = "lan",
+    profile: Annotated[
+        str, typer.Option(help="lan, wan, local or large.", autocompletion=completes(*PROFILES))
+    ] = "lan",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same report).")] = 1,
-    membership: Annotated[str, typer.Option(help="oracle (peer sampling) or swim.")] = "oracle",
+    membership: Annotated[
+        str,
+        typer.Option(
+            help="oracle (peer sampling) or swim.", autocompletion=completes("oracle", "swim")
+        ),
+    ] = "oracle",
     degree: Annotated[
         int, typer.Option(min=2, help="Overlay mean degree (oracle membership).")
     ] = 5,

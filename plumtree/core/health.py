@@ -144,11 +144,18 @@ def evaluate(inputs: HealthInputs, t: Thresholds = SEED_THRESHOLDS) -> HealthRep
     return HealthReport(status, message, tuple(checks))
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 eager peer``, ``2 eager peers``: messages read as written by a person."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _connectivity(i: HealthInputs, t: Thresholds) -> Check:
     if i.eager_peers < t.eager_critical_below:
-        why = "no peers at all" if i.total_peers == 0 else f"{i.lazy_peers} lazy peers only"
+        why = (
+            "no peers at all" if i.total_peers == 0 else f"{_count(i.lazy_peers, 'lazy peer')} only"
+        )
         return Check("connectivity", Status.UNHEALTHY, f"isolated: no eager peers ({why})")
-    return Check("connectivity", Status.HEALTHY, f"{i.eager_peers} eager peers")
+    return Check("connectivity", Status.HEALTHY, _count(i.eager_peers, "eager peer"))
 
 
 def _redundancy(i: HealthInputs, t: Thresholds) -> Check:
@@ -158,7 +165,10 @@ def _redundancy(i: HealthInputs, t: Thresholds) -> Check:
             Status.DEGRADED,
             f"reduced redundancy: {i.total_peers} peer(s) (eager+lazy < {t.total_peers_warning_below})",
         )
-    return Check("redundancy", Status.HEALTHY, f"{i.eager_peers} eager + {i.lazy_peers} lazy peers")
+    peers = "peer" if i.total_peers == 1 else "peers"
+    return Check(
+        "redundancy", Status.HEALTHY, f"{i.eager_peers} eager + {i.lazy_peers} lazy {peers}"
+    )
 
 
 def _graft_failures(i: HealthInputs, t: Thresholds) -> Check:

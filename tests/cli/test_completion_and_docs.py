@@ -127,3 +127,27 @@ def test_every_command_help_has_examples_and_exit_codes(command: str) -> None:
     assert result.exit_code == 0
     assert "Exit codes" in text and "124" in text, command
     assert "Examples" in text or "Install" in text, command
+
+
+def test_zsh_keeps_apostrophes_in_help_texts(tmp_path: Path) -> None:
+    """typer writes ``'`` in a help text as ``''`` inside single quotes: zsh reads that as
+    an apostrophe only with rc_quotes, which the script sets. Run the script's function
+    in a real zsh, with ``_arguments`` replaced by a print of what it is given."""
+    require("zsh")
+    script = (
+        "compdef() { : }\n"
+        '_arguments() { print -r -- "$@" }\n'
+        f"source {ROOT / 'completions' / 'plumctl.zsh'}\n"
+        "words=(plumctl node start --ap); CURRENT=4\n"
+        "_plumctl_completion\n"
+    )
+    proc = subprocess.run(
+        ["zsh", "-f", "-c", script],
+        env={**_env(tmp_path), "PATH": f"{BIN}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "'off' disables it" in proc.stdout, proc.stdout
