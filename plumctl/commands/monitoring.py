@@ -64,10 +64,12 @@ Examples:
 SCRAPE_HELP = """Print a Prometheus configuration that scrapes every node's /metrics.
 
 Nodes are found through a file_sd targets file. With --targets-file FILE the
-targets are taken from the live member table of the node given by --node (alive
-and suspect members with an admin URL, labelled node=NAME) and written to FILE; run it
-again when membership changes, Prometheus re-reads the file by itself. Without it, no node
-is contacted and the configuration expects targets in plumtree-targets.json.
+targets are taken from the live member table of the node given by --node (alive,
+suspect and dead members with an admin URL, labelled node=NAME) and written to FILE; run
+it again when membership changes, Prometheus re-reads the file by itself. A dead member
+stays a target (up == 0) until it leaves or is reaped, so Prometheus and plumctl health
+--all agree that the cluster is degraded. Without --targets-file, no node is contacted
+and the configuration expects targets in plumtree-targets.json.
 
 Examples:
 
@@ -222,7 +224,7 @@ def scrape_config(
         members = fetch_members(opts)
         targets = file_sd_targets(members)
         if not targets:
-            warn(f"no alive or suspect member with an admin URL among {len(members)} members")
+            warn(f"no alive, suspect or dead member with an admin URL among {len(members)} members")
         path = _write(targets_file, json.dumps(targets, indent=2) + "\n", quiet=True)
         _confirm(f"wrote {len(targets)} scrape target(s) to {path}")
         written.append({"path": path, "artifact": "targets", "targets": len(targets)})

@@ -315,6 +315,27 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
             ),
             origin="durable store (no seed row): a node that cannot keep what it acknowledges",
         ),
+        # ---- membership: a member that failed, as `plumctl health --all` sees it --------
+        AlertRule(
+            alert="PlumtreeMemberDead",
+            # summed over the state label, so the alert carries the reporting node's
+            # labels like every other rule; every survivor reports the same failure
+            expr='sum without(state) (swim_members{state="dead"}) > 0',
+            for_="1m",
+            severity="warning",
+            summary="Dead member(s) in the member table of {{ $labels.instance }}",
+            description=(
+                "{{ $value }} member(s) failed: SWIM declared them dead (no answer to direct "
+                "or indirect probes) and they have not come back. `plumctl health --all` says "
+                "Degraded for the same reason. The alert ends when the member is alive again, "
+                "leaves, or is forgotten (swim.dead_reap_time)."
+            ),
+            runbook=(
+                "`plumctl members --state dead` names them. Restart the node, or if it is gone "
+                "for good let it be reaped."
+            ),
+            origin="membership (no seed row): a failed member, as health --all counts it",
+        ),
     ]
 
 
@@ -333,7 +354,7 @@ HEADER = """\
 # Source: the monitoring guide (docs/monitoring.md). Its "Prometheus Alert Rules" come
 # first, as written (one fix: PlumtreeHighGraftFailures' description said /min for a
 # per-second rate); then one rule per row of its alert tables that those rules leave
-# out; then the alerts of exact delivery and of the durable store.
+# out; then the alerts of exact delivery, of the durable store and of membership.
 # Check: promtool check rules FILE
 """
 
