@@ -392,9 +392,12 @@ class TopApp(App[None]):
         if model.error:
             parts.append(model.error)
         self._put("#status", Text(" · ".join(parts), no_wrap=True))
-        reason = model.cluster.reasons[0] if model.cluster.reasons else ""
-        if len(model.cluster.reasons) > 1:
-            reason += f" (+{len(model.cluster.reasons) - 1} more, ? explains)"
+        # the verdict's reasons (a failed member first), then what lowered the score
+        judged = model.verdict()
+        reasons = judged.reasons if judged is not None else list(model.cluster.reasons)
+        reason = reasons[0] if reasons else ""
+        if len(reasons) > 1:
+            reason += f" (+{len(reasons) - 1} more, ? explains)"
         self._put("#reason", Text(reason, style="dim", no_wrap=True))
         self._render_score()
 
@@ -404,7 +407,7 @@ class TopApp(App[None]):
         shown = "--" if value is None else f"{value:.2f}"
         if digits.value != shown:
             digits.update(shown)
-        level = status_level(self.model.worst_status())
+        level = status_level(self.model.status())
         for name in ("ok", "warning", "critical", "unknown"):
             digits.set_class(name == level.value, name)
 
@@ -815,15 +818,18 @@ def help_text(model: ClusterModel | None) -> Text:
         "  and the cluster's is the minimum over nodes. A healthy tree leaf has one eager\n"
         f"  peer, so it scores 1/{SCORE_EAGER_TARGET:g} = 0.33: a low score alone is not an"
         " alarm.\n"
-        "  The big number is coloured by the worst node health status instead.\n"
+        "  The big number is coloured by the cluster's status instead, as plumctl health\n"
+        "  --all gives it: a member that failed makes it Degraded whatever the others say.\n"
     )
     if model is not None:
         value = model.cluster.value
         text.append(
             f"\n  Now: {'n/a' if value is None else f'{value:.2f}'}"
-            f" (worst status: {model.worst_status() or 'n/a'})\n",
+            f" (cluster status: {model.status() or 'n/a'})\n",
             style="bold",
         )
-        for reason in model.cluster.reasons or ("nothing lowers it",):
+        judged = model.verdict()
+        reasons = judged.reasons if judged is not None else list(model.cluster.reasons)
+        for reason in reasons or ("nothing lowers it",):
             text.append(f"    · {reason}\n")
     return text
