@@ -1,7 +1,7 @@
-"""Cluster health from live nodes: statuses, the seed's score, and one verdict.
+"""Cluster health from live nodes: statuses, the monitoring guide's score, and one verdict.
 
 Per node: the status the node reports on /v1/health (Healthy / Degraded / Unhealthy, the
-seed's health model) and the seed's Cluster Health Score computed here from two scrapes
+guide's health model) and the monitoring guide's Cluster Health Score computed here from two scrapes
 of /metrics ``interval`` seconds apart. The cluster score is the minimum. The verdict
 (and the exit code CI gates on):
 

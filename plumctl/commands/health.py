@@ -1,4 +1,4 @@
-"""``plumctl health``: per-node status and the seed's score, one verdict, one exit code."""
+"""``plumctl health``: per-node status and the monitoring guide's score, one verdict, one exit code."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ EXAMPLES = """Examples:
 monitoring scrape-config`) is queried instead. Each target's status comes from the
 nodes' own health model fed with PromQL: gauges as last scraped, counters as
 increase(...[--window]) (default 5m, the node's own health window); the score is the
-seed's PromQL as written (rates over [5m]). Nodes are named by their `node` target
+monitoring guide's PromQL as written (rates over [5m]). Nodes are named by their `node` target
 label, else their instance; without --all only the target whose instance is the
 --node's host:port. A target with up == 0 is unreachable. --interval only paces --watch.
 

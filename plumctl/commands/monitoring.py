@@ -1,7 +1,7 @@
 """``plumctl monitoring``: Prometheus alert rules, the Grafana dashboard, a scrape config.
 
-The artefacts are generated from the seed's monitoring guide and the health model's
-thresholds (:mod:`plumctl.monitoring`). ``--out FILE`` writes a file in the format its
+The artefacts are generated from the monitoring guide (docs/monitoring.md) and the
+health model's thresholds (:mod:`plumctl.monitoring`). ``--out FILE`` writes a file in the format its
 consumer loads (rules and config as YAML, dashboard and file_sd targets as JSON),
 atomically, and confirms on stderr; without it the artefact goes to stdout.
 """
@@ -36,8 +36,9 @@ Examples:
 
 RULES_HELP = """Print the Prometheus alerting rules (YAML; -o json: the same rules as JSON).
 
-The seed guide's five rules as written, plus one rule per row of its alert tables that
-they leave out. Check them with `promtool check rules FILE`.
+The five core rules of the monitoring guide (docs/monitoring.md), plus one rule per row
+of its alert tables that they leave out, and the rules of exact delivery, the durable
+store and membership. Check them with `promtool check rules FILE`.
 
 Examples:
 

@@ -54,7 +54,7 @@ W = TypeVar("W", bound=Widget)
 #: ``+`` and ``-`` step through these refresh intervals (seconds).
 INTERVALS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0)
 
-#: Cell styles by level: the seed's warning and critical thresholds, one colour each.
+#: Cell styles by level: the guide's warning and critical thresholds, one colour each.
 LEVEL_STYLE: Mapping[Level, str] = {
     Level.OK: "",
     Level.WARNING: "bold black on yellow",
@@ -686,7 +686,7 @@ def _ago(at: Any) -> str:
 
 
 def score_text(row: NodeRow) -> Text:
-    """The node's score and the reasons that lowered it (the seed's formula)."""
+    """The node's score and the reasons that lowered it (the monitoring guide's formula)."""
     if row.score is None:
         return Text("score n/a (no scrape yet)", style="dim")
     value = "n/a" if row.score.value is None else f"{row.score.value:.2f}"
@@ -788,7 +788,10 @@ def help_text(model: ClusterModel | None) -> Text:
     ):
         text.append(f"  {keys:<7}", style="bold cyan")
         text.append(f"{what}\n")
-    text.append("\nColours (the seed's alert thresholds)\n", style="bold")
+    text.append(
+        "\nColours (the alert thresholds of the monitoring guide, docs/monitoring.md)\n",
+        style="bold",
+    )
     text.append("  warning ", style=LEVEL_STYLE[Level.WARNING])
     text.append(" ")
     text.append("critical", style=LEVEL_STYLE[Level.CRITICAL])
@@ -812,7 +815,7 @@ def help_text(model: ClusterModel | None) -> Text:
     )
     text.append("\nThe health score\n", style="bold")
     text.append(
-        "  The seed's Cluster Health Score, per node over the last poll interval:\n"
+        "  The guide's Cluster Health Score, per node over the last poll interval:\n"
         f"    min(1, eager_peers/{SCORE_EAGER_TARGET:g} x "
         "(1 - graft_failed_rate/(graft_sent_rate + 0.001)))\n"
         "  and the cluster's is the minimum over nodes. A healthy tree leaf has one eager\n"

@@ -391,7 +391,7 @@ def spark(values: Iterable[float], width: int = 12) -> str:
 def cells(row: NodeRow) -> dict[str, Cell]:
     """The row's cells by column key, each with the level that colours it.
 
-    Levels are :func:`plumctl.scoring.classify_rates`' (the seed's alert thresholds);
+    Levels are :func:`plumctl.scoring.classify_rates`' (the monitoring guide's alert thresholds);
     a row whose node did not answer shows its last known numbers, dimmed and uncoloured.
     """
     r = row.rates

@@ -1,10 +1,10 @@
 """The node health model of the monitoring guide (docs/monitoring.md) as pure functions.
 
-Each check maps to a row of the seed's alert table or a health-check criterion: a
+Each check maps to a row of the monitoring guide's alert table or a health-check criterion: a
 critical condition makes the node Unhealthy, a warning condition Degraded. The
 thresholds live here once; the TUI colours and the Prometheus rules read them too.
 
-One deliberate reading of the seed: a Plumtree that has pruned itself to a spanning tree
+One deliberate reading of the guide: a Plumtree that has pruned itself to a spanning tree
 leaves most nodes with exactly one eager peer (the leaves). Their redundancy is the lazy
 peers that announce every message, so "reduced redundancy" is judged on eager + lazy
 peers, not on eager peers alone. Isolation (no eager peer at all) stays critical.
@@ -24,7 +24,7 @@ class Status(StrEnum):
 
     @property
     def http_status(self) -> int:
-        """HTTP code for /v1/health, as the seed's health-check endpoint does it."""
+        """HTTP code for /v1/health, as the monitoring guide's health-check endpoint does it."""
         return _HTTP[self]
 
     @property
@@ -42,7 +42,7 @@ def worst(statuses: list[Status]) -> Status:
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """The seed's alert table (critical / warning) and health-check criteria."""
+    """The monitoring guide's alert table (critical / warning) and health-check criteria."""
 
     eager_critical_below: int = 1
     eager_warning_below: int = 2

@@ -34,3 +34,35 @@ def test_a_dead_member_is_not_failed_failed() -> None:
     reasons = verdict([alive, items[0]], single=False).reasons
     assert reasons == ["n2: failed: SWIM declared it dead (no answer to probes)"]
     assert not any("failed: failed" in r for r in reasons)
+
+
+def _user_facing_texts() -> dict[str, str]:
+    from pathlib import Path
+
+    from plumctl.monitoring.dashboard import render_json
+    from plumctl.monitoring.rules import render_yaml
+    from plumctl.tui.app import help_text
+
+    root = Path(__file__).resolve().parents[2]
+    texts = {
+        "rules.yml": render_yaml(),
+        "dashboard": render_json(),
+        "? overlay": help_text(None).plain,
+        "help.json": (root / "plumctl" / "completions" / "help.json").read_text(),
+        "README.md": (root / "README.md").read_text(),
+    }
+    for doc in sorted((root / "docs").glob("*.md")):
+        texts[f"docs/{doc.name}"] = doc.read_text()
+    return texts
+
+
+def test_the_monitoring_guide_is_called_so_not_the_seed() -> None:
+    """Users know docs/monitoring.md, not the document it was first written from. "seed"
+    stays right for join seeds (``--join``: "seed address", "its seeds") and RNG seeds."""
+    import re
+
+    texts = _user_facing_texts()
+    guide_as_seed = re.compile(r"seed's|seed (guide|YAML|row)|the seed\b(?! address)", re.I)
+    found = {name: guide_as_seed.findall(text) for name, text in texts.items()}
+    assert not {name: hits for name, hits in found.items() if hits}
+    assert "docs/monitoring.md" in texts["? overlay"] and "docs/monitoring.md" in texts["rules.yml"]
