@@ -139,7 +139,7 @@ def _follow_deliveries(opts: GlobalOptions, after: int | None, payload: bool) ->
     import time
 
     from plumctl.client import ApiError, Client, Unreachable, exit_on_error
-    from plumctl.output import emit_json_line, warn
+    from plumctl.output import emit_json_line, plural, warn
 
     with exit_on_error(), Client(opts.node, opts.token, opts.timeout) as client:
         log: int | None = None
@@ -186,7 +186,7 @@ def _follow_deliveries(opts: GlobalOptions, after: int | None, payload: bool) ->
                 continue
             if page["skipped"] > 0:
                 warn(
-                    f"{name}: {page['skipped']} deliveries after cursor {cursor} can no "
+                    f"{name}: {plural(page['skipped'], 'delivery', 'deliveries')} after cursor {cursor} can no "
                     f"longer be read (beyond the node's retention); continuing at cursor "
                     f"{page['first']}"
                 )

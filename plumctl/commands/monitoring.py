@@ -201,7 +201,7 @@ def scrape_config(
         scrape_config_data,
     )
     from plumctl.monitoring.scrape import scrape_config as render
-    from plumctl.output import fail, warn
+    from plumctl.output import fail, plural, warn
 
     opts: GlobalOptions = ctx.obj
     if not is_duration(interval):
@@ -225,7 +225,9 @@ def scrape_config(
         members = fetch_members(opts)
         targets = file_sd_targets(members)
         if not targets:
-            warn(f"no alive, suspect or dead member with an admin URL among {len(members)} members")
+            warn(
+                f"no alive, suspect or dead member with an admin URL among {plural(len(members), 'member')}"
+            )
         path = _write(targets_file, json.dumps(targets, indent=2) + "\n", quiet=True)
         _confirm(f"wrote {len(targets)} scrape target(s) to {path}")
         written.append({"path": path, "artifact": "targets", "targets": len(targets)})

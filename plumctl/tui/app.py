@@ -31,6 +31,7 @@ from textual.widgets import DataTable, Digits, Input, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
 from plumctl.client import ClientError
+from plumctl.output import plural
 from plumctl.scoring import SCORE_EAGER_TARGET, Level
 from plumctl.tui.keybar import KeyBar
 from plumctl.tui.model import (
@@ -636,7 +637,7 @@ class DetailScreen(Screen[None]):
             self.query_one(f"#d-{key}", Sparkline).data = spark_data(hist)
             last = f"{hist[-1]:g}" if hist else "n/a"
             self.query_one(f"#d-{key}-label", Static).update(
-                f"{key} peers {last} (last {len(hist)} polls)"
+                f"{key} peers {last} (last {plural(len(hist), 'poll')})"
             )
         self.query_one("#d-graft", Sparkline).data = spark_data(row.graft_hist)
         last = f"{row.graft_hist[-1]:.2f}" if row.graft_hist else "n/a"
