@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from plumctl import exitcodes
+from plumctl.options import PROFILES, completes
 
 node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
 
@@ -65,7 +66,10 @@ def start(
         list[str] | None, typer.Option("--join", help="Seed address host:port (repeatable).")
     ] = None,
     profile: Annotated[
-        str | None, typer.Option(help="lan, wan, local or large (default: lan).")
+        str | None,
+        typer.Option(
+            help="lan, wan, local or large (default: lan).", autocompletion=completes(*PROFILES)
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file with node, plumtree and swim tables.")
@@ -114,10 +118,17 @@ def start(
         str | None,
         typer.Option(
             help="normal: a commit survives a crash of the node; full: of the machine too"
-            " (slower). Default normal."
+            " (slower). Default normal.",
+            autocompletion=completes("normal", "full"),
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        str,
+        typer.Option(
+            help="debug, info, warning or error.",
+            autocompletion=completes("debug", "info", "warning", "error"),
+        ),
+    ] = "info",
     log_json: Annotated[
         bool, typer.Option("--log-json", help="One JSON object per log line.")
     ] = False,

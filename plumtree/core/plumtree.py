@@ -61,7 +61,7 @@ from plumtree.core.streams import MAX_RANGES, Stream, StreamTable
 
 #: Seconds between walks over the streams for finished ones to retire.
 RETIRE_INTERVAL = 60.0
-#: Seconds of history behind the health model's rates (the seed's PromQL uses [5m]).
+#: Seconds of history behind the health model's rates (the monitoring guide's PromQL uses [5m]).
 HEALTH_WINDOW = 300.0
 
 _PRUNE = Prune()

@@ -1,11 +1,11 @@
 """A cluster node: the protocol stack on real sockets, timers and, with a data dir, a store.
 
 The node is the thin adapter of the design: it feeds the stack (``core/stack.py``) what
-the sockets receive (with ``loop.time()`` as ``now``, never behind a timer that fired),
-sends what the stack queues, arms one ``call_at`` timer at the stack's earliest deadline,
-and turns events into deliveries, the delivery log, logs, metrics and the /v1/events
-stream. With ``data_dir`` every pump's output is committed to the store in a group
-commit (``runtime/persistence.py``); our own broadcasts leave only once durable.
+the sockets receive (with ``time.monotonic()`` as ``now``, never behind a timer that
+fired), sends what the stack queues, arms one ``call_at`` timer at the stack's earliest
+deadline, and turns events into deliveries, the delivery log, logs, metrics and the
+/v1/events stream. With ``data_dir`` every pump's output is committed to the store in a
+group commit (``runtime/persistence.py``); our own broadcasts leave only once durable.
 Several nodes can run in one process (the tests do).
 """
 
@@ -193,8 +193,8 @@ class Node:
         """Open the store, bind sockets, start the admin API, then join (in the background)."""
         loop = self._loop = asyncio.get_running_loop()
         cfg = self.config
-        self._clock_offset = time.time() - loop.time()
-        self._started_at = loop.time()
+        self._started_at = self._now()
+        self._clock_offset = time.time() - time.monotonic()
         self.insecure = check_gossip_policy(cfg.bind, cfg.keyring is not None, cfg.insecure_gossip)
         restored = self._open_store()
         try:
@@ -225,7 +225,7 @@ class Node:
         if cfg.keyring is not None:
             swim = replace(protocol.swim, udp_buffer_size=protocol.swim.udp_buffer_size - OVERHEAD)
             protocol = replace(protocol, swim=swim)
-        now = loop.time()
+        now = self._now()
         meta = dict(cfg.tags)
         if self.admin_url:
             meta["admin"] = self.admin_url
@@ -665,8 +665,14 @@ class Node:
             raise RuntimeError("node is not running")
 
     def _now(self) -> float:
-        assert self._loop is not None
-        now = self._loop.time()
+        """The cores' clock: ``time.monotonic()``, never behind a timer that fired.
+
+        Not ``loop.time()``: uvloop's ticks once a millisecond and is read once per loop
+        iteration, so probe RTTs came out as 0 or 1 ms and delivery times (``at``, and
+        the latencies ``broadcast --wait`` derives from them) went up to a millisecond
+        backwards between nodes. Both clocks are CLOCK_MONOTONIC on Linux, so deadlines
+        taken from this one still arm ``loop.call_at`` correctly (to the millisecond)."""
+        now = time.monotonic()
         if now < self._clock_floor:
             return self._clock_floor
         self._clock_floor = now
