@@ -76,6 +76,13 @@ def start(
     tag: Annotated[
         list[str] | None, typer.Option("--tag", help="Member tag key=value (repeatable).")
     ] = None,
+    handler: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--handler",
+            help="[EVENT,...=]CMD run per event, payload on stdin, PLUMTREE_* env (repeatable).",
+        ),
+    ] = None,
     keyring: Annotated[
         Path | None,
         typer.Option(
@@ -146,6 +153,7 @@ def start(
             public_metrics,
             api_cert,
             api_key,
+            handler,
         )
     except (ValueError, OSError) as exc:
         fail(str(exc), exitcodes.USAGE)
@@ -184,6 +192,7 @@ def _settings(
     public_metrics: bool | None = None,
     api_cert: Path | None = None,
     api_key: Path | None = None,
+    handlers: list[str] | None = None,
 ) -> Any:
     """Merge the config file and the flags (flags win) into a NodeConfig."""
     import os
@@ -217,6 +226,9 @@ def _settings(
         "public_metrics",
         "api_cert",
         "api_key",
+        "handlers",
+        "handler_timeout",
+        "handler_queue",
         *limits.CONFIG_KEYS,
     }
     for key in node:
@@ -298,7 +310,32 @@ def _settings(
             raise ConfigError(f"--token-file: {token_path} is empty")
         cfg.token = token
     _api_settings(cfg, node, public_metrics, api_cert, api_key)
+    _handler_settings(cfg, node, handlers)
     return cfg
+
+
+def _handler_settings(cfg: Any, node: dict[str, Any], flags: list[str] | None) -> None:
+    """``--handler`` (each adds to ``node.handlers``), its time limit and queue."""
+    from plumtree.core.config import ConfigError, parse_duration
+    from plumtree.runtime.handlers import parse_handler
+
+    listed = node.get("handlers", [])
+    if not isinstance(listed, list) or not all(isinstance(h, str) for h in listed):
+        raise ConfigError(f"node.handlers: must be a list of strings, got {listed!r}")
+    try:
+        cfg.handlers = [parse_handler(h) for h in [*listed, *(flags or [])]]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    timeout = parse_duration(
+        "node.handler_timeout", node.get("handler_timeout", cfg.handler_timeout)
+    )
+    if not timeout > 0:
+        raise ConfigError(f"node.handler_timeout: must be more than 0, got {timeout!r}")
+    cfg.handler_timeout = timeout
+    queue = node.get("handler_queue", cfg.handler_queue)
+    if isinstance(queue, bool) or not isinstance(queue, int) or queue < 1:
+        raise ConfigError(f"node.handler_queue: must be an integer >= 1, got {queue!r}")
+    cfg.handler_queue = queue
 
 
 def _api_settings(
