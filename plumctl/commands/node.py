@@ -21,6 +21,8 @@ EXAMPLES = """Examples:
 
   plumctl node start --config node.toml --log-json
 
+  plumctl node start --name n1 --handler 'delivery=./on-message.sh' --handler 'member-failed=./page.sh'
+
 Gossip bound to an address other machines reach (the default, 0.0.0.0:7946) needs
 --keyring FILE (a JSON list of base64 AES keys, mode 0600: a file group or others can
 read is refused); --insecure-gossip runs without one, with a warning. Gossip on loopback
@@ -34,6 +36,12 @@ its cluster again without --join. Without it, state is in memory only.
 
 SIGTERM or Ctrl-C leaves the cluster gracefully (others see *left*, not *dead*),
 drains the send queues and exits 0; a second signal exits at once.
+
+--handler [EVENT,...=]CMD runs /bin/sh -c CMD for each event (delivery, member-join,
+member-leave, member-failed, member-update, member-reap; no filter: all) with the
+payload on stdin and PLUMTREE_EVENT, PLUMTREE_SELF_NAME, PLUMTREE_ORIGIN,
+PLUMTREE_MESSAGE_ID, PLUMTREE_CURSOR, PLUMTREE_MEMBER_NAME, ... in its environment (see
+the README): one run at a time per handler, killed after node.handler_timeout (30 s).
 
 The node runs on uvloop when it is installed (PLUMTREE_EVENT_LOOP=asyncio forces the
 standard loop); the first log line says which.
