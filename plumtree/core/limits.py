@@ -42,3 +42,8 @@ MAX_KEY_BYTES = 32
 MAX_KEYRING_KEYS = 64
 MAX_FINGERPRINT_LEN = 16
 MAX_ERROR_LEN = 256
+#: Queries (``plumctl query``): a query's name, its payload, and one member's response
+#: (serf's default query response size limit is 1 KiB).
+MAX_QUERY_NAME_LEN = 64
+MAX_QUERY_PAYLOAD = 8192
+MAX_QUERY_RESPONSE = 1024

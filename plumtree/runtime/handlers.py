@@ -38,6 +38,7 @@ EVENTS = (
     "member-failed",
     "member-update",
     "member-reap",
+    "query",
 )
 #: Environment variables a handler gets (those of other events are unset).
 ENV_VARS = {
@@ -53,6 +54,9 @@ ENV_VARS = {
     "PLUMTREE_MEMBER_NAME": "member-*: the member",
     "PLUMTREE_MEMBER_ADDR": "member-*: its gossip address (empty if forgotten)",
     "PLUMTREE_MEMBER_STATE": "member-*: alive, suspect, dead or left (empty once reaped)",
+    "PLUMTREE_QUERY_NAME": "query: its name",
+    "PLUMTREE_QUERY_ID": "query: its id (hex)",
+    "PLUMTREE_QUERY_ORIGIN": "query: the member that asked",
 }
 #: Seconds a run may take unless configured (``node.handler_timeout``).
 DEFAULT_TIMEOUT = 30.0
@@ -63,9 +67,12 @@ OUTPUT_LIMIT = 1024
 #: At most one WARNING line per handler per this many seconds.
 LOG_INTERVAL = 10.0
 
-# a filter is lower-case event names, commas and '*' before the first '=' (so that
-# ``FOO=1 ./x.sh``, a command with an assignment, is a command, not a filter)
-_FILTER = re.compile(r"[a-z*][a-z*,-]*")
+# a filter is lower-case event names (``query:NAME`` too), commas and '*' before the
+# first '=' (so that ``FOO=1 ./x.sh``, a command with an assignment, is a command)
+_TOKEN = r"(?:[a-z*][a-z*-]*(?::[A-Za-z0-9_.-]+)?)"
+_FILTER = re.compile(rf"{_TOKEN}(?:,{_TOKEN})*")
+#: A query's name (``plumctl query NAME``).
+QUERY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +82,12 @@ class HandlerSpec:
     events: frozenset[str] | None
     command: str
 
-    def wants(self, event: str) -> bool:
-        return self.events is None or event in self.events
+    def wants(self, event: str, query: str = "") -> bool:
+        """``query``: the query's name (``query:NAME`` filters want only that one)."""
+        events = self.events
+        if events is None or event in events:
+            return True
+        return event == "query" and f"query:{query}" in events
 
 
 def parse_handler(text: str) -> HandlerSpec:
@@ -84,7 +95,7 @@ def parse_handler(text: str) -> HandlerSpec:
     head, sep, rest = text.partition("=")
     if sep and _FILTER.fullmatch(head):
         names = [n for n in head.split(",") if n]
-        unknown = [n for n in names if n != "*" and n not in EVENTS]
+        unknown = [n for n in names if n != "*" and n not in EVENTS and not n.startswith("query:")]
         if unknown:
             raise ValueError(
                 f"--handler {text!r}: unknown event {unknown[0]!r} (known: {', '.join(EVENTS)}, *)"
@@ -98,11 +109,22 @@ def parse_handler(text: str) -> HandlerSpec:
     return HandlerSpec(events, command)
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended: a query's response is ``output`` when ``ok``."""
+
+    ok: bool
+    output: bytes
+    error: str = ""
+
+
 @dataclass(slots=True)
 class Job:
     event: str
     env: dict[str, str]
     payload: bytes
+    #: a query's: told how the run ended (whatever happened to it)
+    reply: asyncio.Future[Outcome] | None = None
 
 
 @dataclass(slots=True)
@@ -144,30 +166,41 @@ class Handlers:
     def __bool__(self) -> bool:
         return bool(self._runners)
 
-    def wants(self, event: str) -> bool:
-        return any(r.spec.wants(event) for r in self._runners)
+    def wants(self, event: str, query: str = "") -> bool:
+        return any(r.spec.wants(event, query) for r in self._runners)
 
-    def offer(self, event: str, env: dict[str, str], payload: bytes) -> None:
-        """Queue ``event`` for every handler that wants it (never waits)."""
+    def offer(
+        self, event: str, env: dict[str, str], payload: bytes, query: str = ""
+    ) -> asyncio.Future[Outcome] | None:
+        """Queue ``event`` for every handler that wants it (never waits). For a query:
+        a future of the first such handler's outcome (None: no handler wants it)."""
         if self._closed:
-            return
+            return None
+        reply: asyncio.Future[Outcome] | None = None
         for runner in self._runners:
-            if not runner.spec.wants(event):
+            if not runner.spec.wants(event, query):
                 continue
+            job = Job(event, env, payload)
+            if event == "query" and reply is None:
+                reply = job.reply = asyncio.get_running_loop().create_future()
             if len(runner.queue) >= self.queue_limit:
                 self.stats.dropped += 1
                 self._warn(runner, f"queue full ({self.queue_limit} events): dropped a {event}")
+                _settle(job, Outcome(False, b"", "handler queue full: dropped"))
                 continue
-            runner.queue.append(Job(event, env, payload))
+            runner.queue.append(job)
             if runner.task is None:
                 runner.task = asyncio.get_running_loop().create_task(self._work(runner))
             runner.wake.set()
+        return reply
 
     async def close(self) -> None:
         """Stop every handler: the running commands' process groups are killed."""
         self._closed = True
         tasks = []
         for runner in self._runners:
+            for job in runner.queue:
+                _settle(job, Outcome(False, b"", "node stopping"))
             runner.queue.clear()
             _kill(runner.pgid)
             if runner.task is not None:
@@ -184,14 +217,16 @@ class Handlers:
                 await runner.wake.wait()
             job = runner.queue.popleft()
             try:
-                await self._run(runner, job)
+                _settle(job, await self._run(runner, job))
             except asyncio.CancelledError:
+                _settle(job, Outcome(False, b"", "node stopping"))
                 raise
             except Exception as exc:  # (a fork that failed: too many processes, ...)
                 self.stats.failures += 1
                 self._warn(runner, f"{job.event}: could not run: {exc}")
+                _settle(job, Outcome(False, b"", f"could not run: {exc}"))
 
-    async def _run(self, runner: _Runner, job: Job) -> None:
+    async def _run(self, runner: _Runner, job: Job) -> Outcome:
         env = {**os.environ, **job.env, "PLUMTREE_EVENT": job.event}
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh",
@@ -212,7 +247,7 @@ class Handlers:
             await proc.wait()
             self.stats.timeouts += 1
             self._warn(runner, f"{job.event}: killed after {self.timeout:g}s")
-            return
+            return Outcome(False, b"", f"handler killed after {self.timeout:g}s")
         except asyncio.CancelledError:
             _kill(proc.pid)
             await proc.wait()  # (reaped, its pipes closed: nothing left to the loop's end)
@@ -222,12 +257,12 @@ class Handlers:
         if code != 0:
             self.stats.failures += 1
             detail = err.decode("utf-8", "replace").strip().splitlines()
-            self._warn(
-                runner,
-                f"{job.event}: exit {code}" + (f": {detail[-1][:200]}" if detail else ""),
-            )
-        elif out:
+            why = f"exit {code}" + (f": {detail[-1][:200]}" if detail else "")
+            self._warn(runner, f"{job.event}: {why}")
+            return Outcome(False, out, f"handler {why}")
+        if out:
             log.debug("handler %r: %s", runner.spec.command, out[:200])
+        return Outcome(True, out)
 
     def _warn(self, runner: _Runner, what: str) -> None:
         """One WARNING per handler per LOG_INTERVAL; the others are counted in it."""
@@ -271,6 +306,11 @@ async def _bounded(stream: asyncio.StreamReader) -> bytes:
         if len(kept) < OUTPUT_LIMIT:
             kept += chunk[: OUTPUT_LIMIT - len(kept)]
     return kept
+
+
+def _settle(job: Job, outcome: Outcome) -> None:
+    if job.reply is not None and not job.reply.done():
+        job.reply.set_result(outcome)
 
 
 def _kill(pgid: int | None) -> None:

@@ -29,6 +29,7 @@ from plumtree.core import events as ev
 from plumtree.core.config import ProtocolConfig, describe
 from plumtree.core.health import HealthReport
 from plumtree.core.ids import STREAM_KEY_LEN, format_id, parse_id
+from plumtree.core.messages import KEY_TYPES
 from plumtree.core.plumtree import MessageTooLarge, Plumtree
 from plumtree.core.stack import Stack
 from plumtree.core.state import DeliveryRecord, NodeState
@@ -52,6 +53,7 @@ from plumtree.runtime.handlers import (
 )
 from plumtree.runtime.keyquery import KeyQueries
 from plumtree.runtime.keys import KeyManager
+from plumtree.runtime.query import Queries
 from plumtree.runtime.tcplimits import TcpLimits
 from plumtree.runtime.transport import Transport
 
@@ -63,6 +65,8 @@ log = logging.getLogger("plumtree.node")
 msglog = logging.getLogger("plumtree.messages")
 
 __all__ = ["Delivery", "MessageTooLarge", "Node", "NodeConfig", "StoreUnavailable"]
+
+KEY_TYPE_SET = frozenset(KEY_TYPES)
 
 #: At most one "cache full" log line per this many seconds.
 EVICTION_LOG_INTERVAL = 10.0
@@ -165,6 +169,8 @@ class Node:
         self.key_queries = KeyQueries(self)
         #: the ``--handler`` commands (empty: none; then events cost nothing here)
         self.handlers = Handlers(config.handlers, config.handler_timeout, config.handler_queue)
+        #: serf's queries: asked of members over gossip, answered by ``query`` handlers
+        self.queries = Queries(self)
         self.stack: Stack = None  # type: ignore[assignment]  # set in start()
         self.plumtree: Plumtree = None  # type: ignore[assignment]
         self.swim: Swim = None  # type: ignore[assignment]
@@ -437,6 +443,7 @@ class Node:
             sub.offer({"kind": "stream_end", "level": "error", "at": time.time()})
         self.log.close()
         self.key_queries.close()
+        self.queries.close()
         await self.handlers.close()
         if self.admin is not None:
             await self.admin.stop()
@@ -698,7 +705,12 @@ class Node:
         stack = self.stack
         stack.receive(source, envelope.sender, envelope.messages, reliable, self._now())
         if stack.key_inbox:
-            self.key_queries.receive(stack.take_key_messages())
+            batch = stack.take_key_messages()
+            keys = [item for item in batch if type(item[2]) in KEY_TYPE_SET]
+            if keys:
+                self.key_queries.receive(keys)
+            if len(keys) < len(batch):
+                self.queries.receive([item for item in batch if type(item[2]) not in KEY_TYPE_SET])
         self._pump()
 
     def _on_timer(self) -> None:
@@ -880,7 +892,7 @@ class Node:
         state = member.state if member is not None else ""
         tags = {k: v for k, v in member.meta.items() if k != "admin"} if member else {}
         env = {
-            **self._self_env(),
+            **self.handler_env(),
             "PLUMTREE_MEMBER_NAME": name,
             "PLUMTREE_MEMBER_ADDR": addr,
             "PLUMTREE_MEMBER_STATE": state,
@@ -980,7 +992,7 @@ class Node:
             "size": size,
         }
 
-    def _self_env(self) -> dict[str, str]:
+    def handler_env(self) -> dict[str, str]:
         """What every handler run is told of this node (tags as they are now)."""
         return {
             "PLUMTREE_SELF_NAME": self.name,
@@ -999,7 +1011,7 @@ class Node:
         hexid = delivery.id
         if self.handlers.wants("delivery"):
             env = {
-                **self._self_env(),
+                **self.handler_env(),
                 "PLUMTREE_ORIGIN": delivery.origin,
                 "PLUMTREE_MESSAGE_ID": hexid,
                 "PLUMTREE_CURSOR": str(delivery.cursor),
