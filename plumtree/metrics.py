@@ -327,6 +327,16 @@ class NodeCollector(Collector):
             " too many at once",
             value=node.key_queries.refused + (node.stack.key_refused if node.stack else 0),
         )
+        yield CounterMetricFamily(
+            "plumtree_query_requests_answered",
+            "Queries from members (plumctl query) a handler of this node answered",
+            value=node.queries.answered,
+        )
+        yield CounterMetricFamily(
+            "plumtree_query_messages_refused",
+            "Query acks and answers nobody waits for, and queries beyond 32 at once",
+            value=node.queries.refused,
+        )
         yield from self._handlers(node)
         yield from self._admin(node)
         info = InfoMetricFamily("plumtree_node", "Node identity")

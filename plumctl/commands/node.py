@@ -38,10 +38,12 @@ SIGTERM or Ctrl-C leaves the cluster gracefully (others see *left*, not *dead*),
 drains the send queues and exits 0; a second signal exits at once.
 
 --handler [EVENT,...=]CMD runs /bin/sh -c CMD for each event (delivery, member-join,
-member-leave, member-failed, member-update, member-reap; no filter: all) with the
+member-leave, member-failed, member-update, member-reap, query, query:NAME; no filter:
+all) with the
 payload on stdin and PLUMTREE_EVENT, PLUMTREE_SELF_NAME, PLUMTREE_ORIGIN,
 PLUMTREE_MESSAGE_ID, PLUMTREE_CURSOR, PLUMTREE_MEMBER_NAME, ... in its environment (see
 the README): one run at a time per handler, killed after node.handler_timeout (30 s).
+A query handler's stdout (up to 1 KiB) is its answer to plumctl query.
 
 The node runs on uvloop when it is installed (PLUMTREE_EVENT_LOOP=asyncio forces the
 standard loop); the first log line says which.
