@@ -6,6 +6,8 @@ import re
 import shlex
 from pathlib import Path
 
+import httpx
+
 from plumtree.runtime.handlers import parse_handler
 from plumtree.runtime.query import Targets
 from tests.runtime.conftest import LocalCluster
@@ -39,3 +41,44 @@ async def test_every_member_acks_and_answers(cluster: LocalCluster, tmp_path: Pa
         ("n2", True, False),
     ]
     assert doc["missing"] == []
+
+
+async def test_a_failing_or_hanging_query_handler_answers_its_error(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    fail = tmp_path / "fail.sh"
+    fail.write_text('echo "partial"\necho "disk full" >&2\nexit 4\n')
+    asker = await cluster.add()
+    await cluster.add(handlers=[parse_handler(f"query=/bin/sh {fail}")])
+    await cluster.add(handlers=[parse_handler("query:slow=sleep 30")], handler_timeout=0.3)
+    await cluster.converge()
+    doc = await asker.queries.ask("slow", b"", Targets(node_filter=re.compile("n[12]")), 10)
+    by = {row["node"]: row for row in doc["nodes"]}
+    assert by["n1"]["ok"] is False and by["n1"]["error"] == "handler exit 4: disk full"
+    assert by["n2"]["ok"] is False and by["n2"]["error"] == "handler killed after 0.3s"
+    assert doc["missing"] == [] and doc["responses"] == 2
+
+
+async def test_the_query_endpoint_answers_json_errors(cluster: LocalCluster) -> None:
+    node = await cluster.add(token="s3cret")
+    url = node.admin_url
+    auth = {"Authorization": "Bearer s3cret"}
+    async with httpx.AsyncClient() as raw:
+        r = await raw.post(f"{url}/v1/query", json={"name": "x"})
+        assert r.status_code == 401
+        cases = [
+            ({"name": "bad name"}, 400, "bad query"),
+            ({"name": "x", "payload": "p" * 9000}, 400, "bad query"),
+            ({"name": "x", "timeout": 0}, 400, "bad timeout"),
+            ({"name": "x", "node_filter": "("}, 400, "bad node_filter"),
+            ({"name": "x", "tags": {"role": "["}}, 400, "bad tag role"),
+            ({"name": "x", "tags": ["role"]}, 400, "bad tags"),
+            ({"payload": "p"}, 400, "bad request body"),
+        ]
+        for body, status, error in cases:
+            r = await raw.post(f"{url}/v1/query", json=body, headers=auth)
+            assert (r.status_code, r.json()["error"]) == (status, error), body
+        r = await raw.post(f"{url}/v1/query", content=b"x" * 40000, headers=auth)
+        assert r.status_code == 413
+        r = await raw.post(f"{url}/v1/query", json={"name": "x", "timeout": 1}, headers=auth)
+        assert r.status_code == 200 and r.json()["nodes"][0]["acked"] is True
