@@ -747,7 +747,8 @@ class Node:
         persistence = self.persistence
         if persistence is not None:
             # someone in this process waits on each delivery: commit now, not soon
-            persistence.poke(urgent=self._handing_over)
+            # (handlers are not waited on: they take deliveries at the group commit's pace)
+            persistence.poke(urgent=self.on_deliver is not None or bool(self._subscribers))
             self.plumtree.accepting = not persistence.paused
         self._arm_timer()
 
