@@ -184,6 +184,9 @@ class Queries:
 
     async def _serve(self, sender: str, addr: str, request: QueryRequest) -> None:
         node = self.node
+        loop = asyncio.get_running_loop()
+        # the asker gathers for ``request.timeout``: an answer later than that is not sent
+        deadline = loop.time() + request.timeout if request.timeout else None
         self._send(addr, QueryAck(request.id))
         env = {
             **node.handler_env(),
@@ -195,6 +198,9 @@ class Queries:
         if reply is None:
             return  # no handler wants it: an ack only (as serf)
         outcome = await reply
+        if deadline is not None and loop.time() > deadline:
+            log.debug("query %s from %s answered after its timeout: not sent", request.name, sender)
+            return
         self.answered += 1
         payload = outcome.output[: limits.MAX_QUERY_RESPONSE]
         self._send(addr, QueryResponse(request.id, outcome.ok, payload, outcome.error[:200]))

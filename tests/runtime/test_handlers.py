@@ -112,7 +112,7 @@ async def test_a_hanging_handler_is_killed_at_the_limit_and_the_node_goes_on(
         'if [ "$(cat)" = hang ]; then sleep 60 & echo $! > sleeper.pid; wait; fi\n'
         'echo "$PLUMTREE_CURSOR" >> done.log\n',
     )
-    node = await cluster.add(handlers=[parse_handler(f"delivery={hang}")], handler_timeout=0.5)
+    node = await cluster.add(handlers=[parse_handler(f"delivery={hang}")], handler_timeout=1.0)
     node.broadcast(b"hang")
     node.broadcast(b"fine")
     # the node delivers while the handler hangs

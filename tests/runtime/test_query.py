@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shlex
 from pathlib import Path
@@ -10,7 +11,7 @@ import httpx
 
 from plumtree.runtime.handlers import parse_handler
 from plumtree.runtime.query import Targets
-from tests.runtime.conftest import LocalCluster
+from tests.runtime.conftest import LocalCluster, wait_for
 
 
 def answering(tmp_path: Path) -> list:
@@ -82,3 +83,16 @@ async def test_the_query_endpoint_answers_json_errors(cluster: LocalCluster) -> 
         assert r.status_code == 413
         r = await raw.post(f"{url}/v1/query", json={"name": "x", "timeout": 1}, headers=auth)
         assert r.status_code == 200 and r.json()["nodes"][0]["acked"] is True
+
+
+async def test_an_answer_after_the_askers_timeout_is_not_sent(cluster: LocalCluster) -> None:
+    asker = await cluster.add()
+    slow = await cluster.add(handlers=[parse_handler("query=sleep 1")])
+    await cluster.converge()
+    doc = await asker.queries.ask("q", b"", Targets(node_filter=re.compile("n1")), 0.3)
+    assert [(r["acked"], r["responded"]) for r in doc["nodes"]] == [(True, False)]
+    assert doc["missing"] == []  # acked: it is there, only slow
+    await wait_for(lambda: slow.handlers.stats.runs == 1)
+    await asyncio.sleep(1.2)  # the run ended: its answer would have gone by now
+    assert slow.queries.answered == 0
+    assert asker.queries.refused == 0  # (nothing late arrived)
