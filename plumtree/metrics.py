@@ -350,6 +350,17 @@ class NodeCollector(Collector):
             " too many at once",
             value=node.key_queries.refused + (node.stack.key_refused if node.stack else 0),
         )
+        yield CounterMetricFamily(
+            "plumtree_query_requests_answered",
+            "Queries from members (plumctl query) a handler of this node answered",
+            value=node.queries.answered,
+        )
+        yield CounterMetricFamily(
+            "plumtree_query_messages_refused",
+            "Query acks and answers nobody waits for, and queries beyond 32 at once",
+            value=node.queries.refused,
+        )
+        yield from self._handlers(node)
         yield from self._admin(node)
         info = InfoMetricFamily("plumtree_node", "Node identity")
         info.add_metric(
@@ -357,6 +368,21 @@ class NodeCollector(Collector):
             {"node": node.name, "version": node.version, "profile": node.config.protocol.profile},
         )
         yield info
+
+    def _handlers(self, node: Node) -> Iterator[Metric]:
+        """The ``--handler`` commands' runs and what went wrong (zero without handlers)."""
+        stats = node.handlers.stats
+        for name, doc, value in (
+            ("runs", "Event handler commands started", stats.runs),
+            (
+                "failures",
+                "Event handler runs that exited non-zero or could not start",
+                stats.failures,
+            ),
+            ("timeouts", "Event handler runs killed at the time limit", stats.timeouts),
+            ("dropped", "Events a handler's full queue could not take", stats.dropped),
+        ):
+            yield CounterMetricFamily(f"plumtree_handler_{name}", doc, value=value)
 
     def _admin(self, node: Node) -> Iterator[Metric]:
         """The admin API's refusals and open connections (zero without an admin API)."""

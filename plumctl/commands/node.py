@@ -22,6 +22,8 @@ EXAMPLES = """Examples:
 
   plumctl node start --config node.toml --log-json
 
+  plumctl node start --name n1 --handler 'delivery=./on-message.sh' --handler 'member-failed=./page.sh'
+
 Gossip bound to an address other machines reach (the default, 0.0.0.0:7946) needs
 --keyring FILE (a JSON list of base64 AES keys, mode 0600: a file group or others can
 read is refused); --insecure-gossip runs without one, with a warning. Gossip on loopback
@@ -35,6 +37,14 @@ its cluster again without --join. Without it, state is in memory only.
 
 SIGTERM or Ctrl-C leaves the cluster gracefully (others see *left*, not *dead*),
 drains the send queues and exits 0; a second signal exits at once.
+
+--handler [EVENT,...=]CMD runs /bin/sh -c CMD for each event (delivery, member-join,
+member-leave, member-failed, member-update, member-reap, query, query:NAME; no filter:
+all) with the
+payload on stdin and PLUMTREE_EVENT, PLUMTREE_SELF_NAME, PLUMTREE_ORIGIN,
+PLUMTREE_MESSAGE_ID, PLUMTREE_CURSOR, PLUMTREE_MEMBER_NAME, ... in its environment (see
+the README): one run at a time per handler, killed after node.handler_timeout (30 s).
+A query handler's stdout (up to 1 KiB) is its answer to plumctl query.
 
 The node runs on uvloop when it is installed (PLUMTREE_EVENT_LOOP=asyncio forces the
 standard loop); the first log line says which.
@@ -79,6 +89,13 @@ def start(
     ] = None,
     tag: Annotated[
         list[str] | None, typer.Option("--tag", help="Member tag key=value (repeatable).")
+    ] = None,
+    handler: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--handler",
+            help="[EVENT,...=]CMD run per event, payload on stdin, PLUMTREE_* env (repeatable).",
+        ),
     ] = None,
     keyring: Annotated[
         Path | None,
@@ -157,6 +174,7 @@ def start(
             public_metrics,
             api_cert,
             api_key,
+            handler,
         )
     except (ValueError, OSError) as exc:
         fail(str(exc), exitcodes.USAGE)
@@ -195,6 +213,7 @@ def _settings(
     public_metrics: bool | None = None,
     api_cert: Path | None = None,
     api_key: Path | None = None,
+    handlers: list[str] | None = None,
 ) -> Any:
     """Merge the config file and the flags (flags win) into a NodeConfig."""
     import os
@@ -228,6 +247,9 @@ def _settings(
         "public_metrics",
         "api_cert",
         "api_key",
+        "handlers",
+        "handler_timeout",
+        "handler_queue",
         *limits.CONFIG_KEYS,
     }
     for key in node:
@@ -309,7 +331,32 @@ def _settings(
             raise ConfigError(f"--token-file: {token_path} is empty")
         cfg.token = token
     _api_settings(cfg, node, public_metrics, api_cert, api_key)
+    _handler_settings(cfg, node, handlers)
     return cfg
+
+
+def _handler_settings(cfg: Any, node: dict[str, Any], flags: list[str] | None) -> None:
+    """``--handler`` (each adds to ``node.handlers``), its time limit and queue."""
+    from plumtree.core.config import ConfigError, parse_duration
+    from plumtree.runtime.handlers import parse_handler
+
+    listed = node.get("handlers", [])
+    if not isinstance(listed, list) or not all(isinstance(h, str) for h in listed):
+        raise ConfigError(f"node.handlers: must be a list of strings, got {listed!r}")
+    try:
+        cfg.handlers = [parse_handler(h) for h in [*listed, *(flags or [])]]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    timeout = parse_duration(
+        "node.handler_timeout", node.get("handler_timeout", cfg.handler_timeout)
+    )
+    if not timeout > 0:
+        raise ConfigError(f"node.handler_timeout: must be more than 0, got {timeout!r}")
+    cfg.handler_timeout = timeout
+    queue = node.get("handler_queue", cfg.handler_queue)
+    if isinstance(queue, bool) or not isinstance(queue, int) or queue < 1:
+        raise ConfigError(f"node.handler_queue: must be an integer >= 1, got {queue!r}")
+    cfg.handler_queue = queue
 
 
 def _api_settings(

@@ -53,3 +53,9 @@ INCARNATION_WINDOW = 1024
 #: joined yet accepts about itself: after a restart it must catch up with its old life).
 #: 2**32 bumps are never reached; 2**63 stays far away however many windows are walked.
 MAX_NEW_INCARNATION = 2**32
+
+#: Queries (``plumctl query``): a query's name, its payload, and one member's response
+#: (serf's default query response size limit is 1 KiB).
+MAX_QUERY_NAME_LEN = 64
+MAX_QUERY_PAYLOAD = 8192
+MAX_QUERY_RESPONSE = 1024
