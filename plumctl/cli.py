@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from plumctl import exitcodes
-from plumctl.options import DEFAULT_NODE, GlobalOptions, Output
+from plumctl.options import DEFAULT_NODE, GlobalOptions, Output, duration
 
 HELP = """Operate plumtree clusters: start nodes and local clusters, broadcast, inspect
 members and peers, score health from live metrics, watch it all with `top`.
@@ -67,7 +67,12 @@ def main(
     ] = Output.table,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", min=0.01, help="Seconds to wait for a node (and for --wait)."),
+        typer.Option(
+            "--timeout",
+            parser=duration(0.01),
+            metavar="DURATION",
+            help="Seconds to wait for a node (and for --wait): 5, 250ms, 1m30s.",
+        ),
     ] = 5.0,
 ) -> None:
     ctx.obj = GlobalOptions(node=node.rstrip("/"), token=token, output=output, timeout=timeout)

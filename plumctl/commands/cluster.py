@@ -11,7 +11,7 @@ from plumctl import exitcodes
 
 if TYPE_CHECKING:
     from plumctl.localcluster import ClusterState
-from plumctl.options import GlobalOptions, with_global_options
+from plumctl.options import GlobalOptions, duration, with_global_options
 
 cluster_app = typer.Typer(
     help="Start, inspect and stop a local cluster on loopback.", no_args_is_help=True
@@ -88,7 +88,12 @@ def up(
     profile: Annotated[str, typer.Option(help="lan, wan, local or large.")] = "local",
     directory: DirOption = None,
     wait: Annotated[
-        float, typer.Option(min=1.0, help="Seconds to wait for every node to see all others.")
+        float,
+        typer.Option(
+            parser=duration(1.0),
+            metavar="DURATION",
+            help="Seconds to wait for every node to see all others.",
+        ),
     ] = 60.0,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML config given to every node.")
@@ -286,7 +291,12 @@ def down(
     ctx: typer.Context,
     directory: DirOption = None,
     grace: Annotated[
-        float, typer.Option(min=0.0, help="Seconds to wait for a graceful leave before SIGKILL.")
+        float,
+        typer.Option(
+            parser=duration(0.0),
+            metavar="DURATION",
+            help="Seconds to wait for a graceful leave before SIGKILL.",
+        ),
     ] = 10.0,
     keep_data: Annotated[
         bool,

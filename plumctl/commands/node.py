@@ -168,55 +168,29 @@ def _settings(
     """Merge the config file and the flags (flags win) into a NodeConfig."""
     import os
 
-    from plumtree.core.config import ConfigError, load_toml, protocol_config_from_mapping
-    from plumtree.runtime import gossippolicy
+    from plumtree.core.config import ConfigError, protocol_config_from_mapping
+    from plumtree.runtime import configfile, gossippolicy
     from plumtree.runtime.addresses import parse_addr
     from plumtree.runtime.crypto import Keyring
     from plumtree.runtime.node import NodeConfig
     from plumtree.runtime.tcplimits import TcpLimits
 
-    data: dict[str, Any] = load_toml(config) if config else {}
-    node = data.get("node", {})
-    if not isinstance(node, dict):
-        raise ConfigError("node: must be a table")
-    known = {
-        "name",
-        "bind",
-        "advertise",
-        "api",
-        "join",
-        "label",
-        "tags",
-        "profile",
-        "token_file",
-        "keyring",
-        "data_dir",
-        "fsync",
-        "insecure_gossip",
-    }
-    for key in node:
-        if key not in known:
-            raise ConfigError(f"node.{key}: unknown setting (known: {', '.join(sorted(known))})")
-    sections = ("node", "plumtree", "swim", "transport", "profile")
-    for key in data:
-        if key not in sections:
-            raise ConfigError(f"{key}: unknown section (known: {', '.join(sections)})")
-    transport = data.get("transport", {})
-    if not isinstance(transport, dict):
-        raise ConfigError("transport: must be a table")
+    # every key typed and checked before any is used: one line naming a wrong one
+    data = configfile.load(config) if config else configfile.ConfigFile()
+    node = configfile.given(data.node)
     protocol = protocol_config_from_mapping(
         {
-            "profile": node.get("profile", data.get("profile", "lan")),
-            "plumtree": data.get("plumtree", {}),
-            "swim": data.get("swim", {}),
+            "profile": node.get("profile", configfile.given(data).get("profile", "lan")),
+            "plumtree": configfile.given(data.plumtree),
+            "swim": configfile.given(data.swim),
         },
         profile=profile,
     )
-    cfg = NodeConfig(protocol=protocol, tcp_limits=TcpLimits.from_mapping(transport))
+    cfg = NodeConfig(
+        protocol=protocol, tcp_limits=TcpLimits.from_mapping(configfile.given(data.transport))
+    )
     directory = data_dir or node.get("data_dir")
     if directory is not None:
-        if not isinstance(directory, str | Path):
-            raise ConfigError(f"node.data_dir: must be a path, got {directory!r}")
         cfg.data_dir = str(directory)
     fsync_value = fsync or node.get("fsync") or cfg.fsync
     if fsync_value not in ("normal", "full"):
@@ -231,10 +205,7 @@ def _settings(
     cfg.api = None if api_value == "off" else api_value
     cfg.join = list(join or node.get("join") or [])
     cfg.label = label if label is not None else str(node.get("label", ""))
-    file_tags = node.get("tags", {})
-    if not isinstance(file_tags, dict):
-        raise ConfigError("node.tags: must be a table of strings")
-    cfg.tags = {str(k): str(v) for k, v in file_tags.items()}
+    cfg.tags = dict(node.get("tags", {}))
     for item in tags or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -258,10 +229,7 @@ def _settings(
     if keyring_path:
         cfg.keyring = Keyring.load(keyring_path)
         cfg.keyring_file = os.path.abspath(keyring_path)  # live key changes are saved there
-    allow = node.get("insecure_gossip", False)
-    if not isinstance(allow, bool):
-        raise ConfigError(f"node.insecure_gossip: must be true or false, got {allow!r}")
-    cfg.insecure_gossip = insecure_gossip or allow
+    cfg.insecure_gossip = insecure_gossip or node.get("insecure_gossip", False)
     gossippolicy.check(cfg.bind, cfg.keyring is not None, cfg.insecure_gossip)
     token_path = token_file or node.get("token_file")
     if token_path:
