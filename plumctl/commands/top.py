@@ -91,7 +91,7 @@ def top(
     except ClientError as exc:
         fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        raise typer.Exit(exitcodes.INTERRUPTED) from None
     except Exception as exc:  # a bug outside the app: same treatment as one inside
         from plumctl.tui.crash import report_crash
 
