@@ -32,6 +32,9 @@ broadcast is acknowledged once it is committed there, and after a restart the no
 delivers nothing twice, catches up on what it missed (within the retention) and finds
 its cluster again without --join. Without it, state is in memory only.
 
+Names are unique: a node whose name a live member at another address holds is told so
+by its seed and exits 2 (the holder keeps it).
+
 SIGTERM or Ctrl-C leaves the cluster gracefully (others see *left*, not *dead*),
 drains the send queues and exits 0; a second signal exits at once.
 
@@ -335,4 +338,7 @@ async def _main(cfg: Any, ready_file: Path | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     await node.stopped.wait()
+    if node.fatal is not None:  # it stopped on its own: say why, as a usage error
+        error(node.fatal)
+        return exitcodes.USAGE
     return exitcodes.OK
