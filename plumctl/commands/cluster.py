@@ -148,6 +148,14 @@ def up(
             if not path.is_file():
                 fail(f"{flag}: {path}: no such file", exitcodes.USAGE)
             extra += [flag, str(path.resolve())]
+    if config is not None:  # one line naming a wrong key now, not N failed nodes later
+        from plumtree.core.config import ConfigError
+        from plumtree.runtime import configfile
+
+        try:
+            configfile.load(config)
+        except ConfigError as exc:
+            fail(str(exc), exitcodes.USAGE)
     if keyring is not None:
         try:
             copy_keyring(keyring, where, names)

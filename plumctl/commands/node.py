@@ -217,11 +217,16 @@ def _settings(
     for reserved in ("admin", gossippolicy.INSECURE_TAG):
         if reserved in cfg.tags:
             raise ConfigError(f"--tag: {reserved!r} is reserved (the node sets it)")
+    flags = {"bind": bind, "advertise": advertise, "api": api, "join": join}
+
+    def source(key: str) -> str:  # the error names where the value came from
+        return f"--{key}" if flags[key] else f"node.{key}"
+
     for what, addr in [
-        ("--bind", cfg.bind),
-        ("--advertise", cfg.advertise),
-        ("--api", cfg.api),
-        *[("--join", j) for j in cfg.join],
+        (source("bind"), cfg.bind),
+        (source("advertise"), cfg.advertise),
+        (source("api"), cfg.api),
+        *[(source("join"), j) for j in cfg.join],
     ]:
         if addr:
             try:

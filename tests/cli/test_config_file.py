@@ -86,6 +86,7 @@ def test_a_wrong_type_for_any_key_is_one_line_naming_it(
         ("tags = { rack = 1 }", "node.tags: expected a table of strings"),
         ('fsync = "often"', "node.fsync: expected one of normal, full, got a string 'often'"),
         ("colour = 1", "node.colour: unknown setting (known: "),
+        ('join = ["127.0.0.1:notaport"]', "node.join: "),
     ],
 )
 def test_reported_cases_in_a_real_process(line: str, message: str, tmp_path: Path) -> None:
@@ -162,3 +163,16 @@ def test_the_readme_example_is_a_valid_config() -> None:
     decoded = configfile.decode(tomllib.loads(example))
     assert configfile.given(decoded.plumtree)["retention_age"] == 5400.0
     assert configfile.given(decoded.transport)["idle_timeout"] == 150.0
+
+
+def test_cluster_up_checks_the_config_before_starting_any_node(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\njoin = "127.0.0.1:7946"\n')
+    result = invoke(
+        "cluster", "up", "-n", "2", "--dir", str(tmp_path / "c"), "--config", str(config)
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "plumctl: error: node.join: expected an array of strings, got a string '127.0.0.1:7946'"
+    ]
+    assert not (tmp_path / "c" / "logs").exists()  # no node was started
