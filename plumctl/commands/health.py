@@ -91,13 +91,16 @@ def health(
     if given and prometheus is None:
         fail("--window: only with --prometheus (direct scrapes use --interval)", exitcodes.USAGE)
     if prometheus is not None:
+        from plumctl.monitoring.scrape import is_duration
         from plumtree.core import durations
 
-        try:  # the CLI's one duration grammar, written back in Prometheus' (1.5m -> 1m30s)
-            window = durations.prometheus(durations.seconds(window))
+        try:  # the CLI's one duration grammar; in the queries as given, or in Prometheus'
+            seconds = durations.seconds(window)  # own (90, 1.5m -> 1m30s)
         except ValueError as exc:
             fail(f"--window: {exc}", exitcodes.USAGE)
-        if window == "0s":
+        if not is_duration(window):
+            window = durations.prometheus(seconds)
+        if window == "0s" or seconds <= 0:
             fail("--window: must be longer than 0s", exitcodes.USAGE)
     while True:
         started = time.monotonic()
