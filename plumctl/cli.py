@@ -14,6 +14,7 @@ from plumctl.options import (
     TOKEN_HELP,
     GlobalOptions,
     Output,
+    duration,
     use_ca_file,
 )
 
@@ -84,7 +85,12 @@ def main(
     ] = Output.table,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", min=0.01, help="Seconds to wait for a node (and for --wait)."),
+        typer.Option(
+            "--timeout",
+            parser=duration(0.01),
+            metavar="DURATION",
+            help="Seconds to wait for a node (and for --wait): 5, 250ms, 1m30s.",
+        ),
     ] = 5.0,
 ) -> None:
     use_ca_file(cacert)

@@ -83,6 +83,32 @@ class GlobalOptions:
         return self.output == Output.wide
 
 
+def duration(minimum: float = 0.0, maximum: float | None = None) -> Callable[[str], float]:
+    """A typer ``parser=`` for an option in seconds: ``5``, ``250ms``, ``1.5s``, ``1m30s``.
+
+    The grammar is the config file's (plumtree/core/durations.py), so a value written
+    in node.toml works on the command line and back.
+    """
+
+    def parse(text: str | float) -> float:
+        import typer
+
+        from plumtree.core import durations
+
+        if isinstance(text, float | int):  # typer passes defaults through the parser
+            return float(text)
+        try:
+            value = durations.seconds(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum:g}s" if maximum is not None else ""
+            raise typer.BadParameter(f"must be at least {minimum:g}s{upper}, got {text!r}")
+        return value
+
+    return parse
+
+
 def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Let a command also take ``--node/--token/--cacert/-o/--timeout`` after its own name.
 
@@ -164,8 +190,9 @@ def with_global_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 float | None,
                 typer.Option(
                     "--timeout",
-                    min=0.01,
-                    help="Seconds to wait for a node.",
+                    parser=duration(0.01),
+                    metavar="DURATION",
+                    help="Seconds to wait for a node (5, 250ms, 1m30s).",
                     rich_help_panel=panel,
                     show_default=False,
                 ),

@@ -270,6 +270,11 @@ class NodeCollector(Collector):
         yield CounterMetricFamily(
             "swim_pushpull", "Push-pull state exchanges", value=c.pushpull_exchanges
         )
+        yield CounterMetricFamily(
+            "swim_name_conflicts",
+            "Claims to a live member's name from another address, refused",
+            value=c.addr_conflicts,
+        )
         yield GaugeMetricFamily(
             "swim_local_health", "Lifeguard local health (0 is best)", value=swim.local_health()
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,10 +20,12 @@ EXAMPLES = """Examples:
 
   echo hello | plumctl broadcast - -o json
 
---wait follows delivery on every live member (progress on stderr; per-node delivery
-times with -o json) and exits 0 once all delivered, 124 if --timeout passes first, 1
-if a live member lost it (it gave up: no reachable member held it any more; -o json
-lists them under "lost").
+--wait follows delivery on every live member (progress on stderr, counted as each
+member delivers; per-node delivery times with -o json) and exits 0 once all delivered,
+124 if --timeout passes first (naming the members that had not delivered; -o json lists
+them under "missing"), 1 if a live member lost it (it gave up: no reachable member held
+it any more; -o json lists them under "lost"). Ctrl-C prints the message id (the JSON
+document with -o json) and exits 130.
 """
 
 
@@ -67,25 +70,39 @@ def broadcast(
         else:
             typer.echo(msg_id)
         return
-    result = _wait(opts, msg_id)
+    follow = Follow()  # from now on the message exists: Ctrl-C must still name it
+    try:
+        _wait(opts, msg_id, follow)
+    except KeyboardInterrupt:
+        # the message is sent whatever happens next: say which it is before leaving
+        result = follow.result(interrupted=True)
+        if opts.json:
+            emit_json({**doc, **result})
+        else:
+            typer.echo(msg_id)
+        fail(
+            f"interrupted: delivered on {result['delivered']} of {result['members']} live"
+            f" members so far (message {msg_id})",
+            exitcodes.INTERRUPTED,
+        )
+    result = follow.result()
     if opts.json:
         emit_json({**doc, **result})
     else:
         typer.echo(msg_id)
         _summary(result)
+    missing = ", ".join(result["missing"])
     if result["lost"]:
-        waiting = result["members"] - result["delivered"] - len(result["lost"])
         fail(
             f"lost on {', '.join(result['lost'])} (no reachable member holds it any more); "
             f"delivered on {result['delivered']} of {result['members']} live members"
-            + (
-                f"; timed out after {opts.timeout:g}s waiting for {waiting} more" if waiting else ""
-            ),
+            + (f"; timed out after {opts.timeout:g}s waiting for {missing}" if missing else ""),
             exitcodes.FAILED,
         )
     if not result["complete"]:
         fail(
-            f"timed out after {opts.timeout:g}s: delivered on {result['delivered']} of {result['members']} live members",
+            f"timed out after {opts.timeout:g}s: delivered on {result['delivered']} of"
+            f" {result['members']} live members; not on {missing}",
             exitcodes.TIMEOUT,
         )
 
@@ -107,8 +124,66 @@ def _payload(payload: str | None, file: Path | None) -> bytes:
     return payload.encode()
 
 
-def _wait(opts: GlobalOptions, msg_id: str) -> dict[str, Any]:
-    """Poll /v1/messages/{id} on every live member until all delivered or the timeout."""
+class Follow:
+    """What ``--wait`` learnt so far, per member: kept outside the loop so that Ctrl-C
+    can still report it."""
+
+    def __init__(self) -> None:
+        self.live: list[Any] = []  # targets, in the order the node listed them
+        self.done: dict[str, dict[str, Any]] = {}
+        self.lost: set[str] = set()  # gave it up: waiting longer would not bring it
+        self.errors: dict[str, str] = {}
+        self.sent = time.monotonic()  # when the node acknowledged the broadcast
+        self.seen: dict[str, float] = {}  # seconds after ``sent`` plumctl saw each delivery
+
+    def delivered(self, name: str, answer: dict[str, Any]) -> None:
+        self.done[name] = answer
+        self.seen[name] = time.monotonic() - self.sent
+
+    def result(self, interrupted: bool = False) -> dict[str, Any]:
+        done, lost = self.done, self.lost
+        origin_at = min(
+            (float(r["at"]) for r in done.values() if r.get("hops") == 0 and r.get("at")),
+            default=None,
+        )
+        items = []
+        for t in self.live:
+            r = done.get(t.name)
+            at = None if r is None else r.get("at")
+            items.append(
+                {
+                    "node": t.name,
+                    "delivered": r is not None,
+                    "at": at,
+                    "latency_ms": None
+                    if at is None or origin_at is None
+                    else round(1000 * (float(at) - origin_at), 3),
+                    "hops": None if r is None else r.get("hops"),
+                    "from": None if r is None else r.get("from"),
+                    "lost": t.name in lost,
+                    "error": self.errors.get(t.name),
+                    # when plumctl learnt it (after the send): a slow member delays no other
+                    "seen_ms": None
+                    if t.name not in self.seen
+                    else round(1000 * self.seen[t.name], 1),
+                }
+            )
+        result = {
+            "members": len(self.live),
+            "delivered": len(done),
+            "complete": len(done) == len(self.live),
+            "lost": [t.name for t in self.live if t.name in lost],
+            # live members that neither delivered nor gave up: the ones a timeout waited for
+            "missing": [t.name for t in self.live if t.name not in done and t.name not in lost],
+            "items": items,
+        }
+        if interrupted:
+            result["interrupted"] = True
+        return result
+
+
+def _wait(opts: GlobalOptions, msg_id: str, follow: Follow) -> None:
+    """Follow delivery on every live member until all delivered or the timeout."""
     import asyncio
 
     from plumctl.client import exit_on_error
@@ -116,11 +191,17 @@ def _wait(opts: GlobalOptions, msg_id: str) -> dict[str, Any]:
 
     with exit_on_error():
         targets, _ = resolve(opts, everyone=True)
-    live = [t for t in targets if t.live and t.url]
-    return asyncio.run(_follow(opts, msg_id, live))
+    follow.live = [t for t in targets if t.live and t.url]
+    asyncio.run(_follow(opts, msg_id, follow))
 
 
-async def _follow(opts: GlobalOptions, msg_id: str, live: list[Any]) -> dict[str, Any]:
+#: pause between two polls of one member that has not delivered yet
+POLL = 0.05
+
+
+async def _follow(opts: GlobalOptions, msg_id: str, follow: Follow) -> None:
+    """One poller per member, side by side: a member that does not answer (stopped,
+    overloaded) holds up only its own poller, never the count of the others."""
     import asyncio
     import time
 
@@ -128,13 +209,7 @@ async def _follow(opts: GlobalOptions, msg_id: str, live: list[Any]) -> dict[str
     from plumctl.output import stderr
 
     deadline = time.monotonic() + opts.timeout
-    done: dict[str, dict[str, Any]] = {}
-    lost: set[str] = set()  # gave it up: waiting longer would not bring it
-    errors: dict[str, str] = {}
-
-    async def ask(client: AsyncClient) -> dict[str, Any]:
-        return await client.message(msg_id)
-
+    names = {normalise_url(t.url): t.name for t in follow.live}
     progress = None
     task = None
     if not opts.json:
@@ -155,62 +230,37 @@ async def _follow(opts: GlobalOptions, msg_id: str, live: list[Any]) -> dict[str
             transient=True,
         )
         progress.start()
-        task = progress.add_task("wait", total=len(live))
+        task = progress.add_task("wait", total=len(follow.live))
+
+    async def poll(client: AsyncClient) -> None:
+        name = names[client.base_url]
+        while (left := deadline - time.monotonic()) > 0:
+            client.timeout = max(left, 0.05)  # one slow answer may take what is left
+            try:
+                r = await client.message(msg_id)
+            except ClientError as exc:
+                follow.errors[name] = str(exc)
+            else:
+                follow.errors.pop(name, None)
+                if r.get("delivered"):
+                    follow.delivered(name, r)
+                    if progress is not None and task is not None:
+                        progress.update(task, completed=len(follow.done))
+                    return
+                if r.get("lost"):
+                    follow.lost.add(name)
+                    return
+            await asyncio.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+
     try:
-        while True:
-            pending = [t for t in live if t.name not in done and t.name not in lost]
-            left = deadline - time.monotonic()
-            if not pending or left <= 0:
-                break
-            urls = [t.url for t in pending]
-            results = await fan_out(
-                urls, ask, token=opts.token, timeout=min(opts.timeout, max(left, 0.05))
-            )
-            for t in pending:
-                r = results.get(normalise_url(t.url))
-                if isinstance(r, ClientError):
-                    errors[t.name] = str(r)
-                elif r is not None and r.get("delivered"):
-                    done[t.name] = r
-                    errors.pop(t.name, None)
-                elif r is not None and r.get("lost"):
-                    lost.add(t.name)
-                    errors.pop(t.name, None)
-            if progress is not None and task is not None:
-                progress.update(task, completed=len(done))
-            if len(done) + len(lost) < len(live):
-                await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        left = max(deadline - time.monotonic(), 0.05)
+        results = await fan_out(list(names), poll, token=opts.token, timeout=left, deadline=left)
+        for url, r in results.items():  # a poller cut off at the deadline: say why
+            if isinstance(r, ClientError) and names.get(url) not in follow.done:
+                follow.errors.setdefault(names.get(url, url), str(r))
     finally:
         if progress is not None:
             progress.stop()
-    origin_at = min(
-        (float(r["at"]) for r in done.values() if r.get("hops") == 0 and r.get("at")), default=None
-    )
-    items = []
-    for t in live:
-        r = done.get(t.name)
-        at = None if r is None else r.get("at")
-        items.append(
-            {
-                "node": t.name,
-                "delivered": r is not None,
-                "at": at,
-                "latency_ms": None
-                if at is None or origin_at is None
-                else round(1000 * (float(at) - origin_at), 3),
-                "hops": None if r is None else r.get("hops"),
-                "from": None if r is None else r.get("from"),
-                "lost": t.name in lost,
-                "error": errors.get(t.name),
-            }
-        )
-    return {
-        "members": len(live),
-        "delivered": len(done),
-        "complete": len(done) == len(live),
-        "lost": [t.name for t in live if t.name in lost],
-        "items": items,
-    }
 
 
 def _summary(result: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from plumctl import exitcodes
 
 if TYPE_CHECKING:
     from plumctl.localcluster import ClusterState
-from plumctl.options import PROFILES, GlobalOptions, completes, with_global_options
+from plumctl.options import PROFILES, GlobalOptions, completes, duration, with_global_options
 
 cluster_app = typer.Typer(
     help="Start, inspect and stop a local cluster on loopback.", no_args_is_help=True
@@ -90,7 +90,12 @@ def up(
     ] = "local",
     directory: DirOption = None,
     wait: Annotated[
-        float, typer.Option(min=1.0, help="Seconds to wait for every node to see all others.")
+        float,
+        typer.Option(
+            parser=duration(1.0),
+            metavar="DURATION",
+            help="Seconds to wait for every node to see all others.",
+        ),
     ] = 60.0,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML config given to every node.")
@@ -147,6 +152,14 @@ def up(
             if not path.is_file():
                 fail(f"{flag}: {path}: no such file", exitcodes.USAGE)
             extra += [flag, str(path.resolve())]
+    if config is not None:  # one line naming a wrong key now, not N failed nodes later
+        from plumtree.core.config import ConfigError
+        from plumtree.runtime import configfile
+
+        try:
+            configfile.load(config)
+        except ConfigError as exc:
+            fail(str(exc), exitcodes.USAGE)
     if keyring is not None:
         try:
             copy_keyring(keyring, where, names)
@@ -309,7 +322,12 @@ def down(
     ctx: typer.Context,
     directory: DirOption = None,
     grace: Annotated[
-        float, typer.Option(min=0.0, help="Seconds to wait for a graceful leave before SIGKILL.")
+        float,
+        typer.Option(
+            parser=duration(0.0),
+            metavar="DURATION",
+            help="Seconds to wait for a graceful leave before SIGKILL.",
+        ),
     ] = 10.0,
     keep_data: Annotated[
         bool,

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from plumctl import exitcodes
-from plumctl.options import GlobalOptions, with_global_options
+from plumctl.options import GlobalOptions, duration, with_global_options
 
 EXAMPLES = """Examples:
 
@@ -51,8 +51,8 @@ def health(
     interval: Annotated[
         float,
         typer.Option(
-            min=0.1,
-            max=300.0,
+            parser=duration(0.1, 300.0),
+            metavar="DURATION",
             help="Seconds between the two /metrics scrapes (with --prometheus: between "
             "--watch rounds).",
         ),
@@ -75,7 +75,7 @@ def health(
         typer.Option(
             "--window",
             metavar="DURATION",
-            help="With --prometheus: range of the health model's counters (a Prometheus duration).",
+            help="With --prometheus: range of the health model's counters (5m, 90s, 1m30s).",
         ),
     ] = "5m",
 ) -> None:
@@ -91,13 +91,16 @@ def health(
     if given and prometheus is None:
         fail("--window: only with --prometheus (direct scrapes use --interval)", exitcodes.USAGE)
     if prometheus is not None:
-        from plumctl.monitoring.scrape import duration_seconds
+        from plumctl.monitoring.scrape import is_duration
+        from plumtree.core import durations
 
-        try:
-            seconds = duration_seconds(window)
-        except ValueError:
-            fail(f"--window: not a Prometheus duration: {window!r} (e.g. 1m, 5m)", exitcodes.USAGE)
-        if seconds <= 0:
+        try:  # the CLI's one duration grammar; in the queries as given, or in Prometheus'
+            seconds = durations.seconds(window)  # own (90, 1.5m -> 1m30s)
+        except ValueError as exc:
+            fail(f"--window: {exc}", exitcodes.USAGE)
+        if not is_duration(window):
+            window = durations.prometheus(seconds)
+        if window == "0s" or seconds <= 0:
             fail("--window: must be longer than 0s", exitcodes.USAGE)
     while True:
         started = time.monotonic()

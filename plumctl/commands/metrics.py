@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from plumctl import exitcodes
-from plumctl.options import GlobalOptions, with_global_options
+from plumctl.options import GlobalOptions, duration, with_global_options
 
 EXAMPLES = """Examples:
 
@@ -37,7 +37,12 @@ def metrics(
         bool, typer.Option("--all", "-a", help="Every member, not just --node.")
     ] = False,
     interval: Annotated[
-        float, typer.Option(min=0.1, max=300.0, help="Seconds between the two scrapes.")
+        float,
+        typer.Option(
+            parser=duration(0.1, 300.0),
+            metavar="DURATION",
+            help="Seconds between the two scrapes (1, 500ms, 1m).",
+        ),
     ] = 1.0,
 ) -> None:
     import asyncio

@@ -35,6 +35,9 @@ broadcast is acknowledged once it is committed there, and after a restart the no
 delivers nothing twice, catches up on what it missed (within the retention) and finds
 its cluster again without --join. Without it, state is in memory only.
 
+Names are unique: a node whose name a live member at another address holds is told so
+by its seed and exits 2 (the holder keeps it).
+
 SIGTERM or Ctrl-C leaves the cluster gracefully (others see *left*, not *dead*),
 drains the send queues and exits 0; a second signal exits at once.
 
@@ -218,63 +221,29 @@ def _settings(
     """Merge the config file and the flags (flags win) into a NodeConfig."""
     import os
 
-    from plumtree.admin import limits
-    from plumtree.core.config import ConfigError, load_toml, protocol_config_from_mapping
-    from plumtree.runtime import gossippolicy
+    from plumtree.core.config import ConfigError, protocol_config_from_mapping
+    from plumtree.runtime import configfile, gossippolicy
     from plumtree.runtime.addresses import parse_addr
     from plumtree.runtime.crypto import Keyring
     from plumtree.runtime.node import NodeConfig
     from plumtree.runtime.tcplimits import TcpLimits
 
-    data: dict[str, Any] = load_toml(config) if config else {}
-    node = data.get("node", {})
-    if not isinstance(node, dict):
-        raise ConfigError("node: must be a table")
-    known = {
-        "name",
-        "bind",
-        "advertise",
-        "api",
-        "join",
-        "label",
-        "tags",
-        "profile",
-        "token_file",
-        "keyring",
-        "data_dir",
-        "fsync",
-        "insecure_gossip",
-        "public_metrics",
-        "api_cert",
-        "api_key",
-        "handlers",
-        "handler_timeout",
-        "handler_queue",
-        *limits.CONFIG_KEYS,
-    }
-    for key in node:
-        if key not in known:
-            raise ConfigError(f"node.{key}: unknown setting (known: {', '.join(sorted(known))})")
-    sections = ("node", "plumtree", "swim", "transport", "profile")
-    for key in data:
-        if key not in sections:
-            raise ConfigError(f"{key}: unknown section (known: {', '.join(sections)})")
-    transport = data.get("transport", {})
-    if not isinstance(transport, dict):
-        raise ConfigError("transport: must be a table")
+    # every key typed and checked before any is used: one line naming a wrong one
+    data = configfile.load(config) if config else configfile.ConfigFile()
+    node = configfile.given(data.node)
     protocol = protocol_config_from_mapping(
         {
-            "profile": node.get("profile", data.get("profile", "lan")),
-            "plumtree": data.get("plumtree", {}),
-            "swim": data.get("swim", {}),
+            "profile": node.get("profile", configfile.given(data).get("profile", "lan")),
+            "plumtree": configfile.given(data.plumtree),
+            "swim": configfile.given(data.swim),
         },
         profile=profile,
     )
-    cfg = NodeConfig(protocol=protocol, tcp_limits=TcpLimits.from_mapping(transport))
+    cfg = NodeConfig(
+        protocol=protocol, tcp_limits=TcpLimits.from_mapping(configfile.given(data.transport))
+    )
     directory = data_dir or node.get("data_dir")
     if directory is not None:
-        if not isinstance(directory, str | Path):
-            raise ConfigError(f"node.data_dir: must be a path, got {directory!r}")
         cfg.data_dir = str(directory)
     fsync_value = fsync or node.get("fsync") or cfg.fsync
     if fsync_value not in ("normal", "full"):
@@ -289,10 +258,7 @@ def _settings(
     cfg.api = None if api_value == "off" else api_value
     cfg.join = list(join or node.get("join") or [])
     cfg.label = label if label is not None else str(node.get("label", ""))
-    file_tags = node.get("tags", {})
-    if not isinstance(file_tags, dict):
-        raise ConfigError("node.tags: must be a table of strings")
-    cfg.tags = {str(k): str(v) for k, v in file_tags.items()}
+    cfg.tags = dict(node.get("tags", {}))
     for item in tags or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -301,11 +267,16 @@ def _settings(
     for reserved in ("admin", gossippolicy.INSECURE_TAG):
         if reserved in cfg.tags:
             raise ConfigError(f"--tag: {reserved!r} is reserved (the node sets it)")
+    flags = {"bind": bind, "advertise": advertise, "api": api, "join": join}
+
+    def source(key: str) -> str:  # the error names where the value came from
+        return f"--{key}" if flags[key] else f"node.{key}"
+
     for what, addr in [
-        ("--bind", cfg.bind),
-        ("--advertise", cfg.advertise),
-        ("--api", cfg.api),
-        *[("--join", j) for j in cfg.join],
+        (source("bind"), cfg.bind),
+        (source("advertise"), cfg.advertise),
+        (source("api"), cfg.api),
+        *[(source("join"), j) for j in cfg.join],
     ]:
         if addr:
             try:
@@ -316,10 +287,7 @@ def _settings(
     if keyring_path:
         cfg.keyring = Keyring.load(keyring_path)
         cfg.keyring_file = os.path.abspath(keyring_path)  # live key changes are saved there
-    allow = node.get("insecure_gossip", False)
-    if not isinstance(allow, bool):
-        raise ConfigError(f"node.insecure_gossip: must be true or false, got {allow!r}")
-    cfg.insecure_gossip = insecure_gossip or allow
+    cfg.insecure_gossip = insecure_gossip or node.get("insecure_gossip", False)
     gossippolicy.check(cfg.bind, cfg.keyring is not None, cfg.insecure_gossip)
     token_path = token_file or node.get("token_file")
     if token_path:
@@ -485,4 +453,7 @@ async def _main(cfg: Any, ready_file: Path | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     await node.stopped.wait()
+    if node.fatal is not None:  # it stopped on its own: say why, as a usage error
+        error(node.fatal)
+        return exitcodes.USAGE
     return exitcodes.OK

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from plumctl import exitcodes
-from plumctl.options import with_global_options
+from plumctl.options import duration, with_global_options
 
 if TYPE_CHECKING:
     from plumctl.options import GlobalOptions
@@ -66,8 +66,8 @@ def top(
         typer.Option(
             "--interval",
             "-i",
-            min=0.1,
-            max=3600.0,
+            parser=duration(0.1, 3600.0),
+            metavar="DURATION",
             help="Seconds between polls (+/- change it live).",
         ),
     ] = 2.0,
@@ -91,7 +91,7 @@ def top(
     except ClientError as exc:
         fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        raise typer.Exit(exitcodes.INTERRUPTED) from None
     except Exception as exc:  # a bug outside the app: same treatment as one inside
         from plumctl.tui.crash import report_crash
 

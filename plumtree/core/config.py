@@ -3,21 +3,21 @@
 Every bad value is reported as one :class:`ConfigError` naming the field
 (``plumtree.eager_fanout: must be >= 1, got 0``), because that is what an operator
 needs at 3 a.m. Durations are seconds (floats); in TOML they may also be strings with a
-unit: ``"200ms"``, ``"1.5s"``, ``"2m"``, ``"1h"``.
+unit: ``"200ms"``, ``"1.5s"``, ``"1m30s"``, ``"1h"`` (core/durations.py, the grammar the
+command line uses too).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
-from plumtree.core import limits
+from plumtree.core import durations, limits
 
 PROFILES = ("lan", "wan", "local", "large")
 Profile = Literal["lan", "wan", "local", "large"]
@@ -379,25 +379,17 @@ def _preset(table: Mapping[str, _C], profile: str) -> _C:
 
 # --- durations and overrides ------------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
 
 def parse_duration(name: str, value: Any) -> float:
-    """Seconds from a number or a string like ``"200ms"``; ConfigError names the field."""
-    if isinstance(value, bool):
-        _fail(name, "must be a duration like 0.5, '500ms', '2s' or '1m'", value)
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNIT[m.group(2)]
-    _fail(name, "must be a duration like 0.5, '500ms', '2s' or '1m'", value)
-    raise AssertionError  # unreachable
+    """Seconds from a number or a string like ``"1m30s"`` (core/durations.py's grammar)."""
+    try:
+        return durations.seconds(value)
+    except ValueError:
+        _fail(name, f"must be a duration ({durations.EXAMPLES})", value)
+        raise AssertionError from None  # unreachable: _fail raises
 
 
-def _is_duration_field(f: dataclasses.Field[Any]) -> bool:
+def is_duration_field(f: dataclasses.Field[Any]) -> bool:
     check = f.metadata.get("check")
     if check is optional_duration:
         return True
@@ -413,20 +405,24 @@ RENAMED = {
 }
 
 
+def unknown_setting(section: str, key: str, known: Iterable[str]) -> ConfigError:
+    """The error for ``section.key`` that is not a setting (with the new name if renamed)."""
+    if f"{section}.{key}" in RENAMED:
+        now = RENAMED[f"{section}.{key}"]
+        hint = f"renamed to {now}" if now else "no longer used (digests are version vectors)"
+        return ConfigError(f"{section}.{key}: {hint}")
+    return ConfigError(f"{section}.{key}: unknown setting (known: {', '.join(sorted(known))})")
+
+
 def with_overrides(base: _C, section: str, values: Mapping[str, Any]) -> _C:
     """Return ``base`` with ``values`` applied; unknown keys and bad values are errors."""
     by_name = {f.name: f for f in fields(base)}  # type: ignore[arg-type]
     changes: dict[str, Any] = {}
     for key, value in values.items():
         f = by_name.get(key)
-        if f is None and f"{section}.{key}" in RENAMED:
-            now = RENAMED[f"{section}.{key}"]
-            hint = f"renamed to {now}" if now else "no longer used (digests are version vectors)"
-            raise ConfigError(f"{section}.{key}: {hint}")
         if f is None:
-            known = ", ".join(sorted(by_name))
-            raise ConfigError(f"{section}.{key}: unknown setting (known: {known})")
-        if _is_duration_field(f):
+            raise unknown_setting(section, key, by_name)
+        if is_duration_field(f):
             value = parse_duration(f"{section}.{key}", value)
         elif f.type in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

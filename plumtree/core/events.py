@@ -192,6 +192,24 @@ class Refuted(Event, tag="refuted", frozen=True):
     by: str
 
 
+class NameConflict(Event, tag="name_conflict", frozen=True):
+    """A claim to ``name`` from ``claimed_addr`` was refused: a live member holds the
+    name at ``addr`` (reported once per conflict; every refusal is counted)."""
+
+    name: str
+    addr: str
+    claimed_addr: str
+
+
+class NameTaken(Event, tag="name_taken", frozen=True):
+    """This node's own name is held by a live member at ``addr`` (the seed at ``seed``
+    said so in its join reply): the node stops joining; pick another name."""
+
+    name: str
+    addr: str
+    seed: str
+
+
 class PartitionSuspected(Event, tag="partition_suspected", frozen=True):
     """Many members failed at once: more likely our network than their processes."""
 

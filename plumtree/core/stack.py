@@ -7,7 +7,8 @@ runtime. It owns the glue that used to be written twice (and had drifted):
   remove it), and a periodic reconcile against the live member list repairs any drift;
 * joining: push-pulls with the seeds, retried with exponential backoff until another
   member is known, and again whenever the node finds itself alone (every member it knew
-  failed or left, say its seed restarted while the others were away);
+  failed or left, say its seed restarted while the others were away), never again once
+  a seed answered that a live member holds this node's name (core/conflicts.py);
 * routing: Plumtree messages are taken from live members only, and sent to a member's
   advertised address (what cannot be routed is counted, never dropped silently).
 
@@ -137,6 +138,8 @@ class Stack:
         """One envelope from ``sender`` (which arrived from ``source``): SWIM messages,
         Plumtree messages, or a push-pull over a stream."""
         if sender == self.name:
+            if reliable:
+                self._claim_to_our_name(sender, messages, now)
             return
         swim = self.swim
         table = swim.table
@@ -170,6 +173,17 @@ class Stack:
             swim.receive_packet(source, sender, swim_msgs, now)
         self._drain_swim(now)
 
+    def _claim_to_our_name(self, sender: str, messages: Sequence[Any], now: float) -> None:
+        """Another node calls itself by our name: of what it sends, only its push-pull
+        is heard (at the address it claims), so that SWIM refuses the claim and answers
+        it with our state, which tells it the name is taken (core/conflicts.py)."""
+        for msg in messages:
+            if type(msg) is PushPull:
+                claim = next((m.addr for m in msg.members if m.name == sender), None)
+                if claim is not None and claim != self.swim.addr:
+                    self.swim.receive_stream(claim, sender, msg, now)
+                    self._drain_swim(now)
+
     def _key_message(self, sender: str, msg: Any, reliable: bool) -> None:
         """A request (keyring query or query) is answered at the address the member advertises, never at
         the packet's source: only a live member's, and only over TCP (a datagram is
@@ -190,14 +204,20 @@ class Stack:
             swim.handle_timer(now)
         self._drain_swim(now)
         if self._next_join is not None and now >= self._next_join:
-            if swim.joined or swim.left:
+            if swim.joined or swim.left or swim.name_taken is not None:
                 self._joined()
             else:
                 self._attempt_join(now)
         check = self._next_isolation_check
         if check is not None and now >= check:
             self._next_isolation_check = now + ISOLATION_CHECK_INTERVAL
-            if self._next_join is None and not swim.left and not swim.joined and self.seeds:
+            if (
+                self._next_join is None
+                and not swim.left
+                and not swim.joined
+                and swim.name_taken is None  # no retry can help: the name is someone's
+                and self.seeds
+            ):
                 self._events.append(ev.Isolated(list(self.seeds)))
                 self._join_delay = JOIN_RETRY_FIRST
                 self._join_attempt = 0

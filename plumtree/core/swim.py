@@ -72,8 +72,8 @@ from typing import Any
 
 import msgspec
 
+from plumtree.core import conflicts, limits
 from plumtree.core import events as ev
-from plumtree.core import limits
 from plumtree.core.awareness import Awareness
 from plumtree.core.config import SwimConfig
 from plumtree.core.dissemination import TransmitQueue, retransmit_limit
@@ -240,6 +240,10 @@ class Swim:
         self.probe_rtt = Histogram(PROBE_RTT_BUCKETS)
         self.queue = TransmitQueue(cfg.max_members + 1)
         self.left = False
+        self.conflicts = conflicts.ConflictLog()
+        #: set when a seed's join reply shows our name held by a live member elsewhere:
+        #: the holder's address (we stop joining; the runtime stops the node)
+        self.name_taken: str | None = None
         #: bumped on every membership change (cheap "did anything change?" for callers)
         self.version = 0
         self._budget = (
@@ -303,7 +307,7 @@ class Swim:
         for good, and a join would push our *left* row to seeds that may never have
         known us.
         """
-        if self.left:
+        if self.left or self.name_taken is not None:
             return 0
         sent = 0
         state = self._local_state()
@@ -395,6 +399,7 @@ class Swim:
                     and msg.incarnation <= m.incarnation
                     and m is not local
                     and m.incarnation - msg.incarnation <= _WINDOW
+                    and msg.addr == m.addr
                 ):
                     continue  # old news (the common case): nothing to do
                 first_hand = msg.name == sender and from_addr == (msg.addr if m is None else m.addr)
@@ -442,6 +447,13 @@ class Swim:
             self._stream(from_addr, PushPull(message.join, True, self._local_state()))
         self.counters.pushpull_exchanges += 1
         was_joined = self.joined
+        if (
+            message.reply
+            and message.join
+            and not was_joined
+            and self._name_taken(message, from_addr)
+        ):
+            return  # not one of them: learn nothing from the reply
         self._merge(message.members, now, not message.reply, from_addr, sender, vouched)
         if message.reply and message.join and not was_joined:
             # catch-up: members that joined concurrently with us reach us by gossip only,
@@ -759,11 +771,14 @@ class Swim:
         """``first_hand``: in a datagram from the member's own address, in its name;
         ``vouched``: from a confirmed member, which gossips only members it confirmed."""
         name = a.name
+        table = self.table
+        m = table.by_name.get(name)
+        if conflicts.refused(m, a.addr):  # a live member holds the name elsewhere
+            self._name_conflict(m, a.addr)
+            return
         if name == self.name:
             self._alive_about_us(a)
             return
-        table = self.table
-        m = table.by_name.get(name)
         if m is not None and not m.confirmed:
             if _MAX_NEW_INC >= a.incarnation > m.incarnation:
                 m.incarnation = a.incarnation  # (its tries stay: a new address or number
@@ -810,9 +825,6 @@ class Swim:
             self.counters.incarnations_refused += 1
             return
         old_state = m.state
-        if a.addr != m.addr and old_state <= SUSPECT:
-            self.counters.addr_conflicts += 1  # two live nodes claim one name
-            return
         self._clear_suspicion(name)
         changed = a.addr != m.addr or a.meta != m.meta
         m.incarnation = a.incarnation
@@ -832,6 +844,22 @@ class Swim:
             self._events.append(ev.MemberUpdated(name, a.addr, a.incarnation, a.meta))
         else:
             self._changed()  # a new incarnation only
+
+    def _name_conflict(self, holder: Member, claimed_addr: str) -> None:
+        self.counters.addr_conflicts += 1
+        event = self.conflicts.refuse(holder, claimed_addr)
+        if event is not None:
+            self._events.append(event)
+
+    def _name_taken(self, reply: PushPull, seed: str) -> bool:
+        """Whether a seed's join reply holds our name alive at another address."""
+        holder = conflicts.name_taken(self.name, self.addr, reply.members)
+        if holder is None:
+            return False
+        if self.name_taken is None:
+            self.name_taken = holder.addr
+            self._events.append(ev.NameTaken(self.name, holder.addr, seed))
+        return True
 
     def _member_joined(self, m: Member, regossip: bool) -> None:
         """A confirmed member is new to us: probe it, tell the others, tell the caller."""
@@ -1188,6 +1216,8 @@ class Swim:
                     todo.append(r)
             elif r.incarnation > m.incarnation or r.name == me:
                 todo.append(r)
+            elif r.state == ALIVE and r.addr != m.addr:
+                todo.append(r)  # a claim from another address: _on_alive judges it
             elif r.incarnation == m.incarnation and r.state > m.state and r.state != ALIVE:
                 todo.append(r)  # same incarnation, worse news (suspect/dead/left)
         self.rng.shuffle(todo)  # random order: consumers (Plumtree) see peers unbiased

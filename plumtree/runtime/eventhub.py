@@ -38,6 +38,8 @@ LEVELS = {
     "member_reaped": "debug",
     "refuted": "warn",
     "partition_suspected": "error",
+    "name_conflict": "warn",
+    "name_taken": "error",
     "peer_added": "info",
     "peer_removed": "info",
     "promoted": "info",

@@ -196,6 +196,9 @@ class Node:
         self._evictions_logged_at = float("-inf")
         self.stopped = asyncio.Event()
         self._stopping = False
+        #: why the node stopped on its own (its name is taken), for ``plumctl node start``
+        self.fatal: str | None = None
+        self._fatal_stop: asyncio.Task[None] | None = None
 
     @property
     def unroutable(self) -> int:
@@ -799,6 +802,23 @@ class Node:
                     alive,
                     extra={"fields": {"failed": failed, "alive": alive}},
                 )
+            case ev.NameConflict(name=name, addr=addr, claimed_addr=claimed):
+                log.warning(
+                    "refused a claim to the name %s from %s: a live member holds it at %s",
+                    name,
+                    claimed,
+                    addr,
+                    extra={"fields": {"member": name, "addr": addr, "claimed_addr": claimed}},
+                )
+            case ev.NameTaken(name=name, addr=addr, seed=seed):
+                self.fatal = (
+                    f"name {name!r} is taken: a live member at {addr} holds it (so says"
+                    f" {seed}); start this node with another --name"
+                )
+                log.error("%s", self.fatal, extra={"fields": {"addr": addr, "seed": seed}})
+                if self._loop is not None and self._fatal_stop is None:
+                    # not one of them: nothing to leave, nobody to tell
+                    self._fatal_stop = self._loop.create_task(self.stop(leave=False))
             case ev.Refuted(incarnation=incarnation, by=by):
                 log.info("refuted a suspicion by %s with incarnation %d", by, incarnation)
             case ev.JoinPending(seeds=seeds, attempt=attempt, retry_in=retry_in):

@@ -56,24 +56,30 @@ class Cluster:
     # -------------------------------------------------------------- membership of the net
 
     def add(
-        self, name: str, join: list[str] | None = None, meta: dict[str, str] | None = None
+        self,
+        name: str,
+        join: list[str] | None = None,
+        meta: dict[str, str] | None = None,
+        addr: str | None = None,
     ) -> Swim:
+        """A node; ``addr`` (default: the name) is also its key in this network."""
+        key = addr or name
         node = Swim(
             name,
-            name,
+            key,
             self.config,
             random.Random(f"{self.seed}/{name}/{len(self.events)}"),
             self.now,
             meta,
             label=LABEL,
         )
-        self.nodes[name] = node
-        self.down.pop(name, None)
-        self.events.setdefault(name, [])
+        self.nodes[key] = node
+        self.down.pop(key, None)
+        self.events.setdefault(key, [])
         if join:
-            self.seeds[name] = list(join)
+            self.seeds[key] = list(join)
             node.join(join, self.now)
-        self.flush(name)
+        self.flush(key)
         return node
 
     def start(self, n: int, prefix: str = "n") -> list[str]:

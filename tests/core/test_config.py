@@ -72,13 +72,17 @@ def test_bad_swim_values_name_the_field() -> None:
         ("2m", 120.0),
         ("1h", 3600.0),
         (" 3 s", 3.0),
+        ("1m30s", 90.0),
+        ("1h2m3s4ms", 3723.004),
+        ("1d", 86400.0),
+        ("0.5", 0.5),
     ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration("x", text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("bad", ["fast", "1d", "", True, None, "-1s"])
+@pytest.mark.parametrize("bad", ["fast", "1w", "", True, None, "-1s", "30s1m", "1s1s", [1]])
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ConfigError, match="x: must be a duration"):
         parse_duration("x", bad)

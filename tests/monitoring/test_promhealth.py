@@ -497,7 +497,7 @@ def test_command_unreachable_prometheus_is_exit_3() -> None:
     ("args", "words"),
     [
         (("--window", "1m"), "--window: only with --prometheus"),
-        (("--prometheus", URL, "--window", "often"), "--window: not a Prometheus duration"),
+        (("--prometheus", URL, "--window", "often"), "--window: expected a duration"),
         (("--prometheus", URL, "--window", "0s"), "--window: must be longer than 0s"),
     ],
 )
@@ -505,6 +505,18 @@ def test_window_usage_errors(args: tuple[str, ...], words: str) -> None:
     result = run("health", *args)
     assert result.exit_code == exitcodes.USAGE
     assert words in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"), [("90", "1m30s"), ("1.5m", "1m30s"), ("250ms", "250ms")]
+)
+def test_window_takes_the_cli_duration_grammar(
+    fake: Callable[..., FakePrometheus], given: str, sent: str
+) -> None:
+    server = fake()
+    result = run("health", "--all", "--prometheus", URL, "--window", given, "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert f"increase(plumtree_graft_failed_total[{sent}])" in server.queries
 
 
 def test_window_sets_the_counter_ranges(fake: Callable[..., FakePrometheus]) -> None:

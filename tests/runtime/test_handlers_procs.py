@@ -67,7 +67,7 @@ def test_a_bad_handler_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text('[node]\nhandlers = "./x.sh"\n')
     bad = run("node", "start", "--bind", "127.0.0.1:0", "--config", str(config))
-    assert bad.returncode == 2 and "node.handlers: must be a list of strings" in bad.stderr
+    assert bad.returncode == 2 and "node.handlers: expected an array of strings" in bad.stderr
     config.write_text('[node]\nhandler_timeout = "soon"\n')
     bad = run("node", "start", "--bind", "127.0.0.1:0", "--config", str(config))
     assert bad.returncode == 2 and "node.handler_timeout" in bad.stderr
