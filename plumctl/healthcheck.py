@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -108,8 +109,6 @@ async def collect(
     from plumctl.promtext import Scrape
     from plumctl.scoring import health_score
 
-    askable = [t for t in targets if t.url and t.state != "left" and t.state != "dead"]
-
     async def first(client: AsyncClient) -> tuple[dict[str, Any], int, Scrape]:
         (body, code), scrape = await asyncio.gather(client.health(), client.scrape())
         return body, code, scrape
@@ -117,15 +116,75 @@ async def collect(
     async def second(client: AsyncClient) -> Scrape:
         return await client.scrape()
 
-    urls = [t.url for t in askable if t.url]
+    urls = _askable(targets)
     started = time.monotonic()
     one = await fan_out(urls, first, token=token, timeout=timeout) if urls else {}
     await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
     ok_urls = [u for u, r in one.items() if not isinstance(r, ClientError)]
     two = await fan_out(ok_urls, second, token=token, timeout=timeout) if ok_urls else {}
-    results: list[NodeHealth] = []
-    by_url = {_norm(u): r for u, r in one.items()}
     later = {_norm(u): r for u, r in two.items()}
+
+    def score(url: str, body: dict[str, Any], prev: Scrape) -> Any:
+        cur = later.get(_norm(url))
+        if isinstance(cur, ClientError) or cur is None:
+            return f"second scrape failed: {cur}"
+        return health_score(prev, cur)
+
+    return _assemble(targets, one, score)
+
+
+async def collect_rates(
+    targets: list[Target], token: str | None, timeout: float
+) -> tuple[list[NodeHealth], float] | None:
+    """Ask every target /v1/health once; the score from the rates the node keeps over
+    its recent window (its ``rates``), and the longest such window in seconds. None when
+    a node answered without them (an older node): then only two scrapes can tell."""
+    from plumctl.client import AsyncClient, ClientError, fan_out
+    from plumctl.scoring import score_from
+
+    async def ask(client: AsyncClient) -> tuple[dict[str, Any], int, None]:
+        body, code = await client.health()
+        return body, code, None
+
+    urls = _askable(targets)
+    one = await fan_out(urls, ask, token=token, timeout=timeout) if urls else {}
+    answers = [r for r in one.values() if not isinstance(r, ClientError)]
+    if any(not isinstance(body.get("rates"), dict) for body, _, _ in answers):
+        return None
+
+    def score(url: str, body: dict[str, Any], _: None) -> Any:
+        rates = body["rates"]
+
+        def number(key: str) -> float | None:
+            value = rates.get(key)
+            return float(value) if isinstance(value, int | float) else None
+
+        return score_from(
+            number("eager_peers"),
+            number("graft_sent_per_s"),
+            number("graft_failed_per_s"),
+            number("window_s"),
+            no_window="the node has no rate window yet (just started)",
+        )
+
+    windows = [float(b["rates"].get("window_s") or 0.0) for b, _, _ in answers]
+    return _assemble(targets, one, score), max(windows, default=0.0)
+
+
+def _askable(targets: list[Target]) -> list[str]:
+    return [t.url for t in targets if t.url and t.state not in ("left", "dead")]
+
+
+def _assemble(
+    targets: list[Target], answers: dict[str, Any], score: Callable[..., Any]
+) -> list[NodeHealth]:
+    """One :class:`NodeHealth` per target from the ``(body, code, extra)`` answers by URL;
+    ``score(url, body, extra)`` gives a :class:`~plumctl.scoring.Score` or why there is
+    none (a string)."""
+    from plumctl.client import ClientError
+
+    results: list[NodeHealth] = []
+    by_url = {_norm(u): r for u, r in answers.items()}
     for t in targets:
         if t.state == "left":
             results.append(
@@ -148,7 +207,7 @@ async def collect(
                 NodeHealth(t.name, t.url, UNREACHABLE, str(res) if res else "no answer", t.state)
             )
             continue
-        body, code, prev = res
+        body, code, extra = res
         node = NodeHealth(
             str(body.get("node", t.name)),
             t.url,
@@ -158,13 +217,12 @@ async def collect(
             code,
             components=dict(body.get("components", {})),
         )
-        cur = later.get(_norm(t.url))
-        if isinstance(cur, ClientError) or cur is None:
-            node.score_reasons = [f"second scrape failed: {cur}"]
+        got = score(t.url, body, extra)
+        if isinstance(got, str):
+            node.score_reasons = [got]
         else:
-            score = health_score(prev, cur)
-            node.score = score.value
-            node.score_reasons = list(score.reasons)
+            node.score = got.value
+            node.score_reasons = list(got.reasons)
         results.append(node)
     return results
 

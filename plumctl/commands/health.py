@@ -53,7 +53,8 @@ def health(
         typer.Option(
             min=0.1,
             max=300.0,
-            help="Seconds between the two /metrics scrapes (with --prometheus: between "
+            help="Seconds between the two /metrics scrapes (without --all or --watch: by "
+            "default none, the node's own recent rates are used; with --prometheus: between "
             "--watch rounds).",
         ),
     ] = 1.0,
@@ -86,9 +87,7 @@ def health(
     from plumctl.output import emit_json, emit_json_line, fail
 
     opts: GlobalOptions = ctx.obj
-    source = ctx.get_parameter_source("window")  # typer's vendored click: compare by name
-    given = source is not None and source.name != "DEFAULT"
-    if given and prometheus is None:
+    if _given(ctx, "window") and prometheus is None:
         fail("--window: only with --prometheus (direct scrapes use --interval)", exitcodes.USAGE)
     if prometheus is not None:
         from plumctl.monitoring.scrape import duration_seconds
@@ -99,11 +98,13 @@ def health(
             fail(f"--window: not a Prometheus duration: {window!r} (e.g. 1m, 5m)", exitcodes.USAGE)
         if seconds <= 0:
             fail("--window: must be longer than 0s", exitcodes.USAGE)
+    # one node, once, no --interval: the node's own recent rates, one request
+    own_rates = not (everyone or watch or _given(ctx, "interval"))
     while True:
         started = time.monotonic()
         with exit_on_error():
             if prometheus is None:
-                result = asyncio.run(_evaluate(opts, everyone, interval))
+                result = asyncio.run(_evaluate(opts, everyone, interval, own_rates))
             else:
                 result = asyncio.run(_from_prometheus(opts, everyone, prometheus, window))
         if opts.json:
@@ -116,13 +117,28 @@ def health(
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
-async def _evaluate(opts: GlobalOptions, everyone: bool, interval: float) -> Any:
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether ``--name`` was on the command line or in the environment."""
+    source = ctx.get_parameter_source(name)  # typer's vendored click: compare by name
+    return source is not None and source.name != "DEFAULT"
+
+
+async def _evaluate(
+    opts: GlobalOptions, everyone: bool, interval: float, own_rates: bool = False
+) -> Any:
     import asyncio
 
-    from plumctl.healthcheck import collect, verdict
+    from plumctl.healthcheck import collect, collect_rates, verdict
     from plumctl.targets import resolve
 
     targets, _ = await asyncio.to_thread(resolve, opts, everyone)
+    if own_rates:
+        got = await collect_rates(targets, opts.token, opts.timeout)
+        if got is not None:  # else an older node without rates: scrape twice
+            result = verdict(got[0], single=not everyone)
+            result.source = "node"
+            result.interval = got[1]
+            return result
     items = await collect(targets, opts.token, opts.timeout, interval)
     result = verdict(items, single=not everyone)
     result.interval = interval
