@@ -18,7 +18,7 @@ import sys
 
 TYPE_CHECKING = False  # mypy takes it as True: the fast path imports no typing module
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Container, Mapping, Sequence
     from typing import Any, NoReturn
 
 #: the global options (plumctl/cli.py and options.with_global_options) and their envvars
@@ -29,6 +29,7 @@ ENVVARS = {"node": "PLUMCTL_NODE", "token": "PLUMCTL_TOKEN", "cacert": "PLUMCTL_
 OWN: dict[str, dict[str, str]] = {
     "members": {"--state": "state", "--status": "state", "--name": "name", "--tag": "tag"},
     "broadcast": {},
+    "health": {},
 }
 DEFAULT_NODE = "http://127.0.0.1:7947"  # = plumctl.options.DEFAULT_NODE (a test checks)
 OUTPUTS = ("table", "wide", "json")
@@ -48,11 +49,11 @@ def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None)
     env = os.environ if env is None else env
     try:
         command, opts, args = parse(argv, env)
-        if command == "members":
-            if args:
-                raise Fallback  # "Got unexpected extra argument(s)"
-            return members(opts)
-        return broadcast(opts, args)
+        if command == "broadcast":
+            return broadcast(opts, args)
+        if args or (command == "health" and (opts["tag"] or "state" in opts or "name" in opts)):
+            raise Fallback  # "Got unexpected extra argument(s)"
+        return members(opts) if command == "members" else health(opts)
     except Fallback:
         return None
 
@@ -152,7 +153,7 @@ def broadcast(opts: dict[str, Any], args: list[str]) -> int:
         data = args[0].encode()
     except UnicodeEncodeError:
         raise Fallback from None
-    _, sent = request(opts, "POST", "/v1/broadcast", data)
+    _, sent = request(opts, "POST", "/v1/broadcast", data, required="id")
     msg_id = str(sent["id"])
     if opts["output"] != "json":
         sys.stdout.write(msg_id + "\n")
@@ -163,6 +164,24 @@ def broadcast(opts: dict[str, Any], args: list[str]) -> int:
     size = sent.get("size", len(data))
     emit_json({"kind": "Broadcast", "id": msg_id, "size": size, "node": opts["node"]})
     return 0
+
+
+def health(opts: dict[str, Any]) -> int:
+    """``plumctl health -o json`` of one node: /v1/members for its name (as the typer
+    path asks), /v1/health once, the score from the rates the node keeps."""
+    if opts["output"] != "json":
+        raise Fallback  # the table is Rich's
+    _, members = request(opts, "GET", "/v1/members")
+    status, body = request(opts, "GET", "/v1/health", required="rates", ok=(200, 503, 500))
+    if "status" not in body or not isinstance(body["rates"], dict):
+        raise Fallback
+    from plumctl.healthcheck import one_node_from_rates
+    from plumctl.output import emit_json
+
+    name = str(members.get("node", opts["node"]))
+    result = one_node_from_rates(name, opts["node"], body, status)
+    emit_json(result.as_dict())
+    return result.exit_code
 
 
 def _address(node: str) -> tuple[str, str, int]:
@@ -179,7 +198,12 @@ def _address(node: str) -> tuple[str, str, int]:
 
 
 def request(
-    opts: dict[str, Any], method: str, path: str, body: bytes | None = None
+    opts: dict[str, Any],
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    required: str = "items",
+    ok: Container[int] = range(200, 300),
 ) -> tuple[int, dict[str, Any]]:
     """(status, JSON object) of one request. A GET that goes wrong is a Fallback (typer
     asks again and words it), except a timeout (asking again would double the wait); a
@@ -217,8 +241,7 @@ def request(
         doc = json.loads(content)
     except (ValueError, UnicodeDecodeError):
         doc = None
-    required = "items" if method == "GET" else "id"
-    if 200 <= status < 300 and isinstance(doc, dict) and required in doc:
+    if status in ok and isinstance(doc, dict) and required in doc:
         return status, doc
     if method == "GET":
         raise Fallback

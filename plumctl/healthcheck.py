@@ -140,7 +140,6 @@ async def collect_rates(
     its recent window (its ``rates``), and the longest such window in seconds. None when
     a node answered without them (an older node): then only two scrapes can tell."""
     from plumctl.client import AsyncClient, ClientError, fan_out
-    from plumctl.scoring import score_from
 
     async def ask(client: AsyncClient) -> tuple[dict[str, Any], int, None]:
         body, code = await client.health()
@@ -151,24 +150,44 @@ async def collect_rates(
     answers = [r for r in one.values() if not isinstance(r, ClientError)]
     if any(not isinstance(body.get("rates"), dict) for body, _, _ in answers):
         return None
+    return _assemble(targets, one, _rates_score), _window([b for b, _, _ in answers])
 
-    def score(url: str, body: dict[str, Any], _: None) -> Any:
-        rates = body["rates"]
 
-        def number(key: str) -> float | None:
-            value = rates.get(key)
-            return float(value) if isinstance(value, int | float) else None
+def one_node_from_rates(name: str, url: str, body: dict[str, Any], code: int) -> Verdict:
+    """The verdict of ``plumctl health`` on one node from its /v1/health answer (with
+    ``rates``): what :func:`collect_rates` and the command make of it, without asyncio
+    or the HTTP client (the fast path, :mod:`plumctl.fastcmd`)."""
+    from plumctl.targets import Target
 
-        return score_from(
-            number("eager_peers"),
-            number("graft_sent_per_s"),
-            number("graft_failed_per_s"),
-            number("window_s"),
-            no_window="the node has no rate window yet (just started)",
-        )
+    answers = {url: (body, code, None)}
+    items = _assemble([Target(name, url, "alive")], answers, _rates_score, norm=str)
+    result = verdict(items, single=True)
+    result.source = "node"
+    result.interval = _window([body])
+    return result
 
-    windows = [float(b["rates"].get("window_s") or 0.0) for b, _, _ in answers]
-    return _assemble(targets, one, score), max(windows, default=0.0)
+
+def _rates_score(url: str, body: dict[str, Any], _: None) -> Any:
+    """The score from a /v1/health answer's ``rates`` (the node's own recent window)."""
+    from plumctl.scoring import score_from
+
+    rates = body["rates"]
+
+    def number(key: str) -> float | None:
+        value = rates.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    return score_from(
+        number("eager_peers"),
+        number("graft_sent_per_s"),
+        number("graft_failed_per_s"),
+        number("window_s"),
+        no_window="the node has no rate window yet (just started)",
+    )
+
+
+def _window(bodies: list[dict[str, Any]]) -> float:
+    return max((float(b["rates"].get("window_s") or 0.0) for b in bodies), default=0.0)
 
 
 def _askable(targets: list[Target]) -> list[str]:
@@ -176,15 +195,18 @@ def _askable(targets: list[Target]) -> list[str]:
 
 
 def _assemble(
-    targets: list[Target], answers: dict[str, Any], score: Callable[..., Any]
+    targets: list[Target],
+    answers: dict[str, Any],
+    score: Callable[..., Any],
+    norm: Callable[[str], str] | None = None,
 ) -> list[NodeHealth]:
-    """One :class:`NodeHealth` per target from the ``(body, code, extra)`` answers by URL;
-    ``score(url, body, extra)`` gives a :class:`~plumctl.scoring.Score` or why there is
-    none (a string)."""
-    from plumctl.client import ClientError
-
+    """One :class:`NodeHealth` per target from the ``(body, code, extra)`` answers (or
+    the client's error) by URL, compared through ``norm`` (default: as the client
+    normalises them); ``score(url, body, extra)`` gives a
+    :class:`~plumctl.scoring.Score` or why there is none (a string)."""
+    norm = norm or _norm
     results: list[NodeHealth] = []
-    by_url = {_norm(u): r for u, r in answers.items()}
+    by_url = {norm(u): r for u, r in answers.items()}
     for t in targets:
         if t.state == "left":
             results.append(
@@ -201,8 +223,8 @@ def _assemble(
                 NodeHealth(t.name, None, UNREACHABLE, "advertises no admin URL", t.state)
             )
             continue
-        res = by_url.get(_norm(t.url))
-        if res is None or isinstance(res, ClientError):
+        res = by_url.get(norm(t.url))
+        if res is None or isinstance(res, Exception):  # a ClientError
             results.append(
                 NodeHealth(t.name, t.url, UNREACHABLE, str(res) if res else "no answer", t.state)
             )

@@ -136,7 +136,7 @@ async def _evaluate(
         got = await collect_rates(targets, opts.token, opts.timeout)
         if got is not None:  # else an older node without rates: scrape twice
             result = verdict(got[0], single=not everyone)
-            result.source = "node"
+            result.source = "node"  # (as healthcheck.one_node_from_rates says it)
             result.interval = got[1]
             return result
     items = await collect(targets, opts.token, opts.timeout, interval)
