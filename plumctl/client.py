@@ -598,6 +598,24 @@ class Client:
         """``POST /v1/force-leave``: a failed member becomes left cluster-wide."""
         return self._post_json("/v1/force-leave", {"name": name}, ("node", "member", "was"))
 
+    def query(
+        self,
+        name: str,
+        payload: str,
+        wait: float,
+        node_filter: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v1/query``: serf's query; who acked and answered within ``wait``."""
+        body = {
+            "name": name,
+            "payload": payload,
+            "timeout": wait,
+            "node_filter": node_filter,
+            "tags": tags or {},
+        }
+        return self._post_json("/v1/query", body, ("name", "nodes", "missing"), read=wait)
+
     def rtt(self, to: str) -> dict[str, Any]:
         """``GET /v1/rtt?to=NAME``: the node's last SWIM probe round trip to NAME."""
         response = self._send("GET", "/v1/rtt", params={"to": to})

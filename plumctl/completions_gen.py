@@ -2,7 +2,9 @@
 
 Typer's zsh template lacks click's ``loadautofunc`` branch, so when the file is installed
 as ``_plumctl`` on ``$fpath`` the first TAB only defines the function; we add the branch
-so the first TAB completes too.
+so the first TAB completes too. And typer writes an apostrophe in a help text as ``''``
+inside single quotes, which zsh reads as one only with ``rc_quotes``: the function sets
+it (locally), or "'off' disables it" shows as "off disables it".
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 SHELLS = ("bash", "zsh", "fish")
 HERE = Path(__file__).parent / "completions"
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: typer_help runs its code
+
+_ZSH_EVAL = "  eval $(env _TYPER_COMPLETE_ARGS="
+_ZSH_RC_QUOTES = "  setopt local_options rc_quotes  # typer writes ' in help texts as ''\n"
 
 _ZSH_FIRST_TAB = """
 # first TAB when autoloaded from $fpath (click's loadautofunc branch, missing in typer's)
@@ -31,6 +36,9 @@ def generate(shell: str) -> str:
     ).stdout
     if shell == "zsh":
         # compinit only autoloads files whose *first* line is "#compdef"
+        if out.count(_ZSH_EVAL) != 1:
+            raise RuntimeError("typer's zsh template changed: check the rc_quotes fix")
+        out = out.replace(_ZSH_EVAL, _ZSH_RC_QUOTES + _ZSH_EVAL)
         out = out.strip("\n") + "\n" + _ZSH_FIRST_TAB
     return out
 

@@ -1,7 +1,7 @@
-"""Cluster health from live nodes: statuses, the seed's score, and one verdict.
+"""Cluster health from live nodes: statuses, the monitoring guide's score, and one verdict.
 
 Per node: the status the node reports on /v1/health (Healthy / Degraded / Unhealthy, the
-seed's health model) and the seed's Cluster Health Score computed here from two scrapes
+guide's health model) and the monitoring guide's Cluster Health Score computed here from two scrapes
 of /metrics ``interval`` seconds apart. The cluster score is the minimum. The verdict
 (and the exit code CI gates on):
 
@@ -24,7 +24,7 @@ from plumctl import exitcodes
 from plumctl.targets import Target
 
 HEALTHY, DEGRADED, UNHEALTHY = "Healthy", "Degraded", "Unhealthy"
-UNREACHABLE, FAILED = "Unreachable", "Failed"
+UNREACHABLE, FAILED, LEFT = "Unreachable", "Failed", "Left"
 
 
 @dataclass(slots=True)
@@ -99,6 +99,22 @@ def verdict(items: list[NodeHealth], single: bool) -> Verdict:
             status, code, summary.value, list(summary.worst), [*reasons, *summary.reasons], items
         )
     return Verdict(status, code, None, [], reasons, items)
+
+
+def unasked(name: str, url: str | None, state: str) -> NodeHealth | None:
+    """A member's health from the member table alone, or None when it must be asked.
+
+    Left: gone gracefully, not counted. Dead: failed, whatever it last reported. No admin
+    URL: cannot be asked. ``plumctl health`` and ``plumctl top`` read a member table the
+    same way (and Prometheus, through the scrape targets, sees a dead member down).
+    """
+    if state == "left":
+        return NodeHealth(name, url, LEFT, "left the cluster gracefully", state)
+    if state == "dead":
+        return NodeHealth(name, url, FAILED, "SWIM declared it dead (no answer to probes)", state)
+    if not url:
+        return NodeHealth(name, None, UNREACHABLE, "advertises no admin URL", state)
+    return None
 
 
 async def collect(
@@ -208,21 +224,11 @@ def _assemble(
     results: list[NodeHealth] = []
     by_url = {norm(u): r for u, r in answers.items()}
     for t in targets:
-        if t.state == "left":
-            results.append(
-                NodeHealth(t.name, t.url, "Left", "left the cluster gracefully", t.state)
-            )
+        known = unasked(t.name, t.url, t.state)
+        if known is not None:
+            results.append(known)
             continue
-        if t.state == "dead":
-            results.append(
-                NodeHealth(t.name, t.url, FAILED, "failed (SWIM declared it dead)", t.state)
-            )
-            continue
-        if not t.url:
-            results.append(
-                NodeHealth(t.name, None, UNREACHABLE, "advertises no admin URL", t.state)
-            )
-            continue
+        assert t.url  # unasked() answers for a member without an admin URL
         res = by_url.get(norm(t.url))
         if res is None or isinstance(res, Exception):  # a ClientError
             results.append(

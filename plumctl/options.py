@@ -9,6 +9,20 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 DEFAULT_NODE = "http://127.0.0.1:7947"
+#: the protocol presets, as ``plumtree.core.config.PROFILES`` (a test keeps them equal):
+#: written out because importing the core would cost every TAB and ``--help``
+PROFILES = ("lan", "wan", "local", "large")
+
+
+def completes(*choices: str) -> Callable[[str], list[str]]:
+    """An ``autocompletion`` for an option that takes one of ``choices``: TAB offers
+    them (without one, typer offers nothing and bash falls back to file names)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete)]
+
+    return complete
+
 
 TOKEN_HELP = "Bearer token of the nodes (their --token-file)."
 CACERT_HELP = "PEM CA certificate(s) to verify https:// nodes with (instead of the system's)."

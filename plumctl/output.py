@@ -45,6 +45,11 @@ def reset_consoles() -> None:
     _stdout = _stderr = None
 
 
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 node``, ``3 nodes`` (``nouns`` for an irregular plural)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {nouns or noun + 's'}"
+
+
 def emit_json(document: Any) -> None:
     """One stable JSON document on stdout (sorted keys), nothing else."""
     sys.stdout.write(json.dumps(document, sort_keys=True, default=_default) + "\n")

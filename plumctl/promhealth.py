@@ -8,9 +8,9 @@ monitoring scrape-config``). Per scrape target, at one evaluation instant:
   window (Grafts sent and failed, deliveries, duplicates, dropped IHaves and Grafts).
   :func:`plumtree.core.health.evaluate`, the model a node runs for its own /v1/health,
   turns them into Healthy / Degraded / Unhealthy. ``WINDOW`` defaults to ``5m``: the
-  node's own health window (300 s) and the ranges of the seed's queries and alerts.
-* the score: the seed's Cluster Health Score PromQL verbatim, inside ``clamp_min(.., 0)``
-  (the design's [0, 1]); always over the seed's ``[5m]``, whatever ``WINDOW`` is.
+  node's own health window (300 s) and the ranges of the monitoring guide's queries and alerts.
+* the score: the monitoring guide's Cluster Health Score PromQL verbatim, inside ``clamp_min(.., 0)``
+  (the design's [0, 1]); always over the monitoring guide's ``[5m]``, whatever ``WINDOW`` is.
 
 Targets are the ``up`` series of every job that has scraped ``plumtree_eager_peers`` in
 the last hour, so a node that went down still shows (``up == 0``: unreachable). A node
@@ -41,9 +41,9 @@ from plumtree.core.health import HealthInputs, evaluate
 
 #: How far back a job must have exported plumtree metrics to count as a plumtree job.
 DISCOVERY_LOOKBACK = "1h"
-#: The seed's Cluster Health Score, verbatim, clamped at 0 as well.
+#: The monitoring guide's Cluster Health Score, verbatim, clamped at 0 as well.
 SCORE = f"clamp_min(\n{HEALTH_SCORE},\n0\n)"
-#: The rates inside the seed's score, for its reasons (same instant, same range).
+#: The rates inside the monitoring guide's score, for its reasons (same instant, same range).
 SCORE_SENT_RATE = "rate(plumtree_graft_sent_total[5m])"
 SCORE_FAILED_RATE = "rate(plumtree_graft_failed_total[5m])"
 

@@ -1,6 +1,6 @@
 """The few PromQL functions plumctl needs, evaluated over two scrapes of one node (pure).
 
-The seed's queries are written against Prometheus (``rate(x[5m])``); ``plumctl`` has no
+The monitoring guide's queries are written against Prometheus (``rate(x[5m])``); ``plumctl`` has no
 Prometheus, only two scrapes of a node ``Δt`` apart, so a "rate" here is the increase
 between the two scrapes divided by ``Δt`` (no extrapolation: with two samples there is
 nothing to extrapolate from). Counter resets follow Prometheus: a counter that went down

@@ -1,4 +1,4 @@
-"""The seed's health score, key queries and alert-threshold colours, from two scrapes (pure).
+"""The monitoring guide's health score, key queries and alert-threshold colours, from two scrapes (pure).
 
 One implementation for ``plumctl health``, ``plumctl metrics`` and ``plumctl top``: each
 takes two :class:`~plumctl.promtext.Scrape` of a node (``prev`` may be ``None`` on the
@@ -22,9 +22,9 @@ from plumctl.promql import histogram_deltas, histogram_quantile, rate, series_in
 from plumctl.promtext import Buckets, Scrape
 from plumtree.core.health import SEED_THRESHOLDS, Status, Thresholds
 
-#: ``plumtree_eager_peers / 3`` in the seed's Cluster Health Score.
+#: ``plumtree_eager_peers / 3`` in the monitoring guide's Cluster Health Score.
 SCORE_EAGER_TARGET = 3.0
-#: ``+ 0.001`` in the seed's formula: avoids 0/0 when no Graft was sent.
+#: ``+ 0.001`` in the monitoring guide's formula: avoids 0/0 when no Graft was sent.
 SCORE_GRAFT_EPSILON = 0.001
 
 EAGER = "plumtree_eager_peers"
@@ -52,7 +52,7 @@ class Score:
 
 
 def health_score(prev: Scrape | None, cur: Scrape) -> Score:
-    """The seed's Cluster Health Score for one node, over the window between two scrapes.
+    """The monitoring guide's Cluster Health Score for one node, over the window between two scrapes.
 
     ``clamp_max((eager / 3) * (1 - rate(graft_failed) / (rate(graft_sent) + 0.001)), 1)``,
     clamped at 0 too (the design's [0, 1]: failures above sends make the factor negative).
@@ -159,7 +159,7 @@ def cluster_score(scores: Mapping[str, Score]) -> ClusterScore:
 
 @dataclass(frozen=True, slots=True)
 class NodeRates:
-    """The seed's key queries and the ``top`` columns for one node. ``None`` = unknown.
+    """The monitoring guide's key queries and the ``top`` columns for one node. ``None`` = unknown.
 
     Rates are per second over ``window_s`` unless the name says otherwise; percentages
     are 0-100; ``cache_utilisation`` is a ratio 0-1.
@@ -262,7 +262,7 @@ def _quantile(q: float, deltas: Buckets, dt: float | None) -> float | None:
 
 
 class Level(StrEnum):
-    """Where a value sits against the seed's alert table; the TUI colours cells with it."""
+    """Where a value sits against the monitoring guide's alert table; the TUI colours cells with it."""
 
     OK = "ok"
     WARNING = "warning"
@@ -337,16 +337,16 @@ def classify(
 ) -> Level:
     """Level of ``value`` for ``metric`` (a :class:`NodeRates` field in :data:`CLASSIFIED`).
 
-    Comparisons are the seed's: eager peers < 1 critical, < 2 warning; Graft failures
+    Comparisons are the monitoring guide's: eager peers < 1 critical, < 2 warning; Graft failures
     > 20/min critical, > 5/min warning; cache > 95% critical, > 80% warning; duplicates
     > 50% critical, > 30% warning; pending Grafts > 100 warning; total peers < 2 warning.
     ``None`` or NaN is :attr:`Level.UNKNOWN`. An unknown metric name is a ``KeyError``.
 
-    Eager peers are read as the project reads the seed's "eager peers < 2 (warning)"
+    Eager peers are read as the project reads the monitoring guide's "eager peers < 2 (warning)"
     row (see :mod:`plumtree.core.health` and the ``PlumtreeReducedRedundancy`` rule): a
     pruned tree leaves most nodes with one eager peer whose redundancy is their lazy
     peers, so with ``lazy`` given the warning needs ``eager < 2 and lazy < 1``. Without
-    ``lazy`` (unknown) the seed's row applies literally. ``eager < 1`` is always critical.
+    ``lazy`` (unknown) the monitoring guide's row applies literally. ``eager < 1`` is always critical.
     """
     direction, critical, warning = _rules(t)[metric]
     if value is None or math.isnan(value):

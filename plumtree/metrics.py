@@ -52,6 +52,7 @@ _EXTRA_COUNTER_HELP = {
     "prune_received": "Prune messages received",
     "graft_rate_limited": "Graft requests ignored by the per-peer rate limit",
     "graft_unknown": "Graft requests for ids no longer cached",
+    "graft_answers_limited": "Grafted ids not sent: the peer's answer byte budget was spent",
     "ihave_dropped": "IHave announcements dropped because the queue was full",
     "ihave_skipped": "IHave announcements not sent: the lazy peer had announced the id to us",
     "pending_grafts_dropped": "Missing ids not tracked because too many were pending",
@@ -272,6 +273,28 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "swim_local_health", "Lifeguard local health (0 is best)", value=swim.local_health()
         )
+        yield GaugeMetricFamily(
+            "swim_unconfirmed_members",
+            "Members learned second-hand whose address has not answered a probe yet",
+            value=swim.unconfirmed_count,
+        )
+        yield CounterMetricFamily(
+            "swim_confirm_probes", "Probes sent to confirm members", value=c.confirm_probes_sent
+        )
+        refused = CounterMetricFamily(
+            "swim_refused",
+            "Membership input refused or dropped (forged, stray or implausible)",
+            labels=["reason"],
+        )
+        for reason, value in (
+            ("incarnation", c.incarnations_refused),
+            ("unconfirmed_full", c.unconfirmed_refused),
+            ("unanswered", c.unconfirmed_dropped),
+            ("pingreq", c.pingreqs_refused),
+            ("pushpull_reply", c.pushpull_replies_refused),
+        ):
+            refused.add_metric([reason], value)
+        yield refused
         yield histogram_family("swim_probe_rtt_seconds", "Probe round-trip time", swim.probe_rtt)
 
     def _store(self, node: Node) -> Iterator[Metric]:
@@ -327,6 +350,17 @@ class NodeCollector(Collector):
             " too many at once",
             value=node.key_queries.refused + (node.stack.key_refused if node.stack else 0),
         )
+        yield CounterMetricFamily(
+            "plumtree_query_requests_answered",
+            "Queries from members (plumctl query) a handler of this node answered",
+            value=node.queries.answered,
+        )
+        yield CounterMetricFamily(
+            "plumtree_query_messages_refused",
+            "Query acks and answers nobody waits for, and queries beyond 32 at once",
+            value=node.queries.refused,
+        )
+        yield from self._handlers(node)
         yield from self._admin(node)
         info = InfoMetricFamily("plumtree_node", "Node identity")
         info.add_metric(
@@ -334,6 +368,21 @@ class NodeCollector(Collector):
             {"node": node.name, "version": node.version, "profile": node.config.protocol.profile},
         )
         yield info
+
+    def _handlers(self, node: Node) -> Iterator[Metric]:
+        """The ``--handler`` commands' runs and what went wrong (zero without handlers)."""
+        stats = node.handlers.stats
+        for name, doc, value in (
+            ("runs", "Event handler commands started", stats.runs),
+            (
+                "failures",
+                "Event handler runs that exited non-zero or could not start",
+                stats.failures,
+            ),
+            ("timeouts", "Event handler runs killed at the time limit", stats.timeouts),
+            ("dropped", "Events a handler's full queue could not take", stats.dropped),
+        ):
+            yield CounterMetricFamily(f"plumtree_handler_{name}", doc, value=value)
 
     def _admin(self, node: Node) -> Iterator[Metric]:
         """The admin API's refusals and open connections (zero without an admin API)."""

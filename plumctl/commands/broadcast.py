@@ -214,13 +214,13 @@ async def _follow(opts: GlobalOptions, msg_id: str, live: list[Any]) -> dict[str
 
 
 def _summary(result: dict[str, Any]) -> None:
-    from plumctl.output import stderr
+    from plumctl.output import plural, stderr
 
     lat = [i["latency_ms"] for i in result["items"] if i["latency_ms"] is not None]
     hops = [i["hops"] for i in result["items"] if i["hops"] is not None]
     if result["complete"]:
         stderr().print(
-            f"delivered on all {result['members']} live members"
+            f"delivered on all {plural(result['members'], 'live member')}"
             + (f" · last after {max(lat):.1f} ms" if lat else "")
-            + (f" · max {max(hops)} hops" if hops else "")
+            + (f" · max {plural(max(hops), 'hop')}" if hops else "")
         )

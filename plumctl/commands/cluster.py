@@ -11,7 +11,7 @@ from plumctl import exitcodes
 
 if TYPE_CHECKING:
     from plumctl.localcluster import ClusterState
-from plumctl.options import GlobalOptions, with_global_options
+from plumctl.options import PROFILES, GlobalOptions, completes, with_global_options
 
 cluster_app = typer.Typer(
     help="Start, inspect and stop a local cluster on loopback.", no_args_is_help=True
@@ -85,7 +85,9 @@ def up(
     nodes: Annotated[
         int, typer.Option("--nodes", "-n", min=1, max=256, help="How many nodes.")
     ] = 5,
-    profile: Annotated[str, typer.Option(help="lan, wan, local or large.")] = "local",
+    profile: Annotated[
+        str, typer.Option(help="lan, wan, local or large.", autocompletion=completes(*PROFILES))
+    ] = "local",
     directory: DirOption = None,
     wait: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for every node to see all others.")
@@ -114,7 +116,7 @@ def up(
         terminate,
         wait_ready,
     )
-    from plumctl.output import emit_json, fail, stderr
+    from plumctl.output import emit_json, fail, plural, stderr
     from plumtree.core.config import PROFILES
 
     opts: GlobalOptions = ctx.obj
@@ -129,7 +131,7 @@ def up(
         alive = [n for n in existing.nodes if n.running()]
         if alive:
             fail(
-                f"a cluster is already running in {where} ({len(alive)} nodes, pids "
+                f"a cluster is already running in {where} ({plural(len(alive), 'node')}, pids "
                 f"{', '.join(str(n.pid) for n in alive[:5])}{'...' if len(alive) > 5 else ''}); "
                 f"stop it with: plumctl cluster down --dir {where}",
                 exitcodes.FAILED,
@@ -201,7 +203,7 @@ def up(
     else:
         _print_cluster(state, started)
         console.print(
-            f"\n[b]{nodes} nodes[/b] up in {where}"
+            f"\n[b]{plural(nodes, 'node')}[/b] up in {where}"
             + (
                 ""
                 if converged
@@ -319,7 +321,7 @@ def down(
     import shutil
 
     from plumctl.localcluster import stop_nodes
-    from plumctl.output import emit_json, fail, stderr
+    from plumctl.output import emit_json, plural, stderr
 
     opts: GlobalOptions = ctx.obj
     where = _dir(directory)
@@ -330,8 +332,12 @@ def down(
         from plumctl.localcluster import orphans
 
         nodes = orphans(where)
-        if not nodes:
-            fail(f"no local cluster in {where} (nothing to stop)", exitcodes.FAILED)
+        if not nodes:  # idempotent, as `make demo-down` twice must be: nothing to do is ok
+            if opts.json:
+                emit_json({"kind": "LocalClusterDown", "dir": str(where), "items": []})
+            else:
+                stderr().print(f"no cluster running in {where} (nothing to stop)")
+            return
     else:
         nodes = state.nodes
     outcome = stop_nodes(nodes, grace)
@@ -350,7 +356,7 @@ def down(
         )
     else:
         killed = [k for k, v in outcome.items() if v == "killed"]
-        msg = f"stopped {sum(v == 'stopped' for v in outcome.values())} nodes in {where}"
+        msg = f"stopped {plural(sum(v == 'stopped' for v in outcome.values()), 'node')} in {where}"
         if state is None:
             msg += " (its state file was gone: found by their command lines)"
         if killed:

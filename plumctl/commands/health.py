@@ -1,4 +1,4 @@
-"""``plumctl health``: per-node status and the seed's score, one verdict, one exit code."""
+"""``plumctl health``: per-node status and the monitoring guide's score, one verdict, one exit code."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ EXAMPLES = """Examples:
 monitoring scrape-config`) is queried instead. Each target's status comes from the
 nodes' own health model fed with PromQL: gauges as last scraped, counters as
 increase(...[--window]) (default 5m, the node's own health window); the score is the
-seed's PromQL as written (rates over [5m]). Nodes are named by their `node` target
+monitoring guide's PromQL as written (rates over [5m]). Nodes are named by their `node` target
 label, else their instance; without --all only the target whose instance is the
 --node's host:port. A target with up == 0 is unreachable. --interval only paces --watch.
 
@@ -171,7 +171,7 @@ _COLOUR = {"Healthy": "green", "Degraded": "yellow", "Unhealthy": "red", "Left":
 
 
 def _render(result: Any, wide: bool, clear: bool) -> None:
-    from plumctl.output import stdout, table
+    from plumctl.output import plural, stdout, table
 
     console = stdout()
     if clear and console.is_terminal:
@@ -191,7 +191,7 @@ def _render(result: Any, wide: bool, clear: bool) -> None:
     score = "unknown" if result.score is None else f"{result.score:.2f}"
     at = f" (lowest: {', '.join(result.worst)})" if result.worst else ""
     console.print(
-        f"cluster: [{colour}]{result.status}[/] · score {score}{at} · {len(result.items)} nodes"
+        f"cluster: [{colour}]{result.status}[/] · score {score}{at} · {plural(len(result.items), 'node')}"
     )
     for reason in result.reasons[: 10 if not wide else None]:
         console.print(f"  - {reason}", markup=False)

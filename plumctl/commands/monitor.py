@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from plumctl import exitcodes
-from plumctl.options import GlobalOptions, with_global_options
+from plumctl.options import GlobalOptions, completes, with_global_options
 
 EXAMPLES = """Examples:
 
@@ -51,7 +51,11 @@ def register(app: typer.Typer) -> None:
 def monitor(
     ctx: typer.Context,
     level: Annotated[
-        str, typer.Option(help="Least severe level shown: debug, info, warn, error.")
+        str,
+        typer.Option(
+            help="Least severe level shown: debug, info, warn, error.",
+            autocompletion=completes(*LEVELS),
+        ),
     ] = "info",
     since: Annotated[
         int | None, typer.Option(min=0, help="Replay buffered events after this sequence number.")
@@ -135,7 +139,7 @@ def _follow_deliveries(opts: GlobalOptions, after: int | None, payload: bool) ->
     import time
 
     from plumctl.client import ApiError, Client, Unreachable, exit_on_error
-    from plumctl.output import emit_json_line, warn
+    from plumctl.output import emit_json_line, plural, warn
 
     with exit_on_error(), Client(opts.node, opts.token, opts.timeout) as client:
         log: int | None = None
@@ -182,7 +186,7 @@ def _follow_deliveries(opts: GlobalOptions, after: int | None, payload: bool) ->
                 continue
             if page["skipped"] > 0:
                 warn(
-                    f"{name}: {page['skipped']} deliveries after cursor {cursor} can no "
+                    f"{name}: {plural(page['skipped'], 'delivery', 'deliveries')} after cursor {cursor} can no "
                     f"longer be read (beyond the node's retention); continuing at cursor "
                     f"{page['first']}"
                 )

@@ -1,7 +1,7 @@
 """``plumctl monitoring``: Prometheus alert rules, the Grafana dashboard, a scrape config.
 
-The artefacts are generated from the seed's monitoring guide and the health model's
-thresholds (:mod:`plumctl.monitoring`). ``--out FILE`` writes a file in the format its
+The artefacts are generated from the monitoring guide (docs/monitoring.md) and the
+health model's thresholds (:mod:`plumctl.monitoring`). ``--out FILE`` writes a file in the format its
 consumer loads (rules and config as YAML, dashboard and file_sd targets as JSON),
 atomically, and confirms on stderr; without it the artefact goes to stdout.
 """
@@ -37,8 +37,9 @@ Examples:
 
 RULES_HELP = """Print the Prometheus alerting rules (YAML; -o json: the same rules as JSON).
 
-The seed guide's five rules as written, plus one rule per row of its alert tables that
-they leave out. Check them with `promtool check rules FILE`.
+The five core rules of the monitoring guide (docs/monitoring.md), plus one rule per row
+of its alert tables that they leave out, and the rules of exact delivery, the durable
+store and membership. Check them with `promtool check rules FILE`.
 
 Examples:
 
@@ -65,10 +66,12 @@ Examples:
 SCRAPE_HELP = """Print a Prometheus configuration that scrapes every node's /metrics.
 
 Nodes are found through a file_sd targets file. With --targets-file FILE the
-targets are taken from the live member table of the node given by --node (alive
-and suspect members with an admin URL, labelled node=NAME) and written to FILE; run it
-again when membership changes, Prometheus re-reads the file by itself. Without it, no node
-is contacted and the configuration expects targets in plumtree-targets.json.
+targets are taken from the live member table of the node given by --node (alive,
+suspect and dead members with an admin URL, labelled node=NAME) and written to FILE; run
+it again when membership changes, Prometheus re-reads the file by itself. A dead member
+stays a target (up == 0) until it leaves or is reaped, so Prometheus and plumctl health
+--all agree that the cluster is degraded. Without --targets-file, no node is contacted
+and the configuration expects targets in plumtree-targets.json.
 
 Examples:
 
@@ -216,7 +219,7 @@ def scrape_config(
         scrape_config_data,
     )
     from plumctl.monitoring.scrape import scrape_config as render
-    from plumctl.output import fail, warn
+    from plumctl.output import fail, plural, warn
 
     opts: GlobalOptions = ctx.obj
     if not is_duration(interval):
@@ -256,7 +259,9 @@ def scrape_config(
         members = fetch_members(opts)
         targets = file_sd_targets(members)
         if not targets:
-            warn(f"no alive or suspect member with an admin URL among {len(members)} members")
+            warn(
+                f"no alive, suspect or dead member with an admin URL among {plural(len(members), 'member')}"
+            )
         path = _write(targets_file, json.dumps(targets, indent=2) + "\n", quiet=True)
         _confirm(f"wrote {len(targets)} scrape target(s) to {path}")
         written.append({"path": path, "artifact": "targets", "targets": len(targets)})

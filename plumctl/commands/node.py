@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from plumctl import exitcodes
+from plumctl.options import PROFILES, completes
 
 node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
 
@@ -20,6 +21,8 @@ EXAMPLES = """Examples:
   plumctl node start --name n1 --keyring keys.json --data-dir /var/lib/plumtree/n1 --join 10.0.0.2:7946
 
   plumctl node start --config node.toml --log-json
+
+  plumctl node start --name n1 --handler 'delivery=./on-message.sh' --handler 'member-failed=./page.sh'
 
 Gossip bound to an address other machines reach (the default, 0.0.0.0:7946) needs
 --keyring FILE (a JSON list of base64 AES keys, mode 0600: a file group or others can
@@ -34,6 +37,14 @@ its cluster again without --join. Without it, state is in memory only.
 
 SIGTERM or Ctrl-C leaves the cluster gracefully (others see *left*, not *dead*),
 drains the send queues and exits 0; a second signal exits at once.
+
+--handler [EVENT,...=]CMD runs /bin/sh -c CMD for each event (delivery, member-join,
+member-leave, member-failed, member-update, member-reap, query, query:NAME; no filter:
+all) with the
+payload on stdin and PLUMTREE_EVENT, PLUMTREE_SELF_NAME, PLUMTREE_ORIGIN,
+PLUMTREE_MESSAGE_ID, PLUMTREE_CURSOR, PLUMTREE_MEMBER_NAME, ... in its environment (see
+the README): one run at a time per handler, killed after node.handler_timeout (30 s).
+A query handler's stdout (up to 1 KiB) is its answer to plumctl query.
 
 The node runs on uvloop when it is installed (PLUMTREE_EVENT_LOOP=asyncio forces the
 standard loop); the first log line says which.
@@ -65,7 +76,10 @@ def start(
         list[str] | None, typer.Option("--join", help="Seed address host:port (repeatable).")
     ] = None,
     profile: Annotated[
-        str | None, typer.Option(help="lan, wan, local or large (default: lan).")
+        str | None,
+        typer.Option(
+            help="lan, wan, local or large (default: lan).", autocompletion=completes(*PROFILES)
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file with node, plumtree and swim tables.")
@@ -75,6 +89,13 @@ def start(
     ] = None,
     tag: Annotated[
         list[str] | None, typer.Option("--tag", help="Member tag key=value (repeatable).")
+    ] = None,
+    handler: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--handler",
+            help="[EVENT,...=]CMD run per event, payload on stdin, PLUMTREE_* env (repeatable).",
+        ),
     ] = None,
     keyring: Annotated[
         Path | None,
@@ -114,10 +135,17 @@ def start(
         str | None,
         typer.Option(
             help="normal: a commit survives a crash of the node; full: of the machine too"
-            " (slower). Default normal."
+            " (slower). Default normal.",
+            autocompletion=completes("normal", "full"),
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        str,
+        typer.Option(
+            help="debug, info, warning or error.",
+            autocompletion=completes("debug", "info", "warning", "error"),
+        ),
+    ] = "info",
     log_json: Annotated[
         bool, typer.Option("--log-json", help="One JSON object per log line.")
     ] = False,
@@ -146,6 +174,7 @@ def start(
             public_metrics,
             api_cert,
             api_key,
+            handler,
         )
     except (ValueError, OSError) as exc:
         fail(str(exc), exitcodes.USAGE)
@@ -184,6 +213,7 @@ def _settings(
     public_metrics: bool | None = None,
     api_cert: Path | None = None,
     api_key: Path | None = None,
+    handlers: list[str] | None = None,
 ) -> Any:
     """Merge the config file and the flags (flags win) into a NodeConfig."""
     import os
@@ -217,6 +247,9 @@ def _settings(
         "public_metrics",
         "api_cert",
         "api_key",
+        "handlers",
+        "handler_timeout",
+        "handler_queue",
         *limits.CONFIG_KEYS,
     }
     for key in node:
@@ -298,7 +331,32 @@ def _settings(
             raise ConfigError(f"--token-file: {token_path} is empty")
         cfg.token = token
     _api_settings(cfg, node, public_metrics, api_cert, api_key)
+    _handler_settings(cfg, node, handlers)
     return cfg
+
+
+def _handler_settings(cfg: Any, node: dict[str, Any], flags: list[str] | None) -> None:
+    """``--handler`` (each adds to ``node.handlers``), its time limit and queue."""
+    from plumtree.core.config import ConfigError, parse_duration
+    from plumtree.runtime.handlers import parse_handler
+
+    listed = node.get("handlers", [])
+    if not isinstance(listed, list) or not all(isinstance(h, str) for h in listed):
+        raise ConfigError(f"node.handlers: must be a list of strings, got {listed!r}")
+    try:
+        cfg.handlers = [parse_handler(h) for h in [*listed, *(flags or [])]]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    timeout = parse_duration(
+        "node.handler_timeout", node.get("handler_timeout", cfg.handler_timeout)
+    )
+    if not timeout > 0:
+        raise ConfigError(f"node.handler_timeout: must be more than 0, got {timeout!r}")
+    cfg.handler_timeout = timeout
+    queue = node.get("handler_queue", cfg.handler_queue)
+    if isinstance(queue, bool) or not isinstance(queue, int) or queue < 1:
+        raise ConfigError(f"node.handler_queue: must be an integer >= 1, got {queue!r}")
+    cfg.handler_queue = queue
 
 
 def _api_settings(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from plumctl import exitcodes
-from plumctl.options import GlobalOptions, with_global_options
+from plumctl.options import PROFILES, GlobalOptions, completes, with_global_options
 
 EXAMPLES = """Examples:
 
@@ -49,9 +49,16 @@ def sim(
     crash: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Fraction of nodes crashing mid-run.")
     ] = 0.0,
-    profile: Annotated[str, typer.Option(help="lan, wan, local or large.")] = "lan",
+    profile: Annotated[
+        str, typer.Option(help="lan, wan, local or large.", autocompletion=completes(*PROFILES))
+    ] = "lan",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same report).")] = 1,
-    membership: Annotated[str, typer.Option(help="oracle (peer sampling) or swim.")] = "oracle",
+    membership: Annotated[
+        str,
+        typer.Option(
+            help="oracle (peer sampling) or swim.", autocompletion=completes("oracle", "swim")
+        ),
+    ] = "oracle",
     degree: Annotated[
         int, typer.Option(min=2, help="Overlay mean degree (oracle membership).")
     ] = 5,
@@ -150,12 +157,12 @@ def sim(
 def _run_with_progress(run: Any, params: Any, quiet: bool) -> Any:
     if quiet:
         return run(params)
-    from plumctl.output import stderr
+    from plumctl.output import plural, stderr
 
     what = (
         f"a {params.fault} of {params.fault_duration:g}s"
         if params.fault
-        else f"{params.warmup + params.broadcasts} broadcasts"
+        else plural(params.warmup + params.broadcasts, "broadcast")
     )
     with stderr().status(f"simulating {params.nodes} nodes x {what}"):
         return run(params)
@@ -254,15 +261,17 @@ def _print_fault_report(d: dict[str, Any]) -> None:
 
 
 def _title(d: dict[str, Any]) -> str:
+    from plumctl.output import plural
+
     faults = []
     if d["loss"]:
         faults.append(f"{100 * d['loss']:g}% loss")
     if d["crash"]:
         faults.append(f"{100 * d['crash']:g}% crash")
     if d.get("slow_nodes"):
-        faults.append(f"{d['slow_nodes']} slow nodes")
+        faults.append(plural(d["slow_nodes"], "slow node"))
     return (
-        f"{d['nodes']} nodes · {d['broadcasts']} broadcasts (+{d['warmup']} warm-up) · "
+        f"{d['nodes']} nodes · {plural(d['broadcasts'], 'broadcast')} (+{d['warmup']} warm-up) · "
         f"{d['profile']} · {d['membership']} · seed {d['seed']}"
         + (f" · {', '.join(faults)}" if faults else "")
     )

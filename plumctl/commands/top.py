@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from plumctl.tui.app import TopApp
     from plumctl.tui.source import ClusterSnapshot, ClusterSource
 
-HELP = """Live dashboard of the cluster: every member, its eager/lazy peers, delivered/s, duplicate %, Grafts sent/s and failures/min, pending Grafts, cache use, health and the seed's health score, refreshed every --interval seconds. Cells turn warning/critical colour at the seed's alert thresholds. Members that join appear; members that fail stay listed, marked dead.
+HELP = """Live dashboard of the cluster: every member, its eager/lazy peers, delivered/s, duplicate %, Grafts sent/s and failures/min, pending Grafts, cache use, health and the monitoring guide's health score, refreshed every --interval seconds. Cells turn warning/critical colour at the alert thresholds of the monitoring guide (docs/monitoring.md). Members that join appear; members that fail stay listed, marked dead.
 
 Keys: q quit · ? help · p pause · r refresh now · +/- interval · / filter · s sort · enter node detail · esc back.
 

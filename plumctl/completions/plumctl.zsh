@@ -1,6 +1,7 @@
 #compdef plumctl
 
 _plumctl_completion() {
+  setopt local_options rc_quotes  # typer writes ' in help texts as ''
   eval $(env _TYPER_COMPLETE_ARGS="${words[1,$CURRENT]}" _PLUMCTL_COMPLETE=complete_zsh plumctl)
 }
 

@@ -2,15 +2,15 @@
 
 Two rows:
 
-* **Cluster**: the seed's "Key Queries" exactly as the seed writes them (one series per
+* **Cluster**: the monitoring guide's "Key Queries" exactly as the guide writes them (one series per
   node): Cluster Health Score (per node, and its minimum over nodes as a stat, which is
   how ``plumctl health`` scores the cluster), Message Delivery Rate, Duplicate Rate %,
   P99 Graft Latency; plus pending Grafts and cache utilisation with the alert thresholds
   drawn in.
-* **Node $instance**: the seed's four panels (Message Rate, Peer Counts, Graft
-  Operations, Graft Latency) with the seed's expressions and legends, narrowed to the node
+* **Node $instance**: the monitoring guide's four panels (Message Rate, Peer Counts, Graft
+  Operations, Graft Latency) with the monitoring guide's expressions and legends, narrowed to the node
   chosen in the ``instance`` variable (a ``{instance="$instance"}`` matcher is the only
-  change: the seed's legends name no node, so these panels show one node at a time), and
+  change: the monitoring guide's legends name no node, so these panels show one node at a time), and
   the node's view of SWIM membership.
 
 Every panel and target uses the ``${datasource}`` variable (a Prometheus data source).
@@ -27,9 +27,11 @@ UID = "plumtree-overview"
 TITLE = "Plumtree Overview"
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-NODE = '{instance="$instance"}'  # the matcher the node row adds to the seed's expressions
+NODE = (
+    '{instance="$instance"}'  # the matcher the node row adds to the monitoring guide's expressions
+)
 
-# The seed's "Cluster Health Score" PromQL, verbatim.
+# The monitoring guide's "Cluster Health Score" PromQL, verbatim.
 HEALTH_SCORE = """\
 clamp_max(
   (plumtree_eager_peers / 3) *
@@ -118,7 +120,7 @@ def _panels(t: Thresholds) -> list[tuple[dict[str, Any], int, int]]:
     score_stat = {
         "type": "stat",
         "title": "Cluster Health Score (min over nodes)",
-        "description": "The seed's Cluster Health Score; the cluster scores its weakest node.",
+        "description": "The monitoring guide's Cluster Health Score; the cluster scores its weakest node.",
         "datasource": DATASOURCE,
         "targets": [_target(f"min(\n{HEALTH_SCORE}\n)", "cluster", "A")],
         "fieldConfig": {
@@ -143,7 +145,7 @@ def _panels(t: Thresholds) -> list[tuple[dict[str, Any], int, int]]:
     heatmap = {
         "type": "heatmap",
         "title": "Graft Latency",
-        "description": "The seed's Graft Latency heatmap (Graft to delivery), on the chosen node.",
+        "description": "The monitoring guide's Graft Latency heatmap (Graft to delivery), on the chosen node.",
         "datasource": DATASOURCE,
         "targets": [
             _target(
@@ -172,7 +174,7 @@ def _panels(t: Thresholds) -> list[tuple[dict[str, Any], int, int]]:
                 "Cluster Health Score",
                 _targets((HEALTH_SCORE, per_node)),
                 "none",
-                "The seed's Cluster Health Score per node: (eager peers / 3) x (1 - Graft "
+                "The monitoring guide's Cluster Health Score per node: (eager peers / 3) x (1 - Graft "
                 "failure ratio), capped at 1.",
                 min=0,
             ),
@@ -284,7 +286,7 @@ def _panels(t: Thresholds) -> list[tuple[dict[str, Any], int, int]]:
                     (f"rate(plumtree_messages_duplicate_total{NODE}[5m])", "Duplicate"),
                 ),
                 "ops",
-                "The seed's Message Rate panel, on the chosen node.",
+                "The monitoring guide's Message Rate panel, on the chosen node.",
             ),
             12,
             8,
@@ -298,7 +300,7 @@ def _panels(t: Thresholds) -> list[tuple[dict[str, Any], int, int]]:
                     (f"plumtree_total_peers{NODE}", "Total"),
                 ),
                 "short",
-                "The seed's Peer Counts panel, on the chosen node.",
+                "The monitoring guide's Peer Counts panel, on the chosen node.",
                 min=0,
                 decimals=0,
             ),
@@ -314,7 +316,7 @@ def _panels(t: Thresholds) -> list[tuple[dict[str, Any], int, int]]:
                     (f"rate(plumtree_graft_failed_total{NODE}[5m])", "Failed"),
                 ),
                 "ops",
-                "The seed's Graft Operations panel, on the chosen node.",
+                "The monitoring guide's Graft Operations panel, on the chosen node.",
             ),
             12,
             8,

@@ -1,19 +1,19 @@
-"""Prometheus alerting rules for plumtree nodes, from the seed's monitoring guide.
+"""Prometheus alerting rules for plumtree nodes, from the monitoring guide (docs/monitoring.md).
 
 Two sources, both in the monitoring guide (docs/monitoring.md):
 
-* the seed's "Prometheus Alert Rules" YAML: its five rules are kept as written (names,
-  expressions, ``for``, severity, summaries). One deliberate fix: the seed describes
+* the monitoring guide's "Prometheus Alert Rules" YAML: its five rules are kept as written (names,
+  expressions, ``for``, severity, summaries). One deliberate fix: the guide describes
   ``PlumtreeHighGraftFailures`` as "{{ $value }}/min", but its expression is a per-second
-  ``rate()``; the description now says "/s". Rules the seed left without a description get
+  ``rate()``; the description now says "/s". Rules the guide left without a description get
   one, and every rule gets a ``runbook`` hint (the tables' "Action" column);
-* the seed's two alert tables: every row the YAML leaves out becomes a rule of its own;
-* exact delivery, which the seed's counters cannot see: a message given up as lost
+* the monitoring guide's two alert tables: every row the YAML leaves out becomes a rule of its own;
+* exact delivery, which the monitoring guide's counters cannot see: a message given up as lost
   (critical, at once) and messages missing for 5 minutes (warning).
 
 Thresholds are read from :data:`plumtree.core.health.SEED_THRESHOLDS`, the same numbers
-``plumctl health`` and the TUI use. Rates use the seed's ``[5m]`` window, and per-minute
-thresholds become per-second ones the way the seed converts them (20/min -> 0.33/s,
+``plumctl health`` and the TUI use. Rates use the monitoring guide's ``[5m]`` window, and per-minute
+thresholds become per-second ones the way the guide converts them (20/min -> 0.33/s,
 i.e. rounded to two decimals).
 """
 
@@ -48,7 +48,7 @@ class AlertRule:
     summary: str
     description: str
     runbook: str
-    origin: str  # where in the seed this rule comes from (a YAML comment in the file)
+    origin: str  # where in the guide this rule comes from (a YAML comment in the file)
 
     def as_prometheus(self) -> dict[str, Any]:
         """The rule as Prometheus reads it."""
@@ -66,7 +66,7 @@ class AlertRule:
 
 
 def per_second(per_minute: float) -> float:
-    """A per-minute threshold as the seed writes it per second (20/min -> 0.33)."""
+    """A per-minute threshold as the guide writes it per second (20/min -> 0.33)."""
     return round(per_minute / 60.0, 2)
 
 
@@ -75,14 +75,14 @@ def _num(value: float) -> str:
 
 
 def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
-    """Every alert, the seed's YAML rules first (in the seed's order), then the table rows."""
+    """Every alert, the monitoring guide's YAML rules first (in the monitoring guide's order), then the table rows."""
     graft_crit = per_second(t.graft_failed_per_min_critical)
     graft_warn = per_second(t.graft_failed_per_min_warning)
     dup_crit = _num(t.duplicate_ratio_critical)
     dup_warn = _num(t.duplicate_ratio_warning)
     pct = _percent
     return [
-        # ---- the seed's YAML, as written ------------------------------------------------
+        # ---- the monitoring guide's YAML, as written ------------------------------------------------
         AlertRule(
             alert="PlumtreeNodeIsolated",
             expr=f"plumtree_eager_peers < {t.eager_critical_below}",
@@ -94,7 +94,7 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
                 "Node is isolated, check network: can it reach the other members' gossip "
                 "port (UDP and TCP)? Look at `plumctl peers` and `plumctl members` on it."
             ),
-            origin="seed YAML; alert table: plumtree_eager_peers < 1, Critical",
+            origin="guide's rules; alert table: plumtree_eager_peers < 1, Critical",
         ),
         AlertRule(
             alert="PlumtreeHighGraftFailures",
@@ -102,7 +102,7 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
             for_="2m",
             severity="critical",
             summary="High Graft failure rate on {{ $labels.instance }}",
-            # Deliberate fix: the seed says "{{ $value }}/min"; $value is per second.
+            # Deliberate fix: the guide says "{{ $value }}/min"; $value is per second.
             description=(
                 'Graft failure rate is {{ printf "%.2f" $value }}/s, above '
                 f"{_num(graft_crit)}/s ({_num(t.graft_failed_per_min_critical)}/min)"
@@ -112,7 +112,7 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
                 "are gone. Check membership churn and transport errors on the node."
             ),
             origin=(
-                "seed YAML; alert table: plumtree_graft_failed_total rate > 20/min, "
+                "guide's rules; alert table: plumtree_graft_failed_total rate > 20/min, "
                 "Critical (description fixed: $value is per second)"
             ),
         ),
@@ -127,7 +127,7 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
                 f"(critical above {pct(t.cache_ratio_critical)})"
             ),
             runbook="Memory pressure, increase cache or reduce TTL",
-            origin="seed YAML; alert table: plumtree_cache_size > 95% capacity, Critical",
+            origin="guide's rules; alert table: plumtree_cache_size > 95% capacity, Critical",
         ),
         AlertRule(
             alert="PlumtreeHighDuplicateRate",
@@ -137,14 +137,14 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
             summary="High duplicate message rate on {{ $labels.instance }}",
             description=(
                 "Duplicates are {{ $value | humanizePercentage }} of deliveries. This is "
-                f"the seed's own rule (above {pct(t.duplicate_ratio_critical)}, severity "
-                "warning), kept as written; the seed's alert table rates the same condition "
+                f"the monitoring guide's own rule (above {pct(t.duplicate_ratio_critical)}, severity "
+                "warning), kept as written; the monitoring guide's alert table rates the same condition "
                 "critical (PlumtreeSevereDuplicateRate) and warns from "
                 f"{pct(t.duplicate_ratio_warning)} (PlumtreeElevatedDuplicateRate)."
             ),
             runbook="Severe topology issues: review fanout settings and peer churn",
             origin=(
-                "seed YAML (severity warning as written); alert table row "
+                "guide's rules (severity warning as written); alert table row "
                 "duplicate rate > 50%, Critical, is PlumtreeSevereDuplicateRate"
             ),
         ),
@@ -161,9 +161,9 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
                 "Reduced redundancy: check that the node can reach the rest of the cluster "
                 "(`plumctl members`, `plumctl peers`)."
             ),
-            origin="seed YAML (no table row of its own)",
+            origin="guide's rules (no table row of its own)",
         ),
-        # ---- the seed's alert tables: rows its YAML leaves out ---------------------------
+        # ---- the monitoring guide's alert tables: rows its YAML leaves out ---------------------------
         AlertRule(
             alert="PlumtreeElevatedGraftFailures",
             expr=f"{_GRAFT_FAILED_RATE} > {_num(graft_warn)}",
@@ -214,8 +214,8 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
             summary="Severe duplicate message rate on {{ $labels.instance }}",
             description=(
                 "Duplicates are {{ $value | humanizePercentage }} of deliveries "
-                f"(critical above {pct(t.duplicate_ratio_critical)}, the seed's alert "
-                "table; the seed's YAML rule PlumtreeHighDuplicateRate fires on the same "
+                f"(critical above {pct(t.duplicate_ratio_critical)}, the monitoring guide's alert "
+                "table; the monitoring guide's YAML rule PlumtreeHighDuplicateRate fires on the same "
                 "condition at severity warning). Judged only once the node "
                 f"delivered {t.duplicate_ratio_min_delivered} messages in the window, like its "
                 "own health check."
@@ -246,7 +246,7 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
                 "Fewer than 2 peers carry this node's messages: {{ $value }} eager peer(s) "
                 "and no lazy peer. A Plumtree pruned to a spanning tree leaves most nodes "
                 "(the leaves) with exactly one eager peer; their redundancy is the lazy "
-                "peers that announce every message (IHave), so the seed's 'eager peers < 2' "
+                "peers that announce every message (IHave), so the monitoring guide's 'eager peers < 2' "
                 "row is judged on eager and lazy peers together, as plumctl health does."
             ),
             runbook="Reduced redundancy: check membership and the node's peers (`plumctl peers`)",
@@ -255,7 +255,7 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
                 "peers, see plumtree.core.health)"
             ),
         ),
-        # ---- exact delivery: what the seed's counters could not see --------------------
+        # ---- exact delivery: what the monitoring guide's counters could not see --------------------
         AlertRule(
             alert="PlumtreeMessagesLost",
             expr=f"sum without(reason) (increase(plumtree_messages_lost_total[{WINDOW}])) > 0",
@@ -273,7 +273,7 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
                 "retention_bytes) or the cluster lost the only copies. `plumctl audit` "
                 "shows what each node lacks; raise the retention if this recurs."
             ),
-            origin="exact delivery (no seed row): a loss is never silent",
+            origin="exact delivery (no row in the guide's tables): a loss is never silent",
         ),
         AlertRule(
             alert="PlumtreeMessagesMissing",
@@ -296,7 +296,7 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
                 "Check `plumctl audit` and `plumctl members` from this node: which members "
                 "it cannot reach, and whether the network between them is cut."
             ),
-            origin="exact delivery (no seed row): missing > 0 for 5 minutes",
+            origin="exact delivery (no row in the guide's tables): missing > 0 for 5 minutes",
         ),
         AlertRule(
             alert="PlumtreeStoreFailing",
@@ -313,7 +313,28 @@ def alert_rules(t: Thresholds = SEED_THRESHOLDS) -> list[AlertRule]:
                 "Check the data dir's disk (space, permissions, I/O errors in the node's "
                 "log). Commits are retried every second and resume by themselves."
             ),
-            origin="durable store (no seed row): a node that cannot keep what it acknowledges",
+            origin="durable store (no row in the guide's tables): a node that cannot keep what it acknowledges",
+        ),
+        # ---- membership: a member that failed, as `plumctl health --all` sees it --------
+        AlertRule(
+            alert="PlumtreeMemberDead",
+            # summed over the state label, so the alert carries the reporting node's
+            # labels like every other rule; every survivor reports the same failure
+            expr='sum without(state) (swim_members{state="dead"}) > 0',
+            for_="1m",
+            severity="warning",
+            summary="Dead member(s) in the member table of {{ $labels.instance }}",
+            description=(
+                "{{ $value }} member(s) failed: SWIM declared them dead (no answer to direct "
+                "or indirect probes) and they have not come back. `plumctl health --all` says "
+                "Degraded for the same reason. The alert ends when the member is alive again, "
+                "leaves, or is forgotten (swim.dead_reap_time)."
+            ),
+            runbook=(
+                "`plumctl members --state dead` names them. Restart the node, or if it is gone "
+                "for good let it be reaped."
+            ),
+            origin="membership (no row in the guide's tables): a failed member, as health --all counts it",
         ),
     ]
 
@@ -333,7 +354,7 @@ HEADER = """\
 # Source: the monitoring guide (docs/monitoring.md). Its "Prometheus Alert Rules" come
 # first, as written (one fix: PlumtreeHighGraftFailures' description said /min for a
 # per-second rate); then one rule per row of its alert tables that those rules leave
-# out; then the alerts of exact delivery and of the durable store.
+# out; then the alerts of exact delivery, of the durable store and of membership.
 # Check: promtool check rules FILE
 """
 

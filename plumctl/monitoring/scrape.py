@@ -2,8 +2,13 @@
 
 Each node serves ``/metrics`` on its admin address. Prometheus finds the nodes through a
 file_sd JSON file built from a node's member table (``GET /v1/members``): one target per
-alive or suspect member that advertises an admin URL, labelled ``node=<member name>``.
-Regenerate the file when membership changes; Prometheus re-reads it on its own.
+alive, suspect or dead member that advertises an admin URL, labelled ``node=<member
+name>``. Regenerate the file when membership changes; Prometheus re-reads it on its own.
+
+A dead member stays a target until it leaves or SWIM forgets it (``dead_reap_time``): its
+failed scrapes (``up == 0``) are how Prometheus, and ``plumctl health --prometheus``,
+see that a node crashed, as ``plumctl health --all`` does from the member table. Dropped
+at once, its series went stale and Prometheus reported a healthy smaller cluster.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from plumctl.monitoring.yamlout import dump
 DEFAULT_JOB = "plumtree"
 DEFAULT_INTERVAL = "5s"
 DEFAULT_TARGETS_FILE = "plumtree-targets.json"
-SCRAPED_STATES = frozenset({"alive", "suspect"})
+#: a member that left gracefully is not scraped; one that failed is, until reaped
+SCRAPED_STATES = frozenset({"alive", "suspect", "dead"})
 
 # Prometheus' duration syntax (model.ParseDuration), units largest first.
 _DURATION = re.compile(r"(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?")
@@ -131,7 +137,7 @@ def target_of(admin_url: str) -> tuple[str, dict[str, str]] | None:
 
 
 def file_sd_targets(members: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """file_sd target groups: one per alive/suspect member with a usable admin URL.
+    """file_sd target groups: one per alive, suspect or dead member with a usable admin URL.
 
     ``members`` are records of ``GET /v1/members`` (``{"name", "admin_url", "state",
     ...}``). Groups are sorted by member name, so the file only changes when the

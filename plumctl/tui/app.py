@@ -31,6 +31,7 @@ from textual.widgets import DataTable, Digits, Input, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
 from plumctl.client import ClientError
+from plumctl.output import plural
 from plumctl.scoring import SCORE_EAGER_TARGET, Level
 from plumctl.tui.keybar import KeyBar
 from plumctl.tui.model import (
@@ -54,7 +55,7 @@ W = TypeVar("W", bound=Widget)
 #: ``+`` and ``-`` step through these refresh intervals (seconds).
 INTERVALS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0)
 
-#: Cell styles by level: the seed's warning and critical thresholds, one colour each.
+#: Cell styles by level: the guide's warning and critical thresholds, one colour each.
 LEVEL_STYLE: Mapping[Level, str] = {
     Level.OK: "",
     Level.WARNING: "bold black on yellow",
@@ -392,9 +393,12 @@ class TopApp(App[None]):
         if model.error:
             parts.append(model.error)
         self._put("#status", Text(" · ".join(parts), no_wrap=True))
-        reason = model.cluster.reasons[0] if model.cluster.reasons else ""
-        if len(model.cluster.reasons) > 1:
-            reason += f" (+{len(model.cluster.reasons) - 1} more, ? explains)"
+        # the verdict's reasons (a failed member first), then what lowered the score
+        judged = model.verdict()
+        reasons = judged.reasons if judged is not None else list(model.cluster.reasons)
+        reason = reasons[0] if reasons else ""
+        if len(reasons) > 1:
+            reason += f" (+{len(reasons) - 1} more, ? explains)"
         self._put("#reason", Text(reason, style="dim", no_wrap=True))
         self._render_score()
 
@@ -404,7 +408,7 @@ class TopApp(App[None]):
         shown = "--" if value is None else f"{value:.2f}"
         if digits.value != shown:
             digits.update(shown)
-        level = status_level(self.model.worst_status())
+        level = status_level(self.model.status())
         for name in ("ok", "warning", "critical", "unknown"):
             digits.set_class(name == level.value, name)
 
@@ -633,7 +637,7 @@ class DetailScreen(Screen[None]):
             self.query_one(f"#d-{key}", Sparkline).data = spark_data(hist)
             last = f"{hist[-1]:g}" if hist else "n/a"
             self.query_one(f"#d-{key}-label", Static).update(
-                f"{key} peers {last} (last {len(hist)} polls)"
+                f"{key} peers {last} (last {plural(len(hist), 'poll')})"
             )
         self.query_one("#d-graft", Sparkline).data = spark_data(row.graft_hist)
         last = f"{row.graft_hist[-1]:.2f}" if row.graft_hist else "n/a"
@@ -683,7 +687,7 @@ def _ago(at: Any) -> str:
 
 
 def score_text(row: NodeRow) -> Text:
-    """The node's score and the reasons that lowered it (the seed's formula)."""
+    """The node's score and the reasons that lowered it (the monitoring guide's formula)."""
     if row.score is None:
         return Text("score n/a (no scrape yet)", style="dim")
     value = "n/a" if row.score.value is None else f"{row.score.value:.2f}"
@@ -785,7 +789,10 @@ def help_text(model: ClusterModel | None) -> Text:
     ):
         text.append(f"  {keys:<7}", style="bold cyan")
         text.append(f"{what}\n")
-    text.append("\nColours (the seed's alert thresholds)\n", style="bold")
+    text.append(
+        "\nColours (the alert thresholds of the monitoring guide, docs/monitoring.md)\n",
+        style="bold",
+    )
     text.append("  warning ", style=LEVEL_STYLE[Level.WARNING])
     text.append(" ")
     text.append("critical", style=LEVEL_STYLE[Level.CRITICAL])
@@ -809,21 +816,24 @@ def help_text(model: ClusterModel | None) -> Text:
     )
     text.append("\nThe health score\n", style="bold")
     text.append(
-        "  The seed's Cluster Health Score, per node over the last poll interval:\n"
+        "  The guide's Cluster Health Score, per node over the last poll interval:\n"
         f"    min(1, eager_peers/{SCORE_EAGER_TARGET:g} x "
         "(1 - graft_failed_rate/(graft_sent_rate + 0.001)))\n"
         "  and the cluster's is the minimum over nodes. A healthy tree leaf has one eager\n"
         f"  peer, so it scores 1/{SCORE_EAGER_TARGET:g} = 0.33: a low score alone is not an"
         " alarm.\n"
-        "  The big number is coloured by the worst node health status instead.\n"
+        "  The big number is coloured by the cluster's status instead, as plumctl health\n"
+        "  --all gives it: a member that failed makes it Degraded whatever the others say.\n"
     )
     if model is not None:
         value = model.cluster.value
         text.append(
             f"\n  Now: {'n/a' if value is None else f'{value:.2f}'}"
-            f" (worst status: {model.worst_status() or 'n/a'})\n",
+            f" (cluster status: {model.status() or 'n/a'})\n",
             style="bold",
         )
-        for reason in model.cluster.reasons or ("nothing lowers it",):
+        judged = model.verdict()
+        reasons = judged.reasons if judged is not None else list(model.cluster.reasons)
+        for reason in reasons or ("nothing lowers it",):
             text.append(f"    · {reason}\n")
     return text

@@ -10,6 +10,11 @@ second implementation.
 Rows are never dropped: a member that fails stays, marked dead (or "gone" when it left
 the member table without being declared dead); a node that does not answer keeps its
 last values and is marked unreachable. Histories for the sparklines are bounded deques.
+
+Each row's status and the cluster's verdict are :mod:`plumctl.healthcheck`'s
+(``unasked`` for what the member table alone says, ``verdict`` for the cluster): a dead
+member is Failed and the cluster Degraded, as ``plumctl health --all`` says, never the
+Healthy a crashed node last reported.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from plumctl.healthcheck import FAILED, LEFT, UNREACHABLE, NodeHealth, Verdict, unasked, verdict
 from plumctl.promtext import Scrape
 from plumctl.scoring import (
     ClusterScore,
@@ -53,12 +59,17 @@ STATUS_LEVEL = {
     Status.HEALTHY.value: Level.OK,
     Status.DEGRADED.value: Level.WARNING,
     Status.UNHEALTHY.value: Level.CRITICAL,
+    FAILED: Level.CRITICAL,
+    UNREACHABLE: Level.WARNING,
+    LEFT: Level.UNKNOWN,
 }
 _LEVEL_RANK = {Level.OK: 0, Level.UNKNOWN: 0, Level.WARNING: 1, Level.CRITICAL: 2}
 
 
 def status_level(status: str | None) -> Level:
-    """Level of a /v1/health status ("Healthy" ok, "Degraded" warning, "Unhealthy" critical)."""
+    """Level of a status: a node's /v1/health ("Healthy" ok, "Degraded" warning,
+    "Unhealthy" critical) or what ``plumctl health`` says of a member ("Failed" critical,
+    "Unreachable" warning, "Left" unknown)."""
     return STATUS_LEVEL.get(status or "", Level.UNKNOWN)
 
 
@@ -110,6 +121,31 @@ class NodeRow:
         msg = self.health.get("message") if self.health else None
         return str(msg) if msg else None
 
+    @property
+    def current(self) -> bool:
+        """Still a member that answers for itself (alive or suspect): its last report and
+        score stand; a dead, gone or left member's do not."""
+        return self.member_state in ("alive", "suspect")
+
+    def node_health(self) -> NodeHealth:
+        """The row as ``plumctl health --all`` judges the member (the same rules)."""
+        state = "dead" if self.member_state == "gone" else self.member_state
+        known = unasked(self.name, self.admin_url, state)
+        if known is not None:
+            return known
+        if not self.live or not self.health_status:
+            why = self.error or ("no health report yet" if self.live else "not polled yet")
+            return NodeHealth(self.name, self.admin_url, UNREACHABLE, why, state)
+        return NodeHealth(
+            self.name,
+            self.admin_url,
+            self.health_status,
+            self.health_message or "",
+            state,
+            score=self.score.value if self.score else None,
+            score_reasons=list(self.score.reasons) if self.score else [],
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """The row for ``plumctl top -o json`` (a stable schema)."""
         return {
@@ -119,11 +155,11 @@ class NodeRow:
             "admin_url": self.admin_url,
             "reachable": self.live if self.polled else None,
             "error": self.error,
-            "health": self.health_status,
+            "health": self.node_health().status,
             "insecure_gossip": self.insecure,
             "health_message": self.health_message,
-            "score": self.score.value if self.score else None,
-            "score_reasons": list(self.score.reasons) if self.score else [],
+            "score": self.score.value if self.score and self.current else None,
+            "score_reasons": list(self.score.reasons) if self.score and self.current else [],
             "rates": self.rates.as_dict() if self.rates else None,
             "levels": {k: v.value for k, v in sorted(self.levels.items())},
         }
@@ -261,12 +297,17 @@ class ClusterModel:
             out[key] = out.get(key, 0) + 1
         return out
 
-    def worst_status(self) -> str | None:
-        """The worst /v1/health status among nodes that answered ("Unhealthy" first)."""
-        seen = [r.health_status for r in self.rows.values() if r.live and r.health_status]
-        if not seen:
+    def verdict(self) -> Verdict | None:
+        """The cluster's status and reasons as ``plumctl health --all`` gives them (None
+        before the first poll)."""
+        if not self.rows:
             return None
-        return max(seen, key=lambda s: _LEVEL_RANK[status_level(s)])
+        return verdict([r.node_health() for _, r in sorted(self.rows.items())], single=False)
+
+    def status(self) -> str | None:
+        """The cluster's status (Healthy, Degraded, Unhealthy, Unreachable), or None."""
+        judged = self.verdict()
+        return judged.status if judged is not None else None
 
     def as_dict(self, now: float | None = None) -> dict[str, Any]:
         """The whole model for ``plumctl top -o json``."""
@@ -278,7 +319,8 @@ class ClusterModel:
             "score": self.cluster.value,
             "score_worst": list(self.cluster.worst),
             "score_reasons": list(self.cluster.reasons),
-            "status": self.worst_status(),
+            "status": self.status(),
+            "status_reasons": (judged.reasons if (judged := self.verdict()) else []),
             "delivered_per_s": self.delivered_per_s,
             "duplicate_pct": self.duplicate_pct,
             "stale_s": self.stale_for(now) if now is not None else None,
@@ -349,7 +391,7 @@ def spark(values: Iterable[float], width: int = 12) -> str:
 def cells(row: NodeRow) -> dict[str, Cell]:
     """The row's cells by column key, each with the level that colours it.
 
-    Levels are :func:`plumctl.scoring.classify_rates`' (the seed's alert thresholds);
+    Levels are :func:`plumctl.scoring.classify_rates`' (the monitoring guide's alert thresholds);
     a row whose node did not answer shows its last known numbers, dimmed and uncoloured.
     """
     r = row.rates
@@ -363,8 +405,8 @@ def cells(row: NodeRow) -> dict[str, Cell]:
         return Cell(fmt(value, spec), level, dim)
 
     cache = None if r is None or r.cache_utilisation is None else 100.0 * r.cache_utilisation
-    score = row.score.value if row.score else None
-    status = row.health_status
+    score = row.score.value if row.score and row.current else None
+    status = row.node_health().status
     return {
         # a node running unauthenticated gossip on the network is marked, in red
         "name": Cell(row.name + " !", Level.CRITICAL) if row.insecure else Cell(row.name),
@@ -379,7 +421,8 @@ def cells(row: NodeRow) -> dict[str, Cell]:
         "pending": num(r.pending_grafts if r else None, ".0f", "pending_grafts"),
         "cache": num(cache, ".0f", "cache_utilisation"),
         "score": num(score, ".2f"),
-        "health": Cell(status or "n/a", status_level(status) if not dim else Level.UNKNOWN, dim),
+        # what the member is now (Failed once dead), never a crashed node's last report
+        "health": Cell(status, status_level(status), dim and row.current),
         "eager_hist": Cell(spark(row.eager_hist), Level.OK, dim),
         "lazy_hist": Cell(spark(row.lazy_hist), Level.OK, dim),
         "graft_hist": Cell(spark(row.graft_hist), Level.OK, dim),
@@ -407,7 +450,7 @@ def _rate(row: NodeRow, attr: str) -> float | None:
 SORTS: tuple[tuple[str, Callable[[NodeRow], Any]], ...] = (
     ("node", lambda r: ()),
     ("state", lambda r: STATE_ORDER.index(r.state) if r.state in STATE_ORDER else 99),
-    ("health", lambda r: _severity(status_level(r.health_status))),
+    ("health", lambda r: _severity(status_level(r.node_health().status))),
     ("eager", lambda r: _missing_last(_rate(r, "eager_peers"))),
     ("graft fail/min", lambda r: _missing_last(_rate(r, "graft_failed_per_min"), True)),
     ("dup %", lambda r: _missing_last(_rate(r, "duplicate_pct"), True)),

@@ -407,12 +407,14 @@ class AddressInUse(OSError):
 class AdminServer:
     def __init__(self, node: Node, host: str, port: int) -> None:
         from plumtree.admin.keys import ROUTES as KEY_ROUTES
+        from plumtree.admin.query import ROUTES as QUERY_ROUTES
         from plumtree.admin.verbs import ROUTES as VERB_ROUTES
         from plumtree.metrics import make_registry
 
         # /v1/keys and serf's verbs live in their own modules (they import this one)
         ROUTES.update(KEY_ROUTES)
         ROUTES.update(VERB_ROUTES)
+        ROUTES.update(QUERY_ROUTES)
         self.node = node
         self.host = host
         self.port = port

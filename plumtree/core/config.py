@@ -117,6 +117,14 @@ class PlumtreeConfig:
     max_pending_grafts: int = _f(10_000, integer_at_least(1), "missing ids tracked at once")
     graft_rate_limit_per_second: float = _f(20.0, at_least(0.001), "Grafts/s per peer")
     graft_rate_limit_burst: int = _f(40, integer_at_least(1), "Graft burst per peer")
+    graft_answer_bytes_per_second: int = _f(
+        512 * 1024,
+        integer_at_least(1024),
+        "payload bytes sent per second answering one peer's Grafts",
+    )
+    graft_answer_burst_bytes: int = _f(
+        512 * 1024, integer_at_least(1024), "payload bytes one peer's Grafts may be sent at once"
+    )
     retention_age: float = _f(
         3600.0, positive_duration, "payloads kept for repair at most this long"
     )

@@ -1,10 +1,10 @@
 """The node health model of the monitoring guide (docs/monitoring.md) as pure functions.
 
-Each check maps to a row of the seed's alert table or a health-check criterion: a
+Each check maps to a row of the monitoring guide's alert table or a health-check criterion: a
 critical condition makes the node Unhealthy, a warning condition Degraded. The
 thresholds live here once; the TUI colours and the Prometheus rules read them too.
 
-One deliberate reading of the seed: a Plumtree that has pruned itself to a spanning tree
+One deliberate reading of the guide: a Plumtree that has pruned itself to a spanning tree
 leaves most nodes with exactly one eager peer (the leaves). Their redundancy is the lazy
 peers that announce every message, so "reduced redundancy" is judged on eager + lazy
 peers, not on eager peers alone. Isolation (no eager peer at all) stays critical.
@@ -24,7 +24,7 @@ class Status(StrEnum):
 
     @property
     def http_status(self) -> int:
-        """HTTP code for /v1/health, as the seed's health-check endpoint does it."""
+        """HTTP code for /v1/health, as the monitoring guide's health-check endpoint does it."""
         return _HTTP[self]
 
     @property
@@ -42,7 +42,7 @@ def worst(statuses: list[Status]) -> Status:
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """The seed's alert table (critical / warning) and health-check criteria."""
+    """The monitoring guide's alert table (critical / warning) and health-check criteria."""
 
     eager_critical_below: int = 1
     eager_warning_below: int = 2
@@ -144,11 +144,18 @@ def evaluate(inputs: HealthInputs, t: Thresholds = SEED_THRESHOLDS) -> HealthRep
     return HealthReport(status, message, tuple(checks))
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 eager peer``, ``2 eager peers``: messages read as written by a person."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _connectivity(i: HealthInputs, t: Thresholds) -> Check:
     if i.eager_peers < t.eager_critical_below:
-        why = "no peers at all" if i.total_peers == 0 else f"{i.lazy_peers} lazy peers only"
+        why = (
+            "no peers at all" if i.total_peers == 0 else f"{_count(i.lazy_peers, 'lazy peer')} only"
+        )
         return Check("connectivity", Status.UNHEALTHY, f"isolated: no eager peers ({why})")
-    return Check("connectivity", Status.HEALTHY, f"{i.eager_peers} eager peers")
+    return Check("connectivity", Status.HEALTHY, _count(i.eager_peers, "eager peer"))
 
 
 def _redundancy(i: HealthInputs, t: Thresholds) -> Check:
@@ -158,7 +165,10 @@ def _redundancy(i: HealthInputs, t: Thresholds) -> Check:
             Status.DEGRADED,
             f"reduced redundancy: {i.total_peers} peer(s) (eager+lazy < {t.total_peers_warning_below})",
         )
-    return Check("redundancy", Status.HEALTHY, f"{i.eager_peers} eager + {i.lazy_peers} lazy peers")
+    peers = "peer" if i.total_peers == 1 else "peers"
+    return Check(
+        "redundancy", Status.HEALTHY, f"{i.eager_peers} eager + {i.lazy_peers} lazy {peers}"
+    )
 
 
 def _graft_failures(i: HealthInputs, t: Thresholds) -> Check:

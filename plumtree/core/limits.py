@@ -42,3 +42,20 @@ MAX_KEY_BYTES = 32
 MAX_KEYRING_KEYS = 64
 MAX_FINGERPRINT_LEN = 16
 MAX_ERROR_LEN = 256
+
+#: The most an update heard second-hand may raise the incarnation we hold for a member
+#: (and a claim about ourselves may exceed our own): beyond it the update is refused and
+#: counted. A member bumps its incarnation once per refutation or metadata change, so a
+#: real jump this large is never seen; a forged ``Dead(x, 2**63 - 1)`` is refused, and
+#: whatever a node does accept about a member, that member can still refute.
+INCARNATION_WINDOW = 1024
+#: The highest incarnation a member we never heard of may have (and a node that has not
+#: joined yet accepts about itself: after a restart it must catch up with its old life).
+#: 2**32 bumps are never reached; 2**63 stays far away however many windows are walked.
+MAX_NEW_INCARNATION = 2**32
+
+#: Queries (``plumctl query``): a query's name, its payload, and one member's response
+#: (serf's default query response size limit is 1 KiB).
+MAX_QUERY_NAME_LEN = 64
+MAX_QUERY_PAYLOAD = 8192
+MAX_QUERY_RESPONSE = 1024

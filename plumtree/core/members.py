@@ -9,6 +9,12 @@ state machine makes on the row itself), so the derived views stay exact:
 * per-state counts, for the members-by-state gauges.
 
 The local node has a row too (it is part of every push-pull), but is in no view.
+
+A row learned second-hand (gossip, push-pull) starts *unconfirmed*: nobody has yet
+shown that its address answers. It sits in ``unconfirmed`` only, in no view and no
+count, so it is never a gossip, relay, push-pull or Plumtree target and does not scale
+timeouts; :meth:`MemberTable.confirm` moves it into the views once a probe to its
+address was acked (or a packet came from that address in its name).
 Views are :class:`IndexedSet` (insertion order, never a hash-ordered ``set``), so a seeded
 simulation makes the same choices on every run.
 """
@@ -31,16 +37,32 @@ STATE_NAMES = ("alive", "suspect", "dead", "left")
 def is_live(member: Member | None) -> TypeGuard[Member]:
     """A known member that is alive or only suspected: one we still talk to (probe,
     gossip with, exchange Plumtree messages with)."""
-    return member is not None and member.state <= SUSPECT
+    return member is not None and member.state <= SUSPECT and member.confirmed
 
 
 class Member:
     """A mutable row of the member table (internal; the public view is MemberRecord)."""
 
-    __slots__ = ("_wire", "addr", "incarnation", "meta", "name", "state", "state_change")
+    __slots__ = (
+        "_wire",
+        "addr",
+        "confirmed",
+        "incarnation",
+        "meta",
+        "name",
+        "state",
+        "state_change",
+        "tries",
+    )
 
     def __init__(
-        self, name: str, addr: str, incarnation: int, meta: dict[str, str], now: float
+        self,
+        name: str,
+        addr: str,
+        incarnation: int,
+        meta: dict[str, str],
+        now: float,
+        confirmed: bool = True,
     ) -> None:
         self.name = name
         self.addr = addr
@@ -49,6 +71,10 @@ class Member:
         self.state = ALIVE
         self.state_change = now
         self._wire: MemberState | None = None
+        #: its address answered a probe (or spoke for it): only then do we send it more
+        self.confirmed = confirmed
+        #: confirmation probes sent while unconfirmed
+        self.tries = 0
 
     def wire(self) -> MemberState:
         """This row as a push-pull entry (cached until the row changes)."""
@@ -89,7 +115,7 @@ class MemberRecord:
 class MemberTable:
     """All known members by name, with sampling views kept in step with their states."""
 
-    __slots__ = ("alive", "by_name", "counts", "dead", "live", "local")
+    __slots__ = ("alive", "by_name", "counts", "dead", "live", "local", "unconfirmed")
 
     def __init__(self, local: Member) -> None:
         self.local = local
@@ -97,6 +123,7 @@ class MemberTable:
         self.alive: IndexedSet[str] = IndexedSet()
         self.live: IndexedSet[str] = IndexedSet()
         self.dead: IndexedSet[str] = IndexedSet()
+        self.unconfirmed: IndexedSet[str] = IndexedSet()
         self.counts = [0, 0, 0, 0]
         self.counts[local.state] += 1
 
@@ -110,8 +137,11 @@ class MemberTable:
         return self.by_name.get(name)
 
     def add(self, member: Member) -> None:
-        """Insert a new row (its ``state`` decides the views it joins)."""
+        """Insert a new row (its ``state`` decides the views it joins, if confirmed)."""
         self.by_name[member.name] = member
+        if not member.confirmed:
+            self.unconfirmed.add(member.name)
+            return
         self.counts[member.state] += 1
         self._enter(member.name, member.state)
 
@@ -120,12 +150,29 @@ class MemberTable:
         if member is None or member is self.local:
             return None
         del self.by_name[name]
+        if not member.confirmed:
+            self.unconfirmed.discard(name)
+            return member
         self.counts[member.state] -= 1
         self._leave(name, member.state)
         return member
 
+    def confirm(self, member: Member) -> None:
+        """An unconfirmed row proved its address: it joins the views and counts."""
+        if member.confirmed:
+            return
+        self.unconfirmed.discard(member.name)
+        member.confirmed = True
+        self.counts[member.state] += 1
+        self._enter(member.name, member.state)
+
     def set_state(self, member: Member, state: int, now: float) -> None:
         old = member.state
+        if not member.confirmed:
+            member.state = state
+            member.state_change = now
+            member._wire = None
+            return
         if old == state:
             return
         member.state = state

@@ -225,6 +225,36 @@ class KeyResponse(_Msg, tag=21, frozen=True):
     persisted: bool = False
 
 
+# --- queries (runtime/query.py): serf's query, answered by ``query`` handlers ----------
+
+
+class QueryRequest(_Msg, tag=22, frozen=True):
+    """Run this node's ``query`` handlers on ``payload``: a QueryAck at once, then a
+    QueryResponse with the first handler's output. Point-to-point over TCP, from a live
+    member, like a KeyRequest."""
+
+    id: QueryIdField
+    name: Annotated[str, msgspec.Meta(max_length=limits.MAX_QUERY_NAME_LEN)]
+    payload: Annotated[bytes, msgspec.Meta(max_length=limits.MAX_QUERY_PAYLOAD)]
+    timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
+
+
+class QueryAck(_Msg, tag=23, frozen=True):
+    """The query of this ``id`` arrived (serf's ack)."""
+
+    id: QueryIdField
+
+
+class QueryResponse(_Msg, tag=24, frozen=True):
+    """A handler's answer to the query of this ``id`` (its stdout, bounded); ``ok``
+    false: the handler failed (``error`` says how)."""
+
+    id: QueryIdField
+    ok: bool
+    payload: Annotated[bytes, msgspec.Meta(max_length=limits.MAX_QUERY_RESPONSE)]
+    error: Annotated[str, msgspec.Meta(max_length=limits.MAX_ERROR_LEN)] = ""
+
+
 PlumtreeMessage = Gossip | Repair | IHave | Graft | Prune | Sync
 SwimMessage = Ping | Ack | PingReq | Nack | Alive | Suspect | Dead | PushPull
 Message = (
@@ -244,9 +274,15 @@ Message = (
     | PushPull
     | KeyRequest
     | KeyResponse
+    | QueryRequest
+    | QueryAck
+    | QueryResponse
 )
 
 PLUMTREE_TYPES: tuple[type[_Msg], ...] = (Gossip, Repair, IHave, Graft, Prune, Sync)
 SWIM_TYPES: tuple[type[_Msg], ...] = (Ping, Ack, PingReq, Nack, Alive, Suspect, Dead, PushPull)
 KEY_TYPES: tuple[type[_Msg], ...] = (KeyRequest, KeyResponse)
+QUERY_TYPES: tuple[type[_Msg], ...] = (QueryRequest, QueryAck, QueryResponse)
+#: point-to-point requests and their answers: TCP only, from live members (``Stack``)
+REQUEST_TYPES: tuple[type[_Msg], ...] = KEY_TYPES + QUERY_TYPES
 MEMBERSHIP_UPDATE_TYPES: tuple[type[_Msg], ...] = (Alive, Suspect, Dead)

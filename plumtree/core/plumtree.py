@@ -29,7 +29,9 @@ Protocol, as in the paper, with the operational extensions of memberlist-plumtre
   what nobody holds any more is declared lost, counted and announced.
 * A broadcast leaves at once; a runtime with a store acknowledges it once durable and,
   after a crash, restarts in a new epoch, so a seq that left is never reused.
-* Graft handling is rate limited per peer; the payload store is bounded in bytes and
+* Graft handling is rate limited per peer, in Grafts and in payload bytes sent back
+  (at most ``graft_answer_burst_bytes + graft_answer_bytes_per_second * t`` plus one
+  message over any ``t``: forged Grafts cannot amplify); the payload store is bounded in bytes and
   age, the tree's per-message bookkeeping by a TTL and a count, so memory is bounded
   whatever the load.
 """
@@ -59,7 +61,7 @@ from plumtree.core.streams import MAX_RANGES, Stream, StreamTable
 
 #: Seconds between walks over the streams for finished ones to retire.
 RETIRE_INTERVAL = 60.0
-#: Seconds of history behind the health model's rates (the seed's PromQL uses [5m]).
+#: Seconds of history behind the health model's rates (the monitoring guide's PromQL uses [5m]).
 HEALTH_WINDOW = 300.0
 #: Seconds behind the Graft rates of the Cluster Health Score the node reports on
 #: /v1/health (``plumctl health`` reads them instead of scraping twice): recent, like
@@ -130,6 +132,11 @@ class Plumtree:
         self._by_key = self.streams.by_key
         self._graft_limiter = RateLimiter(
             cfg.graft_rate_limit_per_second, cfg.graft_rate_limit_burst
+        )
+        #: payload bytes answering each peer's Grafts: forged Grafts (a few KB asking
+        #: for hundreds of stored ids, again and again) make at most burst + rate * t
+        self._graft_bytes = RateLimiter(
+            cfg.graft_answer_bytes_per_second, cfg.graft_answer_burst_bytes
         )
         self._pending: dict[MessageId, PendingGraft] = {}
         #: the IHave timer adapts to how late eager copies really are
@@ -351,6 +358,7 @@ class Plumtree:
             return False
         self.counters.peer_removed += 1
         self._graft_limiter.forget(peer)
+        self._graft_bytes.forget(peer)
         for pending in self._pending.values():
             if peer in pending.announcers:
                 pending.announcers.remove(peer)
@@ -718,11 +726,17 @@ class Plumtree:
         info = self.peers.info[sender]
         info.grafts_received += 1
         stored_view = self._stored
-        for msg_id in msg.ids:
+        budget = self._graft_bytes
+        for i, msg_id in enumerate(msg.ids):
             stored = stored_view.get(msg_id)
             if stored is None:
                 c.graft_unknown += 1
                 continue
+            if not budget.spend(sender, now, len(stored.payload)):
+                # out of this peer's byte budget: what is left it can ask again (or
+                # anti-entropy brings it); counted, never queued
+                c.graft_answers_limited += len(msg.ids) - i
+                break
             stream = stored.stream
             self._send(
                 sender, Gossip(msg_id, stored.hops, stream.origin, stream.epoch, stored.payload)
@@ -1044,6 +1058,7 @@ class Plumtree:
         self.store.expire(now)
         self._retire_streams(now)
         self._graft_limiter.gc(now)
+        self._graft_bytes.gc(now)
         self._repair_isolation(now)
         self._health_window.record(now, self._health_counters())
         self._score_window.record(now, self._score_counters())

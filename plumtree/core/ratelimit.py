@@ -1,4 +1,5 @@
-"""Per-peer token buckets (time passed in), used to bound Graft handling per peer."""
+"""Per-peer token buckets (time passed in), used to bound Graft handling per peer: in
+Grafts per second, and in payload bytes sent per second answering them."""
 
 from __future__ import annotations
 
@@ -25,6 +26,19 @@ class TokenBucket:
             return True
         return False
 
+    def spend(self, now: float, cost: float) -> bool:
+        """Spend ``cost`` while any token is left (the balance may go negative and is
+        paid back by the refill): so an item larger than the burst still passes, and
+        over any interval ``t`` at most ``burst + rate * t + one item`` is spent."""
+        elapsed = now - self.updated
+        if elapsed > 0:
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+            self.updated = now
+        if self.tokens <= 0:
+            return False
+        self.tokens -= cost
+        return True
+
     def full_at(self) -> float:
         """When the bucket is full again (idle buckets can be dropped after that)."""
         return self.updated + (self.burst - self.tokens) / self.rate
@@ -45,6 +59,13 @@ class RateLimiter:
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
         return bucket.take(now)
+
+    def spend(self, key: str, now: float, cost: float) -> bool:
+        """:meth:`TokenBucket.spend` on ``key``'s bucket."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+        return bucket.spend(now, cost)
 
     def forget(self, key: str) -> None:
         self._buckets.pop(key, None)

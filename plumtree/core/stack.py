@@ -23,10 +23,10 @@ from typing import Any
 from plumtree.core import events as ev
 from plumtree.core.config import ProtocolConfig
 from plumtree.core.members import is_live
-from plumtree.core.messages import KEY_TYPES, PLUMTREE_TYPES, PushPull
+from plumtree.core.messages import PLUMTREE_TYPES, REQUEST_TYPES, PushPull
 from plumtree.core.plumtree import Plumtree
 from plumtree.core.state import NodeState
-from plumtree.core.swim import Outgoing, Swim
+from plumtree.core.swim import Outgoing, Swim, host_of
 
 #: Seconds between reconciles of Plumtree's peers with the member table (skipped when
 #: the membership did not change, but never more than RECONCILE_FORCE passes in a row).
@@ -39,7 +39,7 @@ ISOLATION_CHECK_INTERVAL = 1.0
 
 #: exact types (the messages are never subclassed except Repair, which is listed)
 PLUMTREE_TYPE_SET = frozenset(PLUMTREE_TYPES)
-KEY_TYPE_SET = frozenset(KEY_TYPES)
+KEY_TYPE_SET = frozenset(REQUEST_TYPES)  # keyring queries and serf's queries
 _JOINED = ev.MemberJoined
 _ALIVE = ev.MemberAlive
 _GONE = (ev.MemberFailed, ev.MemberLeft, ev.MemberReaped)
@@ -82,7 +82,8 @@ class Stack:
         #: Plumtree messages from non-members, and to members with no address
         self.unknown_senders = 0
         self.unroutable = 0
-        #: keyring queries for the runtime (``runtime/keyquery.py``), taken after each
+        #: keyring queries and serf's queries for the runtime (``runtime/keyquery.py``,
+        #: ``runtime/query.py``), taken after each
         #: receive: (sender, the address it advertises, message); and those refused
         #: here (over UDP, or from a sender that is not a live member)
         self.key_inbox: list[tuple[str, str, Any]] = []
@@ -157,7 +158,9 @@ class Stack:
                 if reply is None:
                     known = table.get(sender)
                     reply = known.addr if known is not None else source
-                swim.receive_stream(reply, sender, msg, now)
+                # a stream's source host cannot be forged: our table goes only back to
+                # the host that asked (a forged state must not aim it at a third party)
+                swim.receive_stream(reply, sender, msg, now, host_of(reply) == host_of(source))
                 live = is_live(table.get(sender))
             elif type(msg) in KEY_TYPE_SET:
                 self._key_message(sender, msg, reliable)
@@ -168,7 +171,7 @@ class Stack:
         self._drain_swim(now)
 
     def _key_message(self, sender: str, msg: Any, reliable: bool) -> None:
-        """A keyring query is answered at the address the member advertises, never at
+        """A request (keyring query or query) is answered at the address the member advertises, never at
         the packet's source: only a live member's, and only over TCP (a datagram is
         easier to forge and reflect)."""
         member = self.swim.table.get(sender)

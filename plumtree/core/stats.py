@@ -46,7 +46,7 @@ class Histogram:
 
 @dataclass(slots=True)
 class PlumtreeCounters:
-    """Monotonic counters (the seed's 14, then our operational extras)."""
+    """Monotonic counters (the monitoring guide's 14, then our operational extras)."""
 
     messages_broadcast: int = 0
     messages_delivered: int = 0
@@ -68,6 +68,7 @@ class PlumtreeCounters:
     graft_received: int = 0
     prune_received: int = 0
     graft_rate_limited: int = 0
+    graft_answers_limited: int = 0
     graft_unknown: int = 0
     ihave_dropped: int = 0
     ihave_skipped: int = 0
@@ -117,7 +118,7 @@ SEED_COUNTERS = (
 
 
 class PlumtreeHistograms:
-    """The seed's four histograms with exactly its buckets."""
+    """The monitoring guide's four histograms with exactly its buckets."""
 
     __slots__ = ("graft_latency_seconds", "ihave_batch_size", "message_hops", "message_size_bytes")
 

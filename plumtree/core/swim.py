@@ -36,8 +36,30 @@ Protocol, as memberlist does it:
 Deviations from memberlist, on purpose: the relay's Nack fires early enough to reach the
 prober before its deadline (memberlist's LAN timings make it arrive just too late); LHA
 scales the direct probe timeout too (as the Lifeguard paper does); a failed member that
-comes back from a different address is accepted (memberlist needs DeadNodeReclaimTime);
+comes back from a different address is accepted once that address answers (memberlist
+needs DeadNodeReclaimTime);
 members first learned from a push-pull reply are not re-gossiped (see ``_merge``).
+
+Hardening against forged or stray packets (no keyring needed for these):
+
+* **Incarnation window.** An update heard second-hand may raise a member's incarnation
+  by at most ``limits.INCARNATION_WINDOW``; a claim about ourselves beyond our own
+  incarnation + the window is ignored too (before we joined, up to
+  ``MAX_NEW_INCARNATION``: a restarted node catches up with its old life). So whatever a
+  node accepts about a live member, the member can refute, and a forged
+  ``Dead(x, 2**63 - 1)`` is refused and counted. A member's own word (an Alive in a
+  datagram from its address, in its name) replaces a view of it beyond the window,
+  and an accused member answers its accuser directly, so a view walked up by many
+  forged packets is put right by the member itself.
+* **Unconfirmed members.** A member learned second-hand gets no traffic but probes
+  until one is acked: confirmation probes have their own lane
+  (``CONFIRM_PROBES_PER_INTERVAL``, the probe rotation of known members keeps its
+  cadence), ``CONFIRM_ATTEMPTS`` each, then the row is dropped. At most
+  ``MAX_UNCONFIRMED`` wait at once, and a push-pull from a non-member may add at most
+  ``MAX_FROM_STRANGER``. Unconfirmed rows are not gossiped, not in push-pull state, not
+  counted in the cluster size, and never gossip, relay or Plumtree targets.
+* **PingReq** is served only for a confirmed member, towards a confirmed member, at the
+  address we hold for it (never the address the request names).
 """
 
 from __future__ import annotations
@@ -77,15 +99,38 @@ from plumtree.core.messages import (
     PushPull,
     Suspect,
 )
+from plumtree.core.ratelimit import RateLimiter
 from plumtree.core.stats import PROBE_RTT_BUCKETS, Histogram
 from plumtree.core.suspicion import Suspicion, suspicion_timeout
 from plumtree.core.swim_stats import SwimCounters, SwimGauges
 from plumtree.core.wire import encoded_size
 
-__all__ = ["Outgoing", "Swim", "pushpull_scale"]
+__all__ = [
+    "CONFIRM_ATTEMPTS",
+    "CONFIRM_PROBES_PER_INTERVAL",
+    "MAX_FROM_STRANGER",
+    "MAX_UNCONFIRMED",
+    "Outgoing",
+    "Swim",
+    "pushpull_scale",
+]
 
 _MAX_SEQ = limits.MAX_SEQ
 _MAX_INC = limits.MAX_INCARNATION
+_WINDOW = limits.INCARNATION_WINDOW
+_MAX_NEW_INC = limits.MAX_NEW_INCARNATION
+#: Unconfirmed members held at once (5,000 ghosts offered: this many wait, the rest are
+#: refused and counted), and how many one push-pull from a non-member may add.
+MAX_UNCONFIRMED = 1024
+MAX_FROM_STRANGER = 64
+#: Confirmation probes sent per probe interval (their own lane, apart from the probe
+#: rotation), and probes, one probe interval apart, an unconfirmed member gets before it
+#: is dropped: a full table of ghosts is cleared in (ATTEMPTS + 1) * MAX_UNCONFIRMED /
+#: PER_INTERVAL probe intervals (48), each ghost in ATTEMPTS + 1 (3).
+CONFIRM_PROBES_PER_INTERVAL = 64
+CONFIRM_ATTEMPTS = 2
+#: Answers to an accuser (our Alive, sent straight back): per accuser, per probe interval.
+_ANSWERS_PER_INTERVAL = 2
 #: Bytes an envelope adds around its messages besides label and sender: magic+version (3),
 #: outer array (1), two string headers (<= 3 each) and the message-list header (3).
 _ENVELOPE_FIXED = 13
@@ -97,6 +142,14 @@ def pushpull_scale(interval: float, n: int) -> float:
     if n <= 32:
         return interval
     return interval * (math.ceil(math.log2(n) - math.log2(32)) + 1)
+
+
+def host_of(addr: str) -> str:
+    """The host part of ``host:port`` (``[v6]:port`` included; a bare name is its own)."""
+    host, sep, port = addr.rpartition(":")
+    if sep and port.isdigit() and (":" not in host or host.startswith("[")):
+        return host
+    return addr
 
 
 def _str_size(s: str) -> int:
@@ -226,6 +279,17 @@ class Swim:
         self._next_reconnect = (
             now + self.rng.uniform(0.0, cfg.reconnect_interval) if cfg.reconnect_interval else None
         )
+        # confirmation of members learned second-hand (their own probe lane)
+        self._confirm_heap: list[tuple[float, int, str]] = []
+        self._confirm_order = 0
+        self._confirming: dict[int, tuple[str, str]] = {}
+        self._next_confirm: float | None = None
+        #: hosts we sent a push-pull request to, waiting for their reply (bounded): a
+        #: reply from one of them may teach us its whole table, a stranger's only a few
+        self._asked: dict[str, None] = {}
+        self._answers = RateLimiter(
+            _ANSWERS_PER_INTERVAL / cfg.probe_interval, _ANSWERS_PER_INTERVAL
+        )
         # our own Alive goes out with the first packets (memberlist's bootstrap broadcast)
         self._queue_update(name, self._local_alive())
 
@@ -315,42 +379,70 @@ class Swim:
         """Handle one datagram's messages (a probe message plus piggybacked updates)."""
         by_name = self.table.by_name
         local = self.local
+        s = by_name.get(sender)
+        if s is not None and not s.confirmed and s.addr == from_addr:
+            self._confirm(s, now)  # a datagram from its address, in its name: proof enough
+        # a confirmed member speaking from its own address vouches for the members it
+        # gossips: it gossips only those whose address answered it
+        vouched = s is not None and s.confirmed and s.addr == from_addr and s is not local
         for msg in messages:
             kind = type(msg)
             if kind is Alive:
                 self.counters.updates_received += 1
                 m = by_name.get(msg.name)
-                if m is not None and msg.incarnation <= m.incarnation and m is not local:
+                if (
+                    m is not None
+                    and msg.incarnation <= m.incarnation
+                    and m is not local
+                    and m.incarnation - msg.incarnation <= _WINDOW
+                ):
                     continue  # old news (the common case): nothing to do
-                self._on_alive(msg, now)
+                first_hand = msg.name == sender and from_addr == (msg.addr if m is None else m.addr)
+                self._on_alive(msg, now, True, first_hand, vouched)
             elif kind is Suspect:
                 self.counters.updates_received += 1
-                self._on_suspect(msg, now)
+                self._on_suspect(msg, now, from_addr, sender)
             elif kind is Dead:
                 self.counters.updates_received += 1
-                self._on_dead(msg, now)
+                self._on_dead(msg, now, from_addr, sender)
             elif kind is Ping:
                 self._on_ping(from_addr, msg)
             elif kind is Ack:
                 self._on_ack(msg.seq, now)
             elif kind is PingReq:
-                self._on_pingreq(from_addr, msg, now)
+                self._on_pingreq(from_addr, sender, msg, now)
             elif kind is Nack:
                 self._on_nack(msg.seq)
             else:
                 self.counters.ignored_messages += 1
 
-    def receive_stream(self, from_addr: str, sender: str, message: Any, now: float) -> None:
-        """Handle a push-pull received over a stream; a request is answered in kind."""
+    def receive_stream(
+        self, from_addr: str, sender: str, message: Any, now: float, answer: bool = True
+    ) -> None:
+        """Handle a push-pull received over a stream; a request is answered in kind
+        (unless ``answer`` is False: the caller could not tell that ``from_addr`` is
+        where the request came from, and our whole table must not go to a stranger)."""
         if type(message) is not PushPull:
             self.counters.ignored_messages += 1
             return
-        if not message.reply:
+        # vouched for: an answer to a request we sent to that host (a seed's reply to our
+        # join), or a confirmed member's own push-pull, from the host it lives on
+        vouched = False
+        if answer:
+            known = self.table.by_name.get(sender)
+            vouched = is_live(known) and known.addr == from_addr
+            if message.reply:
+                host = host_of(from_addr)
+                vouched = vouched or host in self._asked
+                self._asked.pop(host, None)
+        if not message.reply and not answer:
+            self.counters.pushpull_replies_refused += 1
+        elif not message.reply:
             # memberlist answers with its state as it was, then merges the remote one
             self._stream(from_addr, PushPull(message.join, True, self._local_state()))
         self.counters.pushpull_exchanges += 1
         was_joined = self.joined
-        self._merge(message.members, now, regossip_new=not message.reply)
+        self._merge(message.members, now, not message.reply, from_addr, sender, vouched)
         if message.reply and message.join and not was_joined:
             # catch-up: members that joined concurrently with us reach us by gossip only,
             # which a join storm can miss; the seed that answered knows every one of them,
@@ -394,6 +486,8 @@ class Swim:
                 self._push_pull(self.table.dead)
         if self._reap_timers and self._reap_timers[0][0] <= now:
             self._run_reaper(now)
+        if self._next_confirm is not None and now >= self._next_confirm:
+            self._confirm_tick(now)
 
     def next_deadline(self) -> float:
         """Earliest time ``handle_timer`` has work to do."""
@@ -417,6 +511,8 @@ class Swim:
             deadline = self._suspicion_timers[0][0]
         if self._reap_timers and self._reap_timers[0][0] < deadline:
             deadline = self._reap_timers[0][0]
+        if self._next_confirm is not None and self._next_confirm < deadline:
+            deadline = self._next_confirm
         return deadline
 
     def take_outgoing(self) -> list[Outgoing]:
@@ -431,15 +527,21 @@ class Swim:
     # ------------------------------------------------------------------ views
 
     def members(self) -> list[MemberRecord]:
-        """Every known member (ourselves included), in table order."""
-        return [m.record() for m in self.table.by_name.values()]
+        """Every known member (ourselves included), in table order; members learned
+        second-hand whose address has not answered yet are not members yet."""
+        return [m.record() for m in self.table.by_name.values() if m.confirmed]
 
     def alive_members(self) -> list[MemberRecord]:
-        return [m.record() for m in self.table.by_name.values() if m.state == ALIVE]
+        return [m.record() for m in self.table.by_name.values() if m.state == ALIVE and m.confirmed]
 
     def member(self, name: str) -> MemberRecord | None:
         m = self.table.get(name)
-        return None if m is None else m.record()
+        return None if m is None or not m.confirmed else m.record()
+
+    @property
+    def unconfirmed_count(self) -> int:
+        """Members learned second-hand, waiting for their address to answer a probe."""
+        return len(self.table.unconfirmed)
 
     def live_names(self) -> list[str]:
         """Other members alive or suspect (the peer set Plumtree should have)."""
@@ -493,6 +595,7 @@ class Swim:
             pending_updates=len(self.queue),
             pending_relays=len(self._relays),
             incarnation=self.local.incarnation,
+            unconfirmed=len(self.table.unconfirmed),
         )
 
     # ------------------------------------------------------------------ probing
@@ -590,6 +693,12 @@ class Swim:
         if relay is not None:
             self._packet(relay.requester, [Ack(relay.seq)], 7)
             return
+        probed = self._confirming.pop(seq, None)
+        if probed is not None:
+            m = self.table.by_name.get(probed[0])
+            if m is not None and not m.confirmed and m.addr == probed[1]:
+                self._confirm(m, now)
+            return
         self.counters.unknown_acks += 1
 
     def _on_nack(self, seq: int) -> None:
@@ -600,18 +709,25 @@ class Swim:
         else:
             self.counters.unknown_nacks += 1
 
-    def _on_pingreq(self, from_addr: str, req: PingReq, now: float) -> None:
+    def _on_pingreq(self, from_addr: str, sender: str, req: PingReq, now: float) -> None:
         self.counters.pingreqs_received += 1
         if req.target == self.name:
             self._packet(from_addr, [Ack(req.seq)], 7)
             return
-        if not req.target_addr or len(self._relays) >= self.config.handoff_queue_depth:
+        # a relay only for a member, only towards a member, at the address *we* hold
+        # for it: a forged PingReq cannot make us ping an arbitrary address
+        by_name = self.table.by_name
+        target = by_name.get(req.target)
+        if not is_live(by_name.get(sender)) or not is_live(target) or target is self.local:
+            self.counters.pingreqs_refused += 1
+            return
+        if len(self._relays) >= self.config.handoff_queue_depth:
             self.counters.relays_dropped += 1
             return
         seq = self._next_seq()
         self._relays[seq] = _Relay(from_addr, req.seq)
         heapq.heappush(self._relay_timers, (now + self._nack_timeout, seq))
-        self._packet(req.target_addr, [Ping(seq, req.target)], 10 + _str_size(req.target))
+        self._packet(target.addr, [Ping(seq, req.target)], 10 + _str_size(req.target))
 
     def _run_relay_timers(self, now: float) -> None:
         timers = self._relay_timers
@@ -632,26 +748,66 @@ class Swim:
 
     # ------------------------------------------------------------------ updates
 
-    def _on_alive(self, a: Alive, now: float, regossip_new: bool = True) -> None:
+    def _on_alive(
+        self,
+        a: Alive,
+        now: float,
+        regossip_new: bool = True,
+        first_hand: bool = False,
+        vouched: bool = False,
+    ) -> None:
+        """``first_hand``: in a datagram from the member's own address, in its name;
+        ``vouched``: from a confirmed member, which gossips only members it confirmed."""
         name = a.name
         if name == self.name:
             self._alive_about_us(a)
             return
         table = self.table
         m = table.by_name.get(name)
+        if m is not None and not m.confirmed:
+            if _MAX_NEW_INC >= a.incarnation > m.incarnation:
+                m.incarnation = a.incarnation  # (its tries stay: a new address or number
+                m.addr = a.addr  # does not buy a ghost more probes)
+                m.meta = a.meta
+                m.touch()
+            if vouched and m.addr == a.addr:
+                self._confirm(m, now)
+            return
+        if m is not None and a.addr != m.addr and m.state >= DEAD and a.incarnation > m.incarnation:
+            # a failed member back at another address must prove that address again
+            if a.incarnation - m.incarnation > _WINDOW and not first_hand:
+                self.counters.incarnations_refused += 1
+                return
+            table.remove(name)
+            self._changed()
+            m = None
         if m is None:
+            if a.incarnation > _MAX_NEW_INC:
+                self.counters.incarnations_refused += 1
+                return
             if len(table) >= self.config.max_members:
                 self.counters.members_dropped += 1
                 return
-            m = Member(name, a.addr, a.incarnation, a.meta, now)
+            confirmed = first_hand or vouched
+            if not confirmed and len(table.unconfirmed) >= MAX_UNCONFIRMED:
+                self.counters.unconfirmed_refused += 1
+                return
+            m = Member(name, a.addr, a.incarnation, a.meta, now, confirmed=confirmed)
             table.add(m)
-            self._probe_list_insert(name)
-            if regossip_new:
-                self._queue_update(name, a)
-            self._changed()
-            self._events.append(ev.MemberJoined(name, a.addr, a.incarnation, a.meta))
+            if confirmed:
+                self._member_joined(m, regossip_new)
+            else:
+                self._await_confirmation(m, now)
             return
         if a.incarnation <= m.incarnation:
+            if not first_hand or m.incarnation - a.incarnation <= _WINDOW:
+                return
+            # the member itself says so, and what we hold of it is beyond what it could
+            # refute (walked up by forged updates, or its previous life): its word wins
+            self.counters.incarnation_resets += 1
+            m.incarnation = a.incarnation - 1
+        elif a.incarnation - m.incarnation > _WINDOW and not first_hand:
+            self.counters.incarnations_refused += 1
             return
         old_state = m.state
         if a.addr != m.addr and old_state <= SUSPECT:
@@ -677,6 +833,60 @@ class Swim:
         else:
             self._changed()  # a new incarnation only
 
+    def _member_joined(self, m: Member, regossip: bool) -> None:
+        """A confirmed member is new to us: probe it, tell the others, tell the caller."""
+        self._probe_list_insert(m.name)
+        if regossip:
+            self._queue_update(m.name, Alive(m.name, m.incarnation, m.addr, m.meta))
+        self._changed()
+        self._events.append(ev.MemberJoined(m.name, m.addr, m.incarnation, m.meta))
+
+    def _await_confirmation(self, m: Member, now: float) -> None:
+        self._push_confirm(now, m.name)
+
+    def _push_confirm(self, at: float, name: str) -> None:
+        self._confirm_order += 1
+        heapq.heappush(self._confirm_heap, (at, self._confirm_order, name))
+        if self._next_confirm is None or at < self._next_confirm:
+            self._next_confirm = at
+
+    def _confirm(self, m: Member, now: float) -> None:
+        """Its address answered: from now on it is a member like any other."""
+        self.table.confirm(m)
+        self.counters.members_confirmed += 1
+        self._member_joined(m, True)
+
+    def _confirm_tick(self, now: float) -> None:
+        """One confirmation probe (rate-bounded lane); drop those that never answered."""
+        heap = self._confirm_heap
+        by_name = self.table.by_name
+        interval = self.config.probe_interval
+        while heap and heap[0][0] <= now:
+            _, _, name = heapq.heappop(heap)
+            m = by_name.get(name)
+            if m is None or m.confirmed:
+                continue
+            if m.tries >= CONFIRM_ATTEMPTS:
+                self.table.remove(name)  # never answered: it was never a member
+                self.counters.unconfirmed_dropped += 1
+                continue
+            m.tries += 1
+            seq = self._next_seq()
+            confirming = self._confirming
+            confirming[seq] = (name, m.addr)
+            if len(confirming) > 4 * CONFIRM_PROBES_PER_INTERVAL:
+                del confirming[next(iter(confirming))]
+            self.counters.confirm_probes_sent += 1
+            self.counters.packets_sent += 1
+            # a bare Ping: nothing piggybacked to an address that has not answered yet
+            self._outbox.append(Outgoing(m.addr, [Ping(seq, name)], False))
+            self._push_confirm(now + interval, name)
+            break
+        if heap:
+            self._next_confirm = max(now + interval / CONFIRM_PROBES_PER_INTERVAL, heap[0][0])
+        else:
+            self._next_confirm = None
+
     def _alive_about_us(self, a: Alive) -> None:
         if self.left:
             return  # a stale Alive must not undo our leave
@@ -685,16 +895,52 @@ class Swim:
             return
         if a.incarnation == local.incarnation and a.meta == local.meta and a.addr == local.addr:
             return
+        if self._beyond_window(a.incarnation):
+            return
         self._refute(a.incarnation, a.name)
 
-    def _on_suspect(self, s: Suspect, now: float) -> None:
+    def _beyond_window(self, accused: int) -> bool:
+        """A claim about us we could not refute without exhausting incarnations: ignored
+        (counted). Before we joined, our old life may be far ahead: we catch up."""
+        limit = self.local.incarnation + _WINDOW
+        if not self.joined and limit < _MAX_NEW_INC:
+            limit = _MAX_NEW_INC
+        if accused > limit:
+            self.counters.incarnations_refused += 1
+            return True
+        return False
+
+    def _accused(
+        self, accused: int, by: str, from_addr: str | None, sender: str, now: float
+    ) -> None:
+        """A Suspect or Dead about us: refute it (within the window), and answer who told
+        us straight away, so our own word reaches the node that holds the claim."""
+        if self.left:
+            return
+        if accused >= self.local.incarnation and not self._beyond_window(accused):
+            self._refute(accused, by)
+        if from_addr is None:
+            return
+        m = self.table.by_name.get(sender)
+        # only to a member, at the address it sends from: no reflection to strangers
+        if not is_live(m) or m.addr != from_addr or not self._answers.allow(from_addr, now):
+            return
+        self.counters.accusers_answered += 1
+        alive = self._local_alive()
+        self._packet(from_addr, [alive], encoded_size(alive))
+
+    def _on_suspect(
+        self, s: Suspect, now: float, from_addr: str | None = None, sender: str = ""
+    ) -> None:
         name = s.name
         if name == self.name:
-            if not self.left and s.incarnation >= self.local.incarnation:
-                self._refute(s.incarnation, s.origin)
+            self._accused(s.incarnation, s.origin, from_addr, sender, now)
             return
         m = self.table.by_name.get(name)
-        if m is None or s.incarnation < m.incarnation:
+        if m is None or not m.confirmed or s.incarnation < m.incarnation:
+            return
+        if s.incarnation - m.incarnation > _WINDOW:
+            self.counters.incarnations_refused += 1
             return
         susp = self._suspicions.get(name)
         if susp is not None:
@@ -720,14 +966,16 @@ class Swim:
         self._changed()
         self._events.append(ev.MemberSuspected(name, s.incarnation, s.origin))
 
-    def _on_dead(self, d: Dead, now: float) -> None:
+    def _on_dead(self, d: Dead, now: float, from_addr: str | None = None, sender: str = "") -> None:
         name = d.name
         if name == self.name:
-            if not self.left and d.incarnation >= self.local.incarnation:
-                self._refute(d.incarnation, d.origin)
+            self._accused(d.incarnation, d.origin, from_addr, sender, now)
             return
         m = self.table.by_name.get(name)
-        if m is None or d.incarnation < m.incarnation:
+        if m is None or not m.confirmed or d.incarnation < m.incarnation:
+            return
+        if d.incarnation - m.incarnation > _WINDOW:
+            self.counters.incarnations_refused += 1
             return
         self._clear_suspicion(name)
         graceful = d.origin == name
@@ -881,7 +1129,7 @@ class Swim:
         cached = self._state_cache
         if cached is not None and cached[0] == self.version:
             return cached[1]
-        state = [m._wire or m.wire() for m in self.table.by_name.values()]
+        state = [m._wire or m.wire() for m in self.table.by_name.values() if m.confirmed]
         if len(state) > limits.MAX_PUSHPULL_MEMBERS:
             del state[limits.MAX_PUSHPULL_MEMBERS :]
         self._state_cache = (self.version, state)
@@ -897,9 +1145,22 @@ class Swim:
 
     def _stream(self, addr: str, message: PushPull) -> None:
         self.counters.streams_sent += 1
+        if not message.reply:
+            asked = self._asked
+            asked[host_of(addr)] = None
+            if len(asked) > 64:
+                del asked[next(iter(asked))]
         self._outbox.append(Outgoing(addr, [message], True))
 
-    def _merge(self, remote: list[MemberState], now: float, regossip_new: bool) -> None:
+    def _merge(
+        self,
+        remote: list[MemberState],
+        now: float,
+        regossip_new: bool,
+        from_addr: str | None = None,
+        sender: str = "",
+        vouched: bool = False,
+    ) -> None:
         """memberlist's mergeState: alive as Alive, left as a leave, dead as a suspicion.
 
         Unlike memberlist, members first learned from a push-pull *reply* are not queued
@@ -908,29 +1169,41 @@ class Swim:
         storm) while its own Alive, the one update that matters, waits behind them. The
         answering side (a seed learning the joiner) re-gossips as memberlist does, and
         changes to members we knew (revivals, incarnations, suspicions) always are.
+
+        Unless ``vouched`` for (see ``receive_stream``), every member it teaches us
+        starts unconfirmed, and it may add at most ``MAX_FROM_STRANGER`` of them.
         """
         by_name = self.table.by_name
         me = self.name
         todo: list[MemberState] = []
+        new_room = len(remote) if vouched else MAX_FROM_STRANGER
         for r in remote:
             m = by_name.get(r.name)
             if m is None:
                 if r.state == ALIVE:
+                    if new_room <= 0:
+                        self.counters.unconfirmed_refused += 1
+                        continue
+                    new_room -= 1
                     todo.append(r)
             elif r.incarnation > m.incarnation or r.name == me:
                 todo.append(r)
             elif r.incarnation == m.incarnation and r.state > m.state and r.state != ALIVE:
                 todo.append(r)  # same incarnation, worse news (suspect/dead/left)
         self.rng.shuffle(todo)  # random order: consumers (Plumtree) see peers unbiased
+        # our own row first: a restarted node catches up with its old incarnation
+        # while it has not joined, before the others in the reply make it joined
+        todo.sort(key=lambda r: r.name != me)
         for r in todo:
             name = r.name
             state = r.state
             if state == ALIVE:
-                self._on_alive(Alive(name, r.incarnation, r.addr, r.meta), now, regossip_new)
+                alive = Alive(name, r.incarnation, r.addr, r.meta)
+                self._on_alive(alive, now, regossip_new, False, vouched)
             elif state == LEFT:
-                self._on_dead(Dead(name, r.incarnation, name), now)
+                self._on_dead(Dead(name, r.incarnation, name), now, from_addr, sender)
             else:
-                self._on_suspect(Suspect(name, r.incarnation, me), now)
+                self._on_suspect(Suspect(name, r.incarnation, me), now, from_addr, sender)
 
     # ------------------------------------------------------------------ helpers
 

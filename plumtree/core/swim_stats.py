@@ -47,6 +47,16 @@ class SwimCounters:
     addr_conflicts: int = 0
     ignored_messages: int = 0
     incarnation_overflows: int = 0
+    # hardening (issue 18): what a stray or forged packet could not do
+    incarnations_refused: int = 0  # an incarnation beyond the window (about us or others)
+    incarnation_resets: int = 0  # a member's own word replaced an implausible view of it
+    unconfirmed_refused: int = 0  # new members refused: unconfirmed table or stranger full
+    unconfirmed_dropped: int = 0  # unconfirmed members whose address never answered
+    members_confirmed: int = 0
+    confirm_probes_sent: int = 0
+    pingreqs_refused: int = 0  # relays refused: requester or target not a confirmed member
+    accusers_answered: int = 0
+    pushpull_replies_refused: int = 0  # requests from a host other than the one advertised  # our Alive sent straight back to who accused us
 
     def items(self) -> Iterator[tuple[str, int]]:
         for f in fields(self):
@@ -66,3 +76,4 @@ class SwimGauges:
     pending_updates: int
     pending_relays: int
     incarnation: int
+    unconfirmed: int = 0

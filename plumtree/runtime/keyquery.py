@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,10 +99,53 @@ class ClusterAnswer:
 
 
 @dataclass(slots=True)
-class _Pending:
+class Gathering:
+    """The answers to one request id, by member: only from members asked, once each.
+
+    Shared by keyring queries and serf's queries (``runtime/query.py``).
+    """
+
     expected: dict[str, str]  # name -> state when asked
-    answers: dict[str, KeyResponse] = field(default_factory=dict)
+    answers: dict[str, Any] = field(default_factory=dict)
+    #: when each answer came (loop time)
+    at: dict[str, float] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        if not self.expected:
+            self.done.set()
+
+    def accept(self, sender: str, msg: Any) -> bool:
+        """False: late, duplicate, or nobody asked that member (the caller counts it)."""
+        if sender not in self.expected or sender in self.answers:
+            return False
+        self.answers[sender] = msg
+        self.at[sender] = asyncio.get_running_loop().time()
+        if len(self.answers) == len(self.expected):
+            self.done.set()
+        return True
+
+    async def wait(self, timeout: float) -> None:
+        """Until every member asked answered, or ``timeout`` (the rest: missing)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.done.wait(), timeout)
+
+    @property
+    def missing(self) -> list[tuple[str, str]]:
+        return sorted((n, s) for n, s in self.expected.items() if n not in self.answers)
+
+
+def split_members(
+    node: Node, keep: Callable[[MemberRecord], bool] = lambda m: True
+) -> tuple[list[MemberRecord], list[MemberRecord]]:
+    """The other members ``keep`` selects: (alive or suspect: asked, dead or left: not)."""
+    live: list[MemberRecord] = []
+    skipped: list[MemberRecord] = []
+    for m in node.swim.members():
+        if m.name == node.name or not keep(m):
+            continue
+        (live if m.state in ("alive", "suspect") else skipped).append(m)
+    return live, skipped
 
 
 class KeyQueries:
@@ -109,7 +153,7 @@ class KeyQueries:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._pending: dict[bytes, _Pending] = {}
+        self._pending: dict[bytes, Gathering] = {}
         self._serving: set[asyncio.Task[None]] = set()
         #: requests from other members applied (and answered), and key messages refused
         #: (too many at once, an answer nobody waits for)
@@ -129,28 +173,21 @@ class KeyQueries:
         if len(self._pending) >= MAX_PENDING:
             raise QueryRefused(f"{MAX_PENDING} keyring queries already under way")
         timeout = min(max(timeout, 0.0), MAX_TIMEOUT)
-        live: list[MemberRecord] = []
-        skipped: list[MemberRecord] = []
-        for m in node.swim.members():
-            if m.name == node.name:
-                continue
-            (live if m.state in ("alive", "suspect") else skipped).append(m)
+        live, skipped = split_members(node)
         qid = os.urandom(limits.KEY_QUERY_ID_LEN)
-        pending = self._pending[qid] = _Pending({m.name: m.state for m in live})
+        pending = self._pending[qid] = Gathering({m.name: m.state for m in live})
         try:
             request = KeyRequest(qid, op, key)  # type: ignore[arg-type]  # (op checked)
             for m in live:
                 node.transport.send_reliable(m.addr, [request])
             own = await apply(node, op, key, qid, by=node.name)
-            if live:
-                with contextlib.suppress(TimeoutError):  # (then: missing)
-                    await asyncio.wait_for(pending.done.wait(), timeout)
+            await pending.wait(timeout)  # (then: missing)
         finally:
             del self._pending[qid]
         answers = [_answer(node.name, "alive", own)]
         answers += [_answer(name, pending.expected[name], r) for name, r in pending.answers.items()]
         answers.sort(key=lambda a: a.node)
-        missing = sorted((n, s) for n, s in pending.expected.items() if n not in pending.answers)
+        missing = pending.missing
         log.info(
             "keyring %s%s asked of %d live member(s): %d answered%s",
             op,
@@ -171,12 +208,8 @@ class KeyQueries:
         for sender, addr, msg in batch:
             if type(msg) is KeyResponse:
                 pending = self._pending.get(msg.id)
-                if pending is None or sender not in pending.expected or sender in pending.answers:
+                if pending is None or not pending.accept(sender, msg):
                     self.refused += 1  # late, duplicate, or nobody asked that member
-                    continue
-                pending.answers[sender] = msg
-                if len(pending.answers) == len(pending.expected):
-                    pending.done.set()
             elif len(self._serving) >= MAX_SERVING:
                 self.refused += 1
             else:

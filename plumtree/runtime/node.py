@@ -1,11 +1,11 @@
 """A cluster node: the protocol stack on real sockets, timers and, with a data dir, a store.
 
 The node is the thin adapter of the design: it feeds the stack (``core/stack.py``) what
-the sockets receive (with ``loop.time()`` as ``now``, never behind a timer that fired),
-sends what the stack queues, arms one ``call_at`` timer at the stack's earliest deadline,
-and turns events into deliveries, the delivery log, logs, metrics and the /v1/events
-stream. With ``data_dir`` every pump's output is committed to the store in a group
-commit (``runtime/persistence.py``); our own broadcasts leave only once durable.
+the sockets receive (with ``time.monotonic()`` as ``now``, never behind a timer that
+fired), sends what the stack queues, arms one ``call_at`` timer at the stack's earliest
+deadline, and turns events into deliveries, the delivery log, logs, metrics and the
+/v1/events stream. With ``data_dir`` every pump's output is committed to the store in a
+group commit (``runtime/persistence.py``); our own broadcasts leave only once durable.
 Several nodes can run in one process (the tests do).
 """
 
@@ -29,6 +29,7 @@ from plumtree.core import events as ev
 from plumtree.core.config import ProtocolConfig, describe
 from plumtree.core.health import HealthReport
 from plumtree.core.ids import STREAM_KEY_LEN, format_id, parse_id
+from plumtree.core.messages import KEY_TYPES
 from plumtree.core.plumtree import MessageTooLarge, Plumtree
 from plumtree.core.stack import Stack
 from plumtree.core.state import DeliveryRecord, NodeState
@@ -42,8 +43,17 @@ from plumtree.runtime.eventhub import EventHub
 from plumtree.runtime.eventloop import loop_name
 from plumtree.runtime.gossippolicy import INSECURE_TAG
 from plumtree.runtime.gossippolicy import check as check_gossip_policy
+from plumtree.runtime.handlers import (
+    DEFAULT_QUEUE,
+    DEFAULT_TIMEOUT,
+    Handlers,
+    HandlerSpec,
+    member_line,
+    tag_env,
+)
 from plumtree.runtime.keyquery import KeyQueries
 from plumtree.runtime.keys import KeyManager
+from plumtree.runtime.query import Queries
 from plumtree.runtime.tcplimits import TcpLimits
 from plumtree.runtime.transport import Transport
 
@@ -55,6 +65,8 @@ log = logging.getLogger("plumtree.node")
 msglog = logging.getLogger("plumtree.messages")
 
 __all__ = ["Delivery", "MessageTooLarge", "Node", "NodeConfig", "StoreUnavailable"]
+
+KEY_TYPE_SET = frozenset(KEY_TYPES)
 
 #: At most one "cache full" log line per this many seconds.
 EVICTION_LOG_INTERVAL = 10.0
@@ -100,6 +112,12 @@ class NodeConfig:
     #: how long deliveries wait for company before a commit (none wait when someone in
     #: this process consumes them, or for our own broadcasts)
     commit_interval: float = 0.2
+    #: event handlers (``--handler``): a command per delivery or membership change
+    handlers: list[HandlerSpec] = field(default_factory=list)
+    #: seconds a handler run may take before its process group is killed
+    handler_timeout: float = DEFAULT_TIMEOUT
+    #: events waiting per handler; beyond it they are dropped (counted)
+    handler_queue: int = DEFAULT_QUEUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +167,10 @@ class Node:
         self.keys = KeyManager(config.keyring, config.keyring_file) if config.keyring else None
         #: keyring changes carried to every live member over gossip
         self.key_queries = KeyQueries(self)
+        #: the ``--handler`` commands (empty: none; then events cost nothing here)
+        self.handlers = Handlers(config.handlers, config.handler_timeout, config.handler_queue)
+        #: serf's queries: asked of members over gossip, answered by ``query`` handlers
+        self.queries = Queries(self)
         self.stack: Stack = None  # type: ignore[assignment]  # set in start()
         self.plumtree: Plumtree = None  # type: ignore[assignment]
         self.swim: Swim = None  # type: ignore[assignment]
@@ -193,8 +215,8 @@ class Node:
         """Open the store, bind sockets, start the admin API, then join (in the background)."""
         loop = self._loop = asyncio.get_running_loop()
         cfg = self.config
-        self._clock_offset = time.time() - loop.time()
-        self._started_at = loop.time()
+        self._started_at = self._now()
+        self._clock_offset = time.time() - time.monotonic()
         self.insecure = check_gossip_policy(cfg.bind, cfg.keyring is not None, cfg.insecure_gossip)
         restored = self._open_store()
         try:
@@ -225,7 +247,7 @@ class Node:
         if cfg.keyring is not None:
             swim = replace(protocol.swim, udp_buffer_size=protocol.swim.udp_buffer_size - OVERHEAD)
             protocol = replace(protocol, swim=swim)
-        now = loop.time()
+        now = self._now()
         meta = dict(cfg.tags)
         if self.admin_url:
             meta["admin"] = self.admin_url
@@ -421,6 +443,8 @@ class Node:
             sub.offer({"kind": "stream_end", "level": "error", "at": time.time()})
         self.log.close()
         self.key_queries.close()
+        self.queries.close()
+        await self.handlers.close()
         if self.admin is not None:
             await self.admin.stop()
         await self.transport.close()
@@ -671,8 +695,14 @@ class Node:
             raise RuntimeError("node is not running")
 
     def _now(self) -> float:
-        assert self._loop is not None
-        now = self._loop.time()
+        """The cores' clock: ``time.monotonic()``, never behind a timer that fired.
+
+        Not ``loop.time()``: uvloop's ticks once a millisecond and is read once per loop
+        iteration, so probe RTTs came out as 0 or 1 ms and delivery times (``at``, and
+        the latencies ``broadcast --wait`` derives from them) went up to a millisecond
+        backwards between nodes. Both clocks are CLOCK_MONOTONIC on Linux, so deadlines
+        taken from this one still arm ``loop.call_at`` correctly (to the millisecond)."""
+        now = time.monotonic()
         if now < self._clock_floor:
             return self._clock_floor
         self._clock_floor = now
@@ -687,7 +717,12 @@ class Node:
         stack = self.stack
         stack.receive(source, envelope.sender, envelope.messages, reliable, self._now())
         if stack.key_inbox:
-            self.key_queries.receive(stack.take_key_messages())
+            batch = stack.take_key_messages()
+            keys = [item for item in batch if type(item[2]) in KEY_TYPE_SET]
+            if keys:
+                self.key_queries.receive(keys)
+            if len(keys) < len(batch):
+                self.queries.receive([item for item in batch if type(item[2]) not in KEY_TYPE_SET])
         self._pump()
 
     def _on_timer(self) -> None:
@@ -724,6 +759,7 @@ class Node:
         persistence = self.persistence
         if persistence is not None:
             # someone in this process waits on each delivery: commit now, not soon
+            # (handlers are not waited on: they take deliveries at the group commit's pace)
             persistence.poke(urgent=self.on_deliver is not None or bool(self._subscribers))
             self.plumtree.accepting = not persistence.paused
         self._arm_timer()
@@ -843,7 +879,38 @@ class Node:
                 msglog.debug("graft to %s", peer, extra={"fields": {"ids": hexids, "hops": None}})
             case _:
                 pass
+        if self.handlers:
+            self._member_handlers(event)
         self.events.publish(doc)
+
+    def _member_handlers(self, event: ev.Event) -> None:
+        """A membership change to the ``member-*`` handlers (serf's event names)."""
+        match event:
+            case ev.MemberJoined(name=name) | ev.MemberAlive(name=name):
+                kind = "member-join"
+            case ev.MemberUpdated(name=name):
+                kind = "member-update"
+            case ev.MemberFailed(name=name):
+                kind = "member-failed"
+            case ev.MemberLeft(name=name):
+                kind = "member-leave"
+            case ev.MemberReaped(name=name):
+                kind = "member-reap"
+            case _:
+                return
+        if name == self.name or not self.handlers.wants(kind):
+            return
+        member = self.swim.member(name)
+        addr = member.addr if member is not None else ""
+        state = member.state if member is not None else ""
+        tags = {k: v for k, v in member.meta.items() if k != "admin"} if member else {}
+        env = {
+            **self.handler_env(),
+            "PLUMTREE_MEMBER_NAME": name,
+            "PLUMTREE_MEMBER_ADDR": addr,
+            "PLUMTREE_MEMBER_STATE": state,
+        }
+        self.handlers.offer(kind, env, member_line(name, addr, state, tags))
 
     def _log_evictions(self, count: int) -> None:
         """One INFO line per interval, not one per message, while the store is full."""
@@ -898,7 +965,7 @@ class Node:
             )
         else:
             self.log.append_one(record)
-            if self.on_deliver is not None or self._subscribers:  # (node start: neither)
+            if self._handing_over:  # (node start without handlers: nobody)
                 self._hand_over(_delivery(record, hexid or format_id(event.id)))
         # rendered only if someone reads it (see EventHub.publish_deferred); the record
         # leaves the payload out, so the ring never holds payloads alive
@@ -913,7 +980,7 @@ class Node:
         if self._stopping or self.stack is None:
             return
         self.log.append(entries)
-        if self.on_deliver is not None or self._subscribers:
+        if self._handing_over:
             for record in entries:
                 self._hand_over(_delivery(record, record.id))
         if own_seq > self.acked:
@@ -938,9 +1005,33 @@ class Node:
             "size": size,
         }
 
+    def handler_env(self) -> dict[str, str]:
+        """What every handler run is told of this node (tags as they are now)."""
+        return {
+            "PLUMTREE_SELF_NAME": self.name,
+            "PLUMTREE_SELF_ADDR": self.gossip_addr,
+            **tag_env(self.config.tags),
+        }
+
+    @property
+    def _handing_over(self) -> bool:
+        """Someone in this process takes deliveries: a callback, an iterator, a handler."""
+        return self.on_deliver is not None or bool(self._subscribers) or bool(self.handlers)
+
     def _hand_over(self, delivery: Delivery) -> None:
-        """To the application: its callback, then every ``deliveries()`` iterator."""
+        """To the application: its callback, every ``deliveries()`` iterator and the
+        ``delivery`` handlers (each once: this runs once per delivery per process)."""
         hexid = delivery.id
+        if self.handlers.wants("delivery"):
+            env = {
+                **self.handler_env(),
+                "PLUMTREE_ORIGIN": delivery.origin,
+                "PLUMTREE_MESSAGE_ID": hexid,
+                "PLUMTREE_CURSOR": str(delivery.cursor),
+                "PLUMTREE_SENDER": delivery.sender,
+                "PLUMTREE_HOPS": str(delivery.hops),
+            }
+            self.handlers.offer("delivery", env, delivery.payload)
         if self.on_deliver is not None:
             try:
                 self.on_deliver(delivery)

@@ -88,6 +88,24 @@ def test_broadcast_wait_reaches_every_member(live: Live) -> None:
     assert [o["node"] for o in origin] == ["node-0"]
 
 
+def test_latencies_and_rtts_come_from_a_microsecond_clock(live: Live) -> None:
+    # issue 19: on uvloop's millisecond clock latency_ms went down to -0.977, the table
+    # said "last after 0.0 ms" and peer RTTs read exactly 0.00 or 1.00 ms
+    latencies: list[float] = []
+    for i in range(5):
+        doc = json_out(live.cli("broadcast", f"timing-{i}", "--wait", "-o", "json", node=i % 4))
+        latencies += [x["latency_ms"] for x in doc["items"] if x["hops"] != 0]
+    assert latencies and min(latencies) >= 0.0, latencies
+    assert any(x != round(x) for x in latencies), latencies  # not whole milliseconds
+    rtts = [
+        p["rtt_ms"]
+        for url in live.urls
+        for p in httpx.get(f"{url}/v1/peers", timeout=5).json()["items"]
+        if p.get("rtt_ms") is not None
+    ]
+    assert rtts and any(r != round(r) for r in rtts), rtts
+
+
 def test_broadcast_prints_just_the_id_and_reads_stdin_and_files(live: Live, tmp_path: Path) -> None:
     result = invoke("--node", live.urls[1], "broadcast", "-", input="from stdin")
     assert result.exit_code == 0 and len(result.stdout.strip()) == 32

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from plumctl.completions_gen import SHELLS, generate
 from tests.cli.helpers import invoke, plain
+from tests.cli.ptyshell import ShellUnavailable, interactive, require
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = str(Path(sys.executable).parent)
@@ -33,34 +30,12 @@ def test_completion_rejects_an_unknown_shell() -> None:
     assert result.exit_code == 2
 
 
-def _interactive(
-    argv: list[str], env: dict[str, str], keys: bytes, expect: bytes, timeout: float = 20.0
-) -> bytes:
-    """Run an interactive shell on a pty, type ``keys``, read until ``expect`` shows up."""
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the shell
-        os.execvpe(argv[0], argv, env)
-    out = b""
+def _shell(argv: list[str], env: dict[str, str], keys: bytes, expect: bytes) -> bytes:
+    """:func:`interactive`, skipping (with the reason) when the shell cannot start."""
     try:
-        deadline = time.monotonic() + timeout
-        while b"$ " not in out and time.monotonic() < deadline:  # wait for the prompt
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                out += os.read(fd, 4096)
-        os.write(fd, keys)
-        out = b""
-        while expect not in out and time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                try:
-                    out += os.read(fd, 4096)
-                except OSError:
-                    break
-        return out
-    finally:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        os.close(fd)
+        return interactive(argv, env, keys, expect)
+    except ShellUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -79,15 +54,17 @@ def _env(home: Path) -> dict[str, str]:
     ids=["command", "option"],
 )
 def test_bash_completes_on_the_first_tab(tmp_path: Path, typed: bytes, completed: bytes) -> None:
+    require("bash")
     rc = tmp_path / ".bashrc"
     rc.write_text(f"PS1='$ '\nsource {ROOT / 'completions' / 'plumctl.bash'}\n")
-    out = _interactive(
+    out = _shell(
         ["bash", "--noprofile", "--rcfile", str(rc), "-i"], _env(tmp_path), typed, completed
     )
     assert completed in out, out.decode(errors="replace")
 
 
 def test_zsh_completes_on_the_first_tab_from_fpath(tmp_path: Path) -> None:
+    require("zsh")
     functions = tmp_path / "functions"
     functions.mkdir()
     (functions / "_plumctl").write_text((ROOT / "completions" / "plumctl.zsh").read_text())
@@ -95,7 +72,7 @@ def test_zsh_completes_on_the_first_tab_from_fpath(tmp_path: Path) -> None:
         f"PS1='$ '\nfpath=({functions} $fpath)\nautoload -Uz compinit\ncompinit -u -d {tmp_path}/.zcompdump\n"
     )
     env = {**_env(tmp_path), "ZDOTDIR": str(tmp_path)}
-    out = _interactive(["zsh", "-i"], env, b"plumctl broa\t", b"broadcast")
+    out = _shell(["zsh", "-i"], env, b"plumctl broa\t", b"broadcast")
     assert b"broadcast" in out, out.decode(errors="replace")
 
 
@@ -150,3 +127,27 @@ def test_every_command_help_has_examples_and_exit_codes(command: str) -> None:
     assert result.exit_code == 0
     assert "Exit codes" in text and "124" in text, command
     assert "Examples" in text or "Install" in text, command
+
+
+def test_zsh_keeps_apostrophes_in_help_texts(tmp_path: Path) -> None:
+    """typer writes ``'`` in a help text as ``''`` inside single quotes: zsh reads that as
+    an apostrophe only with rc_quotes, which the script sets. Run the script's function
+    in a real zsh, with ``_arguments`` replaced by a print of what it is given."""
+    require("zsh")
+    script = (
+        "compdef() { : }\n"
+        '_arguments() { print -r -- "$@" }\n'
+        f"source {ROOT / 'completions' / 'plumctl.zsh'}\n"
+        "words=(plumctl node start --ap); CURRENT=4\n"
+        "_plumctl_completion\n"
+    )
+    proc = subprocess.run(
+        ["zsh", "-f", "-c", script],
+        env={**_env(tmp_path), "PATH": f"{BIN}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "'off' disables it" in proc.stdout, proc.stdout

@@ -176,3 +176,36 @@ def test_no_help_text_loses_words_to_rich_markup() -> None:
             if text and rich_render_text(text) != text:
                 lost.append((getattr(command, "name", "?"), param.name, text))
     assert not lost
+
+
+@pytest.mark.parametrize(
+    ("words", "choices"),
+    [
+        (["node", "start", "--profile"], ["lan", "wan", "local", "large"]),
+        (["cluster", "up", "--profile"], ["lan", "wan", "local", "large"]),
+        (["sim", "--profile"], ["lan", "wan", "local", "large"]),
+        (["sim", "--membership"], ["oracle", "swim"]),
+        (["monitor", "--level"], ["debug", "info", "warn", "error"]),
+        (["node", "start", "--log-level"], ["debug", "info", "warning", "error"]),
+        (["node", "start", "--fsync"], ["normal", "full"]),
+    ],
+    ids=lambda v: (
+        " ".join(v) if isinstance(v, list) and v[0] in ("node", "cluster", "sim", "monitor") else ""
+    ),
+)
+def test_options_with_choices_complete_their_choices_not_files(
+    words: list[str], choices: list[str]
+) -> None:
+    # nothing offered made bash fall back to file names (complete -o default)
+    assert fastcomplete.answer(TREE, _env(words, "")) is None  # a value: typer answers
+    assert _typer(_env(words, "")).split() == choices
+    assert _typer(_env(words, choices[-1][:2])).split() == [
+        c for c in choices if c.startswith(choices[-1][:2])
+    ]
+
+
+def test_the_profiles_offered_are_the_cores() -> None:
+    from plumctl.options import PROFILES
+    from plumtree.core.config import PROFILES as CORE
+
+    assert tuple(PROFILES) == tuple(CORE)

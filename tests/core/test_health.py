@@ -122,3 +122,12 @@ def test_counter_window_turns_totals_into_recent_increases() -> None:
     seconds, deltas = w.deltas(16.0, (20, 3))
     assert seconds == 11.0  # oldest kept sample is at t=5 (t=0 fell out of the window)
     assert deltas == (15, 2)
+
+
+def test_messages_count_one_peer_in_the_singular() -> None:
+    checks = {c.name: c.message for c in evaluate(inputs(eager_peers=1, lazy_peers=0)).checks}
+    assert checks["connectivity"] == "1 eager peer"
+    alone = evaluate(inputs(eager_peers=0, lazy_peers=1)).message
+    assert "(1 lazy peer only)" in alone
+    two = {c.name: c.message for c in evaluate(inputs(eager_peers=1, lazy_peers=1)).checks}
+    assert two["redundancy"] == "1 eager + 1 lazy peers"

@@ -25,6 +25,9 @@ from plumtree.core.messages import (
     PingReq,
     Prune,
     PushPull,
+    QueryAck,
+    QueryRequest,
+    QueryResponse,
     Repair,
     StreamDigest,
     Suspect,
@@ -95,6 +98,9 @@ messages = st.one_of(
         st.booleans(),
         st.booleans(),
     ),
+    st.builds(QueryRequest, ids, st.text(max_size=20), st.binary(max_size=64), st.floats(0, 60)),
+    st.builds(QueryAck, ids),
+    st.builds(QueryResponse, ids, st.booleans(), st.binary(max_size=64), st.text(max_size=40)),
 )
 envelopes = st.builds(Envelope, st.text(max_size=10), names, st.lists(messages, max_size=6))
 
@@ -174,6 +180,12 @@ def test_field_bounds_are_enforced_by_the_decoder() -> None:
         [21, b"q" * 16, True, "e" * (limits.MAX_ERROR_LEN + 1), "", []],
         [21, b"q" * 16, True, "", "", ["f"] * (limits.MAX_KEYRING_KEYS + 1)],
         [21, b"q" * 16, True, "", "f" * (limits.MAX_FINGERPRINT_LEN + 1), []],
+        [22, b"q" * 16, "n" * (limits.MAX_QUERY_NAME_LEN + 1), b"", 1.0],
+        [22, b"q" * 16, "n", b"p" * (limits.MAX_QUERY_PAYLOAD + 1), 1.0],
+        [22, b"q" * 16, "n", b"", -1.0],
+        [23, b"q" * 17],
+        [24, b"q" * 16, True, b"r" * (limits.MAX_QUERY_RESPONSE + 1), ""],
+        [24, b"q" * 16, True, b"", "e" * (limits.MAX_ERROR_LEN + 1)],
     ):
         with pytest.raises(DecodeError):
             decode(header + enc.encode(["", "a", [bad]]))

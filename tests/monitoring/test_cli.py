@@ -24,7 +24,7 @@ from .support import promtool_ok
 MEMBERS = [
     {"name": "n1", "admin_url": "http://127.0.0.1:7947", "state": "alive"},
     {"name": "n2", "admin_url": "http://127.0.0.1:7948", "state": "suspect"},
-    {"name": "n3", "admin_url": "http://127.0.0.1:7949", "state": "dead"},
+    {"name": "n3", "admin_url": "http://127.0.0.1:7949", "state": "left"},
 ]
 
 
@@ -287,7 +287,7 @@ def test_scrape_config_warns_when_no_member_is_scrapable(
     monkeypatch.setattr(command, "fetch_members", lambda opts: [MEMBERS[2]])
     result = run("monitoring", "scrape-config", "--targets-file", str(tmp_path / "t.json"))
     assert result.exit_code == 0
-    assert "plumctl: warning: no alive or suspect member" in result.stderr
+    assert "plumctl: warning: no alive, suspect or dead member" in result.stderr
     assert json.loads((tmp_path / "t.json").read_text()) == []
 
 

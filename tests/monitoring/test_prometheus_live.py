@@ -460,7 +460,8 @@ def test_dashboard_expressions_evaluate_on_live_metrics(live: Live) -> None:
 def test_killing_a_node_alerts_for_the_survivors(live: Live) -> None:
     victim = "node-2"
     survivors = {n for n in live.nodes if n != victim}
-    watch_file = live.dir / "watched-targets.json"
+    # the watcher keeps the very file this Prometheus reads its targets from
+    watch_file = live.dir / "prometheus" / "targets.json"
     watcher = subprocess.Popen(
         [
             sys.executable,
@@ -547,12 +548,46 @@ def test_killing_a_node_alerts_for_the_survivors(live: Live) -> None:
         assert {items[n]["status"] for n in survivors} == {"Degraded"}
         assert all("reduced redundancy" in items[n]["message"] for n in survivors)
 
-        # and the watcher drops the dead member from its targets
+        # Once SWIM declares it dead, the watcher keeps it as a target: Prometheus goes on
+        # seeing it down, and both health paths still agree (issue 19: the watcher dropped
+        # it, its series went stale, and health --prometheus said Healthy-but-smaller)
+        with httpx.Client(timeout=10.0, trust_env=False) as client:
+            wait_for(
+                f"{victim} dead in the seed's member table",
+                lambda: {
+                    m["name"]: m["state"]
+                    for m in client.get(f"{live.seed}/v1/members").json()["items"]
+                }[victim],
+                lambda state: state == "dead",
+            )
+        time.sleep(2.0)  # four watcher rounds (--refresh 0.5) since then
+        assert victim in nodes_in()
+        code, direct, pcode, prom = _compare(live, "--all")
+        assert code == pcode == 4
+        assert _by_node(direct)[victim]["status"] == "Failed"
+        assert _by_node(prom)[victim]["status"] == "Unreachable"
+        assert live.query('up{job="plumtree"}')[victim] == 0.0
+
+        # and every survivor alerts that a member is dead
+        def member_dead() -> dict[str, str]:
+            return {
+                a["labels"]["node"]: a["state"]
+                for a in live.alerts()
+                if a["labels"]["alertname"] == "PlumtreeMemberDead"
+            }
+
         wait_for(
-            f"the watcher to drop {victim}",
-            nodes_in,
-            lambda n: sorted(n) == sorted(survivors),
+            f"PlumtreeMemberDead firing after its (shortened) for: {SHORT_FOR}",
+            member_dead,
+            lambda a: a == {n: "firing" for n in survivors},
         )
+        dead_alert = next(
+            a
+            for a in live.alerts()
+            if a["labels"]["alertname"] == "PlumtreeMemberDead" and a["labels"]["node"] == "node-0"
+        )
+        assert float(dead_alert["value"]) == 1.0
+        assert dead_alert["labels"]["severity"] == "warning"
     finally:
         if watcher.poll() is None:
             watcher.send_signal(signal.SIGTERM)
@@ -562,5 +597,5 @@ def test_killing_a_node_alerts_for_the_survivors(live: Live) -> None:
             watcher.kill()
             _out, err = watcher.communicate(timeout=15)
     assert watcher.returncode == 0, err
-    assert f"targets changed (-{victim}): {len(survivors)} target(s) written" in err
+    assert "targets changed" not in err, err  # a dead member is not dropped
     assert err.rstrip().endswith("plumctl: stopped watching")

@@ -82,6 +82,8 @@ TABLE_ROWS = {
 
 #: the alerts of exact delivery (no seed row: the seed's counters could not see it)
 EXACT_DELIVERY = {"PlumtreeMessagesLost", "PlumtreeMessagesMissing", "PlumtreeStoreFailing"}
+#: what the member table says (no seed row either)
+MEMBERSHIP = {"PlumtreeMemberDead"}
 
 
 def by_name() -> dict[str, dict]:
@@ -118,7 +120,7 @@ def test_every_table_row_has_its_rule() -> None:
     for (_row, severity), name in TABLE_ROWS.items():
         assert rules[name]["labels"]["severity"] == severity, name
     seed_yaml_only = {"PlumtreeHighDuplicateRate", "PlumtreeLowPeerCount"}
-    assert set(TABLE_ROWS.values()) | seed_yaml_only | EXACT_DELIVERY == set(rules)
+    assert set(TABLE_ROWS.values()) | seed_yaml_only | EXACT_DELIVERY | MEMBERSHIP == set(rules)
 
 
 def test_table_rows_expressions() -> None:
@@ -359,6 +361,17 @@ CASES: dict[str, Case] = {
         fire={"plumtree_store_failing": "1x20"},
         value="1",
         safe=[{"plumtree_store_failing": "0x20"}],
+        check_for=True,
+    ),
+    # a node that sees one member dead (and two alive, itself included) alerts; one that
+    # sees no dead member, or only members that left gracefully, does not
+    "PlumtreeMemberDead": Case(
+        fire={'swim_members{state="dead"}': "1x20", 'swim_members{state="alive"}': "2x20"},
+        value="1",
+        safe=[
+            {'swim_members{state="dead"}': "0x20", 'swim_members{state="alive"}': "3x20"},
+            {'swim_members{state="left"}': "1x20", 'swim_members{state="alive"}': "2x20"},
+        ],
         check_for=True,
     ),
 }

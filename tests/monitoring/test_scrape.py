@@ -31,10 +31,13 @@ MEMBERS = [
 ]
 
 
-def test_one_target_per_alive_or_suspect_member_with_an_admin_url() -> None:
+def test_one_target_per_alive_suspect_or_dead_member_with_an_admin_url() -> None:
+    # a dead member stays (its up == 0 is how Prometheus sees the crash); a member that
+    # left gracefully does not
     assert file_sd_targets(MEMBERS) == [
         {"targets": ["10.0.0.1:7947"], "labels": {"node": "n1"}},
         {"targets": ["10.0.0.2:7947"], "labels": {"node": "n2"}},
+        {"targets": ["10.0.0.3:7947"], "labels": {"node": "n3"}},
     ]
 
 

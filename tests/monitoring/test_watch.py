@@ -51,13 +51,9 @@ class Cluster:
         self.written.append([g["labels"]["node"] for g in targets])
 
 
-def test_rewrites_only_when_the_targets_change(capsys: pytest.CaptureFixture[str]) -> None:
-    start = [A, B, C]
-    cluster = Cluster(
-        [[A, B, C], [A, B, dead(C)], [A, B, dead(C)], [A, B]],
-        [set(), set(), set(), set()],
-    )
-    last = watch_targets(
+def watch(cluster: Cluster, start: list[dict[str, Any]], rounds: int) -> list[dict[str, Any]]:
+    """Watch from a's admin URL, starting from the targets of ``start``."""
+    return watch_targets(
         A["admin_url"],
         start,
         file_sd_targets(start),
@@ -65,8 +61,18 @@ def test_rewrites_only_when_the_targets_change(capsys: pytest.CaptureFixture[str
         cluster.write,
         cluster.sleep,
         0.5,
-        rounds=4,
+        rounds=rounds,
     )
+
+
+def test_rewrites_only_when_the_targets_change(capsys: pytest.CaptureFixture[str]) -> None:
+    # c fails: it stays a target (Prometheus sees it down, up == 0) until it is reaped
+    start = [A, B, C]
+    cluster = Cluster(
+        [[A, B, C], [A, B, dead(C)], [A, B, dead(C)], [A, B]],
+        [set(), set(), set(), set()],
+    )
+    last = watch(cluster, start, rounds=4)
     assert cluster.written == [["a", "b"]]
     assert [g["labels"]["node"] for g in last] == ["a", "b"]
     assert capsys.readouterr().err == "plumctl: targets changed (-c): 2 target(s) written\n"
@@ -80,28 +86,19 @@ def test_falls_back_to_other_members_then_keeps_the_file(
         [[A, B, C], [A, B, dead(C)], [], [], [A, B]],
         [{A["admin_url"]}, {A["admin_url"]}, urls, urls, set()],
     )
-    watch_targets(
-        A["admin_url"],
-        [A, B, C],
-        file_sd_targets([A, B, C]),
-        cluster.fetch,
-        cluster.write,
-        cluster.sleep,
-        0.5,
-        rounds=5,
-    )
+    watch(cluster, [A, B, C], rounds=5)
     # round 0: a refuses, b answers with the same table as before (no write);
-    # round 1: b answers that c is dead; rounds 2-3: nobody answers (one warning);
-    # round 4: a is back
+    # round 1: b answers that c is dead (still a target: no write); rounds 2-3: nobody
+    # answers (one warning); round 4: a is back, and c was reaped
     assert cluster.asked[0] == [A["admin_url"], B["admin_url"]]
     assert cluster.written == [["a", "b"]]
     assert cluster.asked[2] == [A["admin_url"], B["admin_url"]]  # c is dead: not asked
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        "plumctl: targets changed (-c): 2 target(s) written",
         "plumctl: warning: cannot refresh the targets, keeping them as they are: "
         "cannot reach node at http://127.0.0.1:7001: connection refused",
         "plumctl: member table readable again",
+        "plumctl: targets changed (-c): 2 target(s) written",
     ]
 
 
@@ -125,3 +122,15 @@ def test_evaluation_interval_option() -> None:
     bad = run("monitoring", "scrape-config", "--evaluation-interval", "soon")
     assert bad.exit_code == 2
     assert "--evaluation-interval: not a Prometheus duration" in bad.stderr
+
+
+def test_a_dead_member_stays_a_target_and_one_that_left_goes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # issue 19: dropping a crashed node made Prometheus (and health --prometheus) forget
+    # it, while health --all still counted it as failed
+    start = [A, B, C]
+    cluster = Cluster([[A, B, dead(C)], [A, B, {**C, "state": "left"}]], [set(), set()])
+    watch(cluster, start, rounds=2)
+    assert cluster.written == [["a", "b"]]  # only when c left
+    assert capsys.readouterr().err == "plumctl: targets changed (-c): 2 target(s) written\n"

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -60,3 +61,54 @@ def test_an_unknown_loop_is_a_usage_error() -> None:
     assert (
         proc.stderr.strip().count("\n") == 0 and "expected auto, uvloop or asyncio" in proc.stderr
     )
+
+
+async def _clock_readings() -> set[float]:
+    cluster = LocalCluster()
+    try:
+        node = await cluster.add()
+        seen = set()
+        spin_until = time.perf_counter() + 0.0005  # half a millisecond, in one iteration
+        while time.perf_counter() < spin_until:
+            seen.add(node._now())
+        return seen
+    finally:
+        await cluster.stop()
+
+
+def test_the_nodes_clock_resolves_less_than_a_millisecond_on_uvloop() -> None:
+    """uvloop's ``loop.time()`` ticks once a millisecond: the cores' ``now`` must not be
+    it (issue 19: RTTs of exactly 0 or 1 ms). Half a millisecond of readings shows at
+    most two ticks of that clock; a microsecond clock shows many values."""
+    assert len(run(_clock_readings(), "uvloop")) > 10
+
+
+async def _timings() -> tuple[list[float], list[float]]:
+    cluster = LocalCluster()
+    try:
+        for _ in range(3):
+            await cluster.add()
+        await cluster.converge()
+        nodes = cluster.nodes
+        await wait_for(
+            lambda: all(row.get("rtt_ms") is not None for n in nodes for row in n.peers())
+        )
+        latencies = []
+        for i in range(10):
+            origin = nodes[i % 3]
+            hexid = origin.broadcast(f"timing-{i}".encode())
+            await wait_for(lambda: all(n.message(hexid)["delivered"] for n in nodes))  # noqa: B023
+            origin_at = origin.message(hexid)["at"]
+            latencies += [n.message(hexid)["at"] - origin_at for n in nodes if n is not origin]
+        rtts = [float(row["rtt_ms"]) for n in nodes for row in n.peers()]
+        return latencies, rtts
+    finally:
+        await cluster.stop()
+
+
+def test_latencies_never_negative_and_rtts_not_whole_milliseconds_on_uvloop() -> None:
+    """Delivery times and probe RTTs come from a microsecond clock (issue 19 bug 5: -0.977
+    ms latencies, RTTs of exactly 0.00 or 1.00 ms)."""
+    latencies, rtts = run(_timings(), "uvloop")
+    assert latencies and min(latencies) >= 0.0, latencies
+    assert rtts and any(r != round(r) for r in rtts), rtts

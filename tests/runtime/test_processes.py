@@ -145,12 +145,19 @@ def test_down_finds_and_stops_the_nodes_of_a_cluster_whose_directory_was_removed
         other.down()
 
 
-def test_down_without_a_cluster_is_one_line(tmp_path: Path) -> None:
-    result = run("cluster", "down", "--dir", str(tmp_path))
-    assert result.returncode == 1
-    assert (
-        result.stderr.strip() == f"plumctl: error: no local cluster in {tmp_path} (nothing to stop)"
-    )
+def test_down_without_a_cluster_is_ok_and_says_so(tmp_path: Path) -> None:
+    # idempotent, as `make demo-down` run twice must be (it exited 2 through make)
+    for _ in range(2):
+        result = run("cluster", "down", "--dir", str(tmp_path))
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.strip() == f"no cluster running in {tmp_path} (nothing to stop)"
+    as_json = run("cluster", "down", "--dir", str(tmp_path / "never"), "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == {
+        "kind": "LocalClusterDown",
+        "dir": str(tmp_path / "never"),
+        "items": [],
+    }
 
 
 def test_busy_port_is_one_clear_line() -> None:

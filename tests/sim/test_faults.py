@@ -33,7 +33,11 @@ def test_1000_nodes_deliver_everything_exactly_once_through(fault: str) -> None:
     assert d["delivered_once"] == d["owed_deliveries"], d
     assert (d["duplicates_delivered"], d["lost"], d["missing"], d["undelivered"]) == (0, 0, 0, 0)
     assert d["history_redelivered"] == 0
-    if fault != "churn":  # churned nodes are back before most of what they missed settled
+    # churned nodes are back before most of what they missed settled; a frozen node
+    # finds what was sent to it waiting in its queue when it wakes, so anti-entropy only
+    # has what the tree left out to fill (at seed 3: 1 message before issue 18's SWIM
+    # hardening shifted the timings, 0 since): neither is evidence either way
+    if fault not in ("churn", "freeze"):
         assert d["repaired"] > 0, "the nodes the fault hit caught up by anti-entropy"
 
 

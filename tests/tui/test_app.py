@@ -175,8 +175,12 @@ async def test_threshold_crossings_change_the_cell_style_and_the_score_colour() 
         assert cell(app, "n1", "health").style == OK_WORD_STYLE
         src.nodes["n1"].health = "Unhealthy"
         await refresh(pilot, app)
-        assert digits.has_class("critical")
+        # one Unhealthy node of four: the cluster is Degraded, as plumctl health --all says
+        assert digits.has_class("warning") and not digits.has_class("critical")
         assert cell(app, "n1", "health").style == LEVEL_STYLE[Level.CRITICAL]
+        src.nodes["n2"].health = src.nodes["n3"].health = "Unhealthy"
+        await refresh(pilot, app)
+        assert digits.has_class("critical")  # a majority Unhealthy: Unhealthy
     assert app.crash is None
 
 

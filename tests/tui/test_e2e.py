@@ -162,6 +162,23 @@ async def drive_dashboard(
         assert app.table.row_count == len(names)  # the dead node stays listed
         others = [n for n in names if n != victim["name"]]
         assert all(text(n, "state") == "alive" for n in others)
+
+        # and it is Failed, not the Healthy it last reported: the dashboard, health --all
+        # and (see tests/monitoring) Prometheus tell one story
+        from textual.widgets import Digits
+
+        assert text(victim["name"], "health") == "Failed"
+        assert text(victim["name"], "score") == "n/a"
+        assert app.model.status() == "Degraded"
+        assert app.query_one("#score", Digits).has_class("warning")
+        health = await asyncio.to_thread(
+            plumctl, "--node", seed, "health", "--all", "-o", "json", "--interval", "0.2"
+        )
+        assert health.returncode == 4, health.stderr
+        doc = json.loads(health.stdout)
+        assert doc["status"] == "Degraded"
+        failed = {i["node"] for i in doc["items"] if i["status"] == "Failed"}
+        assert failed == {victim["name"]}
         await pilot.press("q")
     assert app.crash is None
     assert app.return_code == 0

@@ -148,17 +148,47 @@ def test_joins_failures_and_reaped_members() -> None:
     assert cells(model.rows["c"])["state"].level is Level.CRITICAL
 
 
-def test_worst_status_is_from_nodes_that_answered() -> None:
+def test_the_cluster_status_is_health_all_s_verdict() -> None:
     nodes = two_nodes()
     model = ClusterModel()
+    assert model.status() is None  # before the first poll
     model.update(snap(1.0, nodes))
-    assert model.worst_status() == "Healthy"
+    assert model.status() == "Healthy"
     nodes["b"].health = "Degraded"
     model.update(snap(2.0, nodes))
-    assert model.worst_status() == "Degraded"
+    assert model.status() == "Degraded"
     nodes["a"].health = "Unhealthy"
-    model.update(snap(3.0, nodes, a="timeout"))  # a's report is stale: not counted
-    assert model.worst_status() == "Degraded"
+    model.update(snap(3.0, nodes, a="timeout"))  # a's report is stale: a is unreachable
+    assert model.status() == "Degraded"
+    assert cells(model.rows["a"])["health"].text == "Unreachable"
+
+
+def test_a_dead_member_is_failed_and_the_cluster_degraded() -> None:
+    # issue 19: after a crash the row still read Healthy 0.67 and the headline stayed
+    # green, while plumctl health --all said Degraded
+    nodes = {**two_nodes(), "c": FakeNode("c")}
+    model = ClusterModel()
+    model.update(snap(1.0, nodes))
+    model.update(snap(2.0, nodes))
+    assert model.status() == "Healthy" and model.rows["c"].score is not None
+    nodes["c"].state = "dead"
+    model.update(snap(3.0, nodes))
+    row = cells(model.rows["c"])
+    assert (row["health"].text, row["health"].level) == ("Failed", Level.CRITICAL)
+    assert row["score"].text == "n/a"
+    assert model.status() == "Degraded"
+    judged = model.verdict()
+    assert judged is not None and judged.exit_code == 4
+    assert judged.reasons[0] == "c: failed: SWIM declared it dead (no answer to probes)"
+    doc = model.as_dict(now=4.0)
+    assert doc["status"] == "Degraded" and doc["status_reasons"][0].startswith("c: failed")
+    item = next(i for i in doc["items"] if i["name"] == "c")
+    assert item["health"] == "Failed" and item["score"] is None
+    # left gracefully: not counted, as in health --all
+    nodes["c"].state = "left"
+    model.update(snap(5.0, nodes))
+    assert cells(model.rows["c"])["health"].text == "Left"
+    assert model.status() == "Healthy"
 
 
 def test_as_dict_is_json_with_a_stable_shape() -> None:
