@@ -14,8 +14,8 @@ Measured vs target:
 * ``plumctl health --all`` against a 32-node local cluster: wall time minus
   ``--interval``, median of N runs, <= 1 s;
 * everyday commands (issue 19) against a live 3-node cluster started and stopped here,
-  median of 20 runs: ``members -o json`` and ``broadcast`` <= 120 ms, ``health -o json``
-  of one node (no ``--interval``: the node's own rates) <= 200 ms, and ``metrics`` (two
+  median of 20 runs: ``members -o json`` and ``broadcast`` <= 120 ms, ``health`` of one
+  node (no ``--interval``: the node's own rates; JSON and table) <= 200 ms, and ``metrics`` (two
   scrapes ``--interval`` apart, no target). ``--everyday-only`` runs just this part.
 
 Hook for more live-cluster measurements (``plumctl top``): a module ``bench/tui.py`` that
@@ -50,6 +50,7 @@ EVERYDAY: tuple[tuple[str, tuple[str, ...], float | None], ...] = (
     ("members -o json", ("members", "-o", "json"), 120.0),
     ("broadcast PAYLOAD", ("broadcast", "bench"), 120.0),
     ("health -o json (one node)", ("health", "-o", "json"), 200.0),
+    ("health (one node, table)", ("health",), 200.0),
     ("metrics -o json (2 scrapes 1 s apart)", ("metrics", "-o", "json"), None),
 )
 FORBIDDEN = ("textual", "aiohttp", "prometheus_client")

@@ -167,20 +167,21 @@ def broadcast(opts: dict[str, Any], args: list[str]) -> int:
 
 
 def health(opts: dict[str, Any]) -> int:
-    """``plumctl health -o json`` of one node: /v1/members for its name (as the typer
+    """``plumctl health`` of one node (any output): /v1/members for its name (as the typer
     path asks), /v1/health once, the score from the rates the node keeps."""
-    if opts["output"] != "json":
-        raise Fallback  # the table is Rich's
     _, members = request(opts, "GET", "/v1/members")
     status, body = request(opts, "GET", "/v1/health", required="rates", ok=(200, 503, 500))
     if "status" not in body or not isinstance(body["rates"], dict):
         raise Fallback
-    from plumctl.healthcheck import one_node_from_rates
+    from plumctl.healthcheck import one_node_from_rates, render
     from plumctl.output import emit_json
 
     name = str(members.get("node", opts["node"]))
     result = one_node_from_rates(name, opts["node"], body, status)
-    emit_json(result.as_dict())
+    if opts["output"] == "json":
+        emit_json(result.as_dict())
+    else:
+        render(result, opts["output"] == "wide")
     return result.exit_code
 
 

@@ -262,3 +262,34 @@ def _norm(url: str) -> str:
         return normalise_url(url)
     except Exception:
         return url
+
+
+_COLOUR = {"Healthy": "green", "Degraded": "yellow", "Unhealthy": "red", "Left": "dim"}
+
+
+def render(result: Verdict, wide: bool, clear: bool = False) -> None:
+    """The table of ``plumctl health`` (Rich) and the verdict line under it."""
+    from plumctl.output import plural, stdout, table
+
+    console = stdout()
+    if clear and console.is_terminal:
+        console.clear()
+    t = table(
+        "node", "status", "score", "message", *(("score reasons", "admin url") if wide else ())
+    )
+    for n in result.items:
+        colour = _COLOUR.get(n.status, "red")
+        score = "-" if n.score is None else f"{n.score:.2f}"
+        cells = [n.node, f"[{colour}]{n.status}[/]", score, n.message]
+        if wide:
+            cells += ["; ".join(n.score_reasons) or "-", n.admin_url or "-"]
+        t.add_row(*cells)
+    console.print(t)
+    colour = _COLOUR.get(result.status, "red")
+    score = "unknown" if result.score is None else f"{result.score:.2f}"
+    at = f" (lowest: {', '.join(result.worst)})" if result.worst else ""
+    console.print(
+        f"cluster: [{colour}]{result.status}[/] · score {score}{at} · {plural(len(result.items), 'node')}"
+    )
+    for reason in result.reasons[: 10 if not wide else None]:
+        console.print(f"  - {reason}", markup=False)

@@ -110,7 +110,9 @@ def health(
         if opts.json:
             (emit_json_line if watch else emit_json)(result.as_dict())
         else:
-            _render(result, opts.wide, clear=watch)
+            from plumctl.healthcheck import render
+
+            render(result, opts.wide, clear=watch)
         if not watch:
             raise typer.Exit(result.exit_code)
         if prometheus is not None:  # direct scrapes already spent --interval measuring
@@ -165,33 +167,3 @@ async def _from_prometheus(
     result.source = "prometheus"
     result.interval = seconds
     return result
-
-
-_COLOUR = {"Healthy": "green", "Degraded": "yellow", "Unhealthy": "red", "Left": "dim"}
-
-
-def _render(result: Any, wide: bool, clear: bool) -> None:
-    from plumctl.output import plural, stdout, table
-
-    console = stdout()
-    if clear and console.is_terminal:
-        console.clear()
-    t = table(
-        "node", "status", "score", "message", *(("score reasons", "admin url") if wide else ())
-    )
-    for n in result.items:
-        colour = _COLOUR.get(n.status, "red")
-        score = "-" if n.score is None else f"{n.score:.2f}"
-        cells = [n.node, f"[{colour}]{n.status}[/]", score, n.message]
-        if wide:
-            cells += ["; ".join(n.score_reasons) or "-", n.admin_url or "-"]
-        t.add_row(*cells)
-    console.print(t)
-    colour = _COLOUR.get(result.status, "red")
-    score = "unknown" if result.score is None else f"{result.score:.2f}"
-    at = f" (lowest: {', '.join(result.worst)})" if result.worst else ""
-    console.print(
-        f"cluster: [{colour}]{result.status}[/] · score {score}{at} · {plural(len(result.items), 'node')}"
-    )
-    for reason in result.reasons[: 10 if not wide else None]:
-        console.print(f"  - {reason}", markup=False)
