@@ -12,7 +12,11 @@ Measured vs target:
 * ``python -X importtime -c "import plumctl.cli"``: the top offenders, and whether
   textual, aiohttp or prometheus_client get imported (they must not be);
 * ``plumctl health --all`` against a 32-node local cluster: wall time minus
-  ``--interval``, median of N runs, <= 1 s.
+  ``--interval``, median of N runs, <= 1 s;
+* everyday commands (issue 19) against a live 3-node cluster started and stopped here,
+  median of 20 runs: ``members -o json`` and ``broadcast`` <= 120 ms, ``health`` of one
+  node (no ``--interval``: the node's own rates; JSON and table) <= 200 ms, and ``metrics`` (two
+  scrapes ``--interval`` apart, no target). ``--everyday-only`` runs just this part.
 
 Hook for more live-cluster measurements (``plumctl top``): a module ``bench/tui.py`` that
 defines ``measure(ctx: CliContext, out: Report) -> None`` is called with the running
@@ -41,6 +45,14 @@ from bench.loopback import NodeInfo, cluster_down, cluster_up, plumctl_env  # no
 
 TARGET_MS = 250.0
 TARGET_HEALTH_S = 1.0
+#: issue 19: (label, arguments after ``--node URL``, target in ms or None: reported only)
+EVERYDAY: tuple[tuple[str, tuple[str, ...], float | None], ...] = (
+    ("members -o json", ("members", "-o", "json"), 120.0),
+    ("broadcast PAYLOAD", ("broadcast", "bench"), 120.0),
+    ("health -o json (one node)", ("health", "-o", "json"), 200.0),
+    ("health (one node, table)", ("health",), 200.0),
+    ("metrics -o json (2 scrapes 1 s apart)", ("metrics", "-o", "json"), None),
+)
 FORBIDDEN = ("textual", "aiohttp", "prometheus_client")
 WATCHED = (*FORBIDDEN, "typer", "click", "rich", "httpx", "msgspec", "cryptography")
 
@@ -171,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=32, help="cluster size for health --all")
     ap.add_argument("--interval", type=float, default=1.0, help="health --interval")
     ap.add_argument("--no-cluster", action="store_true", help="skip the live-cluster part")
+    ap.add_argument("--everyday-runs", type=int, default=20, help="runs per everyday command")
+    ap.add_argument(
+        "--everyday-only", action="store_true", help="only the everyday commands (issue 19)"
+    )
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     args = ap.parse_args(argv)
@@ -187,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     out.note("bytecode of plumctl/ and plumtree/ compiled first (as an installed package has it)")
     bindir = Path(tempfile.mkdtemp(prefix="plumctl-bench-bin-"))
+    if args.everyday_only:
+        try:
+            everyday(args, make_entry_point(bindir), env, out)
+        finally:
+            shutil.rmtree(bindir, ignore_errors=True)
+        out.note(f"end: {load_line()}")
+        out.emit(args.json)
+        return 1 if args.strict and out.missed else 0
     try:
         plumctl = make_entry_point(bindir)
 
@@ -304,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # live cluster
         if not args.no_cluster:
+            everyday(args, plumctl, env, out)
             live(args, plumctl, env, out)
     finally:
         shutil.rmtree(bindir, ignore_errors=True)
@@ -355,6 +380,43 @@ def live(args: argparse.Namespace, plumctl: Path, env: dict[str, str], out: Repo
         ctx = CliContext(plumctl, nodes, args.runs, node_env)
         for hook in hooks():
             hook(ctx, out)
+    finally:
+        progress("cluster down")
+        cluster_down(tmp, nodes)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def everyday(args: argparse.Namespace, plumctl: Path, env: dict[str, str], out: Report) -> None:
+    """Issue 19: the commands an operator types all day, against a live 3-node cluster."""
+    case = "everyday commands"
+    tmp = Path(tempfile.mkdtemp(prefix="plumtree-bench-everyday-"))
+    nodes: list[NodeInfo] = []
+    try:
+        progress(f"cluster up -n 3 --profile local --dir {tmp}")
+        try:
+            nodes = cluster_up(3, "local", tmp, wait=60.0)
+        except RuntimeError as exc:
+            out.add(case, "cluster", str(exc), "converged", False)
+            return
+        time.sleep(2.0)  # the node's rate window holds a few ticks
+        for label, argv, target in EVERYDAY:
+            progress(f"{label} x{args.everyday_runs}")
+            t = time_command([str(plumctl), "--node", nodes[0].url, *argv], args.everyday_runs, env)
+            ok = None if target is None else (t.median_ms <= target and t.code == 0)
+            out.add(
+                case,
+                f"{label} (median of {len(t.runs)})",
+                f"{t.median_ms:.0f} ms" + ("" if t.code == 0 else f" EXIT {t.code}"),
+                "-" if target is None else f"<= {target:.0f} ms",
+                ok,
+            )
+            out.add(
+                case,
+                "  min / p90",
+                f"{1000 * min(t.runs):.0f} / {1000 * quantile(t.runs, 0.9):.0f} ms",
+            )
+        py = time_command([sys.executable, "-c", "pass"], args.everyday_runs, env)
+        out.add(case, "python -c pass (floor)", f"{py.median_ms:.0f} ms")
     finally:
         progress("cluster down")
         cluster_down(tmp, nodes)

@@ -38,6 +38,14 @@ def _run() -> None:
 
         if show():
             return
+        # members -o json, broadcast PAYLOAD: answered without typer, rich or httpx
+        from plumctl.fastcmd import run
+
+        code = run()
+        if code is not None:
+            import sys
+
+            sys.exit(code)
     from plumctl.cli import app
 
     app(prog_name="plumctl")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -124,8 +125,6 @@ async def collect(
     from plumctl.promtext import Scrape
     from plumctl.scoring import health_score
 
-    askable = [t for t in targets if t.url and t.state != "left" and t.state != "dead"]
-
     async def first(client: AsyncClient) -> tuple[dict[str, Any], int, Scrape]:
         (body, code), scrape = await asyncio.gather(client.health(), client.scrape())
         return body, code, scrape
@@ -133,28 +132,110 @@ async def collect(
     async def second(client: AsyncClient) -> Scrape:
         return await client.scrape()
 
-    urls = [t.url for t in askable if t.url]
+    urls = _askable(targets)
     started = time.monotonic()
     one = await fan_out(urls, first, token=token, timeout=timeout) if urls else {}
     await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
     ok_urls = [u for u, r in one.items() if not isinstance(r, ClientError)]
     two = await fan_out(ok_urls, second, token=token, timeout=timeout) if ok_urls else {}
-    results: list[NodeHealth] = []
-    by_url = {_norm(u): r for u, r in one.items()}
     later = {_norm(u): r for u, r in two.items()}
+
+    def score(url: str, body: dict[str, Any], prev: Scrape) -> Any:
+        cur = later.get(_norm(url))
+        if isinstance(cur, ClientError) or cur is None:
+            return f"second scrape failed: {cur}"
+        return health_score(prev, cur)
+
+    return _assemble(targets, one, score)
+
+
+async def collect_rates(
+    targets: list[Target], token: str | None, timeout: float
+) -> tuple[list[NodeHealth], float] | None:
+    """Ask every target /v1/health once; the score from the rates the node keeps over
+    its recent window (its ``rates``), and the longest such window in seconds. None when
+    a node answered without them (an older node): then only two scrapes can tell."""
+    from plumctl.client import AsyncClient, ClientError, fan_out
+
+    async def ask(client: AsyncClient) -> tuple[dict[str, Any], int, None]:
+        body, code = await client.health()
+        return body, code, None
+
+    urls = _askable(targets)
+    one = await fan_out(urls, ask, token=token, timeout=timeout) if urls else {}
+    answers = [r for r in one.values() if not isinstance(r, ClientError)]
+    if any(not isinstance(body.get("rates"), dict) for body, _, _ in answers):
+        return None
+    return _assemble(targets, one, _rates_score), _window([b for b, _, _ in answers])
+
+
+def one_node_from_rates(name: str, url: str, body: dict[str, Any], code: int) -> Verdict:
+    """The verdict of ``plumctl health`` on one node from its /v1/health answer (with
+    ``rates``): what :func:`collect_rates` and the command make of it, without asyncio
+    or the HTTP client (the fast path, :mod:`plumctl.fastcmd`)."""
+    from plumctl.targets import Target
+
+    answers = {url: (body, code, None)}
+    items = _assemble([Target(name, url, "alive")], answers, _rates_score, norm=str)
+    result = verdict(items, single=True)
+    result.source = "node"
+    result.interval = _window([body])
+    return result
+
+
+def _rates_score(url: str, body: dict[str, Any], _: None) -> Any:
+    """The score from a /v1/health answer's ``rates`` (the node's own recent window)."""
+    from plumctl.scoring import score_from
+
+    rates = body["rates"]
+
+    def number(key: str) -> float | None:
+        value = rates.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    return score_from(
+        number("eager_peers"),
+        number("graft_sent_per_s"),
+        number("graft_failed_per_s"),
+        number("window_s"),
+        no_window="the node has no rate window yet (just started)",
+    )
+
+
+def _window(bodies: list[dict[str, Any]]) -> float:
+    return max((float(b["rates"].get("window_s") or 0.0) for b in bodies), default=0.0)
+
+
+def _askable(targets: list[Target]) -> list[str]:
+    return [t.url for t in targets if t.url and t.state not in ("left", "dead")]
+
+
+def _assemble(
+    targets: list[Target],
+    answers: dict[str, Any],
+    score: Callable[..., Any],
+    norm: Callable[[str], str] | None = None,
+) -> list[NodeHealth]:
+    """One :class:`NodeHealth` per target from the ``(body, code, extra)`` answers (or
+    the client's error) by URL, compared through ``norm`` (default: as the client
+    normalises them); ``score(url, body, extra)`` gives a
+    :class:`~plumctl.scoring.Score` or why there is none (a string)."""
+    norm = norm or _norm
+    results: list[NodeHealth] = []
+    by_url = {norm(u): r for u, r in answers.items()}
     for t in targets:
         known = unasked(t.name, t.url, t.state)
         if known is not None:
             results.append(known)
             continue
         assert t.url  # unasked() answers for a member without an admin URL
-        res = by_url.get(_norm(t.url))
-        if res is None or isinstance(res, ClientError):
+        res = by_url.get(norm(t.url))
+        if res is None or isinstance(res, Exception):  # a ClientError
             results.append(
                 NodeHealth(t.name, t.url, UNREACHABLE, str(res) if res else "no answer", t.state)
             )
             continue
-        body, code, prev = res
+        body, code, extra = res
         node = NodeHealth(
             str(body.get("node", t.name)),
             t.url,
@@ -164,13 +245,12 @@ async def collect(
             code,
             components=dict(body.get("components", {})),
         )
-        cur = later.get(_norm(t.url))
-        if isinstance(cur, ClientError) or cur is None:
-            node.score_reasons = [f"second scrape failed: {cur}"]
+        got = score(t.url, body, extra)
+        if isinstance(got, str):
+            node.score_reasons = [got]
         else:
-            score = health_score(prev, cur)
-            node.score = score.value
-            node.score_reasons = list(score.reasons)
+            node.score = got.value
+            node.score_reasons = list(got.reasons)
         results.append(node)
     return results
 
@@ -182,3 +262,34 @@ def _norm(url: str) -> str:
         return normalise_url(url)
     except Exception:
         return url
+
+
+_COLOUR = {"Healthy": "green", "Degraded": "yellow", "Unhealthy": "red", "Left": "dim"}
+
+
+def render(result: Verdict, wide: bool, clear: bool = False) -> None:
+    """The table of ``plumctl health`` (Rich) and the verdict line under it."""
+    from plumctl.output import plural, stdout, table
+
+    console = stdout()
+    if clear and console.is_terminal:
+        console.clear()
+    t = table(
+        "node", "status", "score", "message", *(("score reasons", "admin url") if wide else ())
+    )
+    for n in result.items:
+        colour = _COLOUR.get(n.status, "red")
+        score = "-" if n.score is None else f"{n.score:.2f}"
+        cells = [n.node, f"[{colour}]{n.status}[/]", score, n.message]
+        if wide:
+            cells += ["; ".join(n.score_reasons) or "-", n.admin_url or "-"]
+        t.add_row(*cells)
+    console.print(t)
+    colour = _COLOUR.get(result.status, "red")
+    score = "unknown" if result.score is None else f"{result.score:.2f}"
+    at = f" (lowest: {', '.join(result.worst)})" if result.worst else ""
+    console.print(
+        f"cluster: [{colour}]{result.status}[/] · score {score}{at} · {plural(len(result.items), 'node')}"
+    )
+    for reason in result.reasons[: 10 if not wide else None]:
+        console.print(f"  - {reason}", markup=False)

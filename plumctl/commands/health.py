@@ -53,7 +53,8 @@ def health(
         typer.Option(
             parser=duration(0.1, 300.0),
             metavar="DURATION",
-            help="Seconds between the two /metrics scrapes (with --prometheus: between "
+            help="Seconds between the two /metrics scrapes (without --all or --watch: by "
+            "default none, the node's own recent rates are used; with --prometheus: between "
             "--watch rounds).",
         ),
     ] = 1.0,
@@ -86,9 +87,7 @@ def health(
     from plumctl.output import emit_json, emit_json_line, fail
 
     opts: GlobalOptions = ctx.obj
-    source = ctx.get_parameter_source("window")  # typer's vendored click: compare by name
-    given = source is not None and source.name != "DEFAULT"
-    if given and prometheus is None:
+    if _given(ctx, "window") and prometheus is None:
         fail("--window: only with --prometheus (direct scrapes use --interval)", exitcodes.USAGE)
     if prometheus is not None:
         from plumctl.monitoring.scrape import is_duration
@@ -102,30 +101,49 @@ def health(
             window = durations.prometheus(seconds)
         if window == "0s" or seconds <= 0:
             fail("--window: must be longer than 0s", exitcodes.USAGE)
+    # one node, once, no --interval: the node's own recent rates, one request
+    own_rates = not (everyone or watch or _given(ctx, "interval"))
     while True:
         started = time.monotonic()
         with exit_on_error():
             if prometheus is None:
-                result = asyncio.run(_evaluate(opts, everyone, interval))
+                result = asyncio.run(_evaluate(opts, everyone, interval, own_rates))
             else:
                 result = asyncio.run(_from_prometheus(opts, everyone, prometheus, window))
         if opts.json:
             (emit_json_line if watch else emit_json)(result.as_dict())
         else:
-            _render(result, opts.wide, clear=watch)
+            from plumctl.healthcheck import render
+
+            render(result, opts.wide, clear=watch)
         if not watch:
             raise typer.Exit(result.exit_code)
         if prometheus is not None:  # direct scrapes already spent --interval measuring
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
-async def _evaluate(opts: GlobalOptions, everyone: bool, interval: float) -> Any:
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether ``--name`` was on the command line or in the environment."""
+    source = ctx.get_parameter_source(name)  # typer's vendored click: compare by name
+    return source is not None and source.name != "DEFAULT"
+
+
+async def _evaluate(
+    opts: GlobalOptions, everyone: bool, interval: float, own_rates: bool = False
+) -> Any:
     import asyncio
 
-    from plumctl.healthcheck import collect, verdict
+    from plumctl.healthcheck import collect, collect_rates, verdict
     from plumctl.targets import resolve
 
     targets, _ = await asyncio.to_thread(resolve, opts, everyone)
+    if own_rates:
+        got = await collect_rates(targets, opts.token, opts.timeout)
+        if got is not None:  # else an older node without rates: scrape twice
+            result = verdict(got[0], single=not everyone)
+            result.source = "node"  # (as healthcheck.one_node_from_rates says it)
+            result.interval = got[1]
+            return result
     items = await collect(targets, opts.token, opts.timeout, interval)
     result = verdict(items, single=not everyone)
     result.interval = interval
@@ -152,33 +170,3 @@ async def _from_prometheus(
     result.source = "prometheus"
     result.interval = seconds
     return result
-
-
-_COLOUR = {"Healthy": "green", "Degraded": "yellow", "Unhealthy": "red", "Left": "dim"}
-
-
-def _render(result: Any, wide: bool, clear: bool) -> None:
-    from plumctl.output import plural, stdout, table
-
-    console = stdout()
-    if clear and console.is_terminal:
-        console.clear()
-    t = table(
-        "node", "status", "score", "message", *(("score reasons", "admin url") if wide else ())
-    )
-    for n in result.items:
-        colour = _COLOUR.get(n.status, "red")
-        score = "-" if n.score is None else f"{n.score:.2f}"
-        cells = [n.node, f"[{colour}]{n.status}[/]", score, n.message]
-        if wide:
-            cells += ["; ".join(n.score_reasons) or "-", n.admin_url or "-"]
-        t.add_row(*cells)
-    console.print(t)
-    colour = _COLOUR.get(result.status, "red")
-    score = "unknown" if result.score is None else f"{result.score:.2f}"
-    at = f" (lowest: {', '.join(result.worst)})" if result.worst else ""
-    console.print(
-        f"cluster: [{colour}]{result.status}[/] · score {score}{at} · {plural(len(result.items), 'node')}"
-    )
-    for reason in result.reasons[: 10 if not wide else None]:
-        console.print(f"  - {reason}", markup=False)

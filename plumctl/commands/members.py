@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -66,16 +65,17 @@ def members(
     import time
 
     from plumctl.client import Client, exit_on_error
-    from plumctl.output import emit_json, stdout, table
+    from plumctl.memberfilter import FilterError, member_filter, member_list
+    from plumctl.output import emit_json, fail, stdout, table
 
     opts: GlobalOptions = ctx.obj
-    keep = member_filter(state, name, tag or [])
+    try:
+        keep = member_filter(state, name, tag or [])
+    except FilterError as exc:
+        fail(str(exc), exitcodes.USAGE)
     with exit_on_error(), Client(opts.node, opts.token, opts.timeout) as client:
         doc = client.members()
-    items = sorted(
-        doc.get("items", []), key=lambda m: (m.get("state") != "alive", str(m.get("name")))
-    )
-    items = [m for m in items if keep(m)]
+    items = member_list(doc, keep)
     if opts.json:
         emit_json({"kind": "MemberList", "node": doc.get("node"), "items": items})
         return
@@ -113,40 +113,3 @@ def _ago(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
-
-
-def member_filter(
-    state: str | None, name: str | None, tags: list[str]
-) -> Callable[[dict[str, Any]], bool]:
-    """One predicate for ``--state``, ``--name`` and ``--tag`` (AND); a bad regex or a
-    tag without ``=`` is a usage error (one line, exit 2)."""
-    import re
-
-    from plumctl.output import fail
-
-    def compile_(option: str, text: str) -> re.Pattern[str]:
-        try:
-            return re.compile(text)
-        except re.error as exc:
-            fail(f"{option}: invalid regex {text!r}: {exc}", exitcodes.USAGE)
-
-    # (what to read from a member: its state, its name, or tag KEY) -> pattern
-    fields: list[tuple[tuple[str, str], re.Pattern[str]]] = []
-    if state is not None:
-        fields.append((("field", "state"), compile_("--state", state)))
-    if name is not None:
-        fields.append((("field", "name"), compile_("--name", name)))
-    for item in tags:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"--tag: expected KEY=REGEX, got {item!r}", exitcodes.USAGE)
-        fields.append((("tag", key), compile_(f"--tag {key}", value)))
-
-    def keep(member: dict[str, Any]) -> bool:
-        for (where, key), pattern in fields:
-            value = member.get(key) if where == "field" else (member.get("tags") or {}).get(key)
-            if value is None or pattern.fullmatch(str(value)) is None:
-                return False
-        return True
-
-    return keep

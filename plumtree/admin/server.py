@@ -157,7 +157,7 @@ async def peers(admin: AdminServer, request: web.BaseRequest) -> web.Response:
 async def health(admin: AdminServer, request: web.BaseRequest) -> web.Response:
     node = admin.node
     report = node.health()
-    body = {"node": node.name, **report.as_dict()}
+    body = {"node": node.name, **report.as_dict(), "rates": node.score_rates()}
     return _json(body, status=report.status.http_status)
 
 

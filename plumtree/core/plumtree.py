@@ -63,6 +63,10 @@ from plumtree.core.streams import MAX_RANGES, Stream, StreamTable
 RETIRE_INTERVAL = 60.0
 #: Seconds of history behind the health model's rates (the monitoring guide's PromQL uses [5m]).
 HEALTH_WINDOW = 300.0
+#: Seconds behind the Graft rates of the Cluster Health Score the node reports on
+#: /v1/health (``plumctl health`` reads them instead of scraping twice): recent, like
+#: ``top``'s, and long enough to hold many maintenance ticks.
+SCORE_WINDOW = 60.0
 
 _PRUNE = Prune()
 
@@ -173,6 +177,8 @@ class Plumtree:
             self.repair.gap_seen(now)  # gaps saved before the restart: nothing else wakes
         self._health_window = CounterWindow(HEALTH_WINDOW)
         self._health_window.record(now, self._health_counters())
+        self._score_window = CounterWindow(SCORE_WINDOW)
+        self._score_window.record(now, self._score_counters())
         #: next_deadline(), kept up to date as timers are set (lowered on the spot) and
         #: recomputed whenever one fires or is cleared, for take_all()
         self._deadline = self.next_deadline()
@@ -488,6 +494,22 @@ class Plumtree:
                 store_error=store_error or "",
             )
         )
+
+    def score_rates(self, now: float) -> dict[str, float | None]:
+        """The Cluster Health Score's inputs over the last ``SCORE_WINDOW`` seconds:
+        eager peers now, Graft sent/failed per second (``None`` before any time passed)."""
+        seconds, (sent, failed) = self._score_window.deltas(now, self._score_counters())
+        known = seconds > 0
+        return {
+            "window_s": seconds if known else None,
+            "eager_peers": float(len(self.peers.eager)),
+            "graft_sent_per_s": sent / seconds if known else None,
+            "graft_failed_per_s": failed / seconds if known else None,
+        }
+
+    def _score_counters(self) -> tuple[int, int]:
+        c = self.counters
+        return (c.graft_sent, c.graft_failed)
 
     # ------------------------------------------------------------------ handlers
 
@@ -1039,6 +1061,7 @@ class Plumtree:
         self._graft_bytes.gc(now)
         self._repair_isolation(now)
         self._health_window.record(now, self._health_counters())
+        self._score_window.record(now, self._score_counters())
         jitter = self.rng.uniform(0.0, cfg.maintenance_jitter) if cfg.maintenance_jitter else 0.0
         self._next_maintenance = now + cfg.maintenance_interval + jitter
 

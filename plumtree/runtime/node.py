@@ -553,6 +553,12 @@ class Node:
         error = (persistence.last_error or "commit failed") if failing and persistence else None
         return self.plumtree.health(self._now(), store_error=error)
 
+    def score_rates(self) -> dict[str, float | None]:
+        """The health score's inputs over the node's recent window (``/v1/health``'s
+        ``rates``): one request answers ``plumctl health`` without two scrapes."""
+        self._check_running()
+        return self.plumtree.score_rates(self._now())
+
     def message(self, hexid: str) -> dict[str, Any]:
         """What this node knows of a message id (raises ValueError on a malformed id)."""
         self._check_running()
