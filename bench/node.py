@@ -74,8 +74,11 @@ async def one_run(deliveries: int, per_frame: int, seed: int, data_dir: str | No
         node.transport.send_reliable = sink.send_reliable  # type: ignore[method-assign]
         node.transport.send_datagram = sink.send_datagram  # type: ignore[method-assign]
         peers = [f"p{i}" for i in range(PEERS)]
-        alive = [Alive(p, 1, f"127.0.0.1:{40000 + i}", {}) for i, p in enumerate(peers)]
-        node.stack.receive("x", "x", alive, False, node._now())
+        for i, p in enumerate(peers):
+            # each from its own address, in its name: confirmed members at once (what
+            # others only vouch for waits for a probe)
+            addr = f"127.0.0.1:{40000 + i}"
+            node.stack.receive(addr, p, [Alive(p, 1, addr, {})], False, node._now())
         node._pump()  # membership events made the peers Plumtree's
         parent = next(iter(node.plumtree.peers.eager))
         rng = random.Random(seed)
