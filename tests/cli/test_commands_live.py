@@ -92,10 +92,14 @@ def test_latencies_and_rtts_come_from_a_microsecond_clock(live: Live) -> None:
     # issue 19: on uvloop's millisecond clock latency_ms went down to -0.977, the table
     # said "last after 0.0 ms" and peer RTTs read exactly 0.00 or 1.00 ms
     latencies: list[float] = []
-    for i in range(5):
+    docs = []
+    for i in range(20):  # (once, under a loaded CI run, 5 answers held no relayed item)
         doc = json_out(live.cli("broadcast", f"timing-{i}", "--wait", "-o", "json", node=i % 4))
-        latencies += [x["latency_ms"] for x in doc["items"] if x["hops"] != 0]
-    assert latencies and min(latencies) >= 0.0, latencies
+        docs.append(doc)
+        latencies += [x["latency_ms"] for x in doc["items"] if x["hops"] not in (0, None)]
+        if len(latencies) >= 6:
+            break
+    assert latencies and min(latencies) >= 0.0, (latencies, docs[-1])
     assert any(x != round(x) for x in latencies), latencies  # not whole milliseconds
     rtts = [
         p["rtt_ms"]
