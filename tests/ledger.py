@@ -382,3 +382,13 @@ class Follower:
                 if not doc["items"]:
                     return self.items
                 self.items.extend(doc["items"])
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples in a /metrics text whose labels include ``labels``."""
+    total = 0.0
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {" and all(w in line for w in want):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

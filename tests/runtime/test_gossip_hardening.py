@@ -23,7 +23,7 @@ from plumtree.core.limits import MAX_FRAME_BYTES
 from plumtree.core.messages import Gossip, Ping, Suspect
 from plumtree.runtime.addresses import parse_addr
 from plumtree.runtime.crypto import Keyring
-from tests.ledger import Load, delivery_log, node_procs, settled, wait_until
+from tests.ledger import Load, delivery_log, metric, node_procs, settled, wait_until
 
 MiB = 1 << 20
 #: what the attacked node may grow by (RSS high-water mark over its RSS before): the
@@ -50,16 +50,6 @@ def config(directory: Path, node: str = "") -> Path:
         f"idle_timeout = {IDLE_TIMEOUT}\n"
     )
     return path
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples in a /metrics text whose labels include ``labels``."""
-    total = 0.0
-    want = [f'{k}="{v}"' for k, v in labels.items()]
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {" and all(w in line for w in want):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def memory(pid: int) -> dict[str, int]:

@@ -25,20 +25,10 @@ from plumtree.core.swim import MAX_UNCONFIRMED
 from plumtree.core.wire import Envelope, encode
 from plumtree.runtime.addresses import parse_addr
 from plumtree.runtime.node import parse_id
-from tests.ledger import NodeProcs, node_procs, wait_until
+from tests.ledger import NodeProcs, metric, node_procs, wait_until
 
 #: Graft answers to one peer: burst + rate * t + one message (defaults: 512 KiB each).
 STATED_GRAFT_FACTOR = 32
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples in a /metrics text whose labels include ``labels``."""
-    total = 0.0
-    want = [f'{k}="{v}"' for k, v in labels.items()]
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {" and all(w in line for w in want):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def members(c: NodeProcs, i: int) -> dict[str, dict[str, Any]]:
